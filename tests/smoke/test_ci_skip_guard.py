@@ -1,0 +1,34 @@
+"""Under CI=true a skipped test must fail the run (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+
+
+def _run_suite(tmp_path: Path, ci: str) -> subprocess.CompletedProcess[str]:
+    shutil.copy(CONFTEST, tmp_path / "conftest.py")
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\ndef test_ok():\n    pass\n\ndef test_needs_docker():\n    pytest.skip('no docker')\n"
+    )
+    env = {**os.environ, "CI": ci}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+
+def test_skip_fails_under_ci(tmp_path: Path) -> None:
+    result = _run_suite(tmp_path, "true")
+    assert result.returncode == 1, result.stdout
+    assert "skipped test(s) count as failures" in result.stdout
+    assert "test_needs_docker" in result.stdout
+
+
+def test_skip_is_a_skip_outside_ci(tmp_path: Path) -> None:
+    result = _run_suite(tmp_path, "")
+    assert result.returncode == 0, result.stdout
+    assert "1 skipped" in result.stdout
