@@ -14,7 +14,8 @@ CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
 def _run_suite(tmp_path: Path, ci: str) -> subprocess.CompletedProcess[str]:
     shutil.copy(CONFTEST, tmp_path / "conftest.py")
     (tmp_path / "test_x.py").write_text(
-        "import pytest\n\ndef test_ok():\n    pass\n\ndef test_needs_docker():\n    pytest.skip('no docker')\n"
+        "import pytest\n\ndef test_ok():\n    pass\n\n"
+        "def test_needs_docker():\n    pytest.skip('no docker')\n"
     )
     env = {**os.environ, "CI": ci}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],

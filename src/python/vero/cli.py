@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from vero import __version__
+from vero.build import commands as build_commands
+from vero.errors import VeroError
+from vero.serve import commands as serve_commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class VeroGroup(click.Group):
+    """Reports expected failures (VeroError) as one message and an exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VeroError as exc:
+            click.echo(exc.render(), err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=VeroGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vero", message="%(prog)s %(version)s")
 def cli() -> None:
     """vero: build and evaluate sealed Harbor tasks for agent optimization."""
+
+
+@cli.group(cls=VeroGroup)
+def harbor() -> None:
+    """Compile, serve and evaluate Harbor optimization tasks."""
+
+
+build_commands.register(harbor)
+serve_commands.register(harbor)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The compiler: build.yaml -> a sealed Harbor task directory."""

@@ -1,0 +1,1 @@
+"""The trusted core: datasets, tiers, budgets, evaluation engine and sample records."""

@@ -1,0 +1,1 @@
+"""Mode B: each sample is a Harbor task, scored by a nested `harbor run`."""

@@ -1,0 +1,1 @@
+"""The trusted eval sidecar (`vero harbor serve`) and its clients."""

@@ -1,0 +1,92 @@
+"""ServeConfig: the contract between the compiler (writes serve.json) and `vero harbor serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from vero.core.benchmark import Budget, RewardMode, SplitAccess, Target
+from vero.errors import VeroError
+from vero.modeb.config import HarborConfig
+from vero.models import StrictModel
+
+
+class ServePaths(StrictModel):
+    """Where the sidecar finds and keeps things inside its container."""
+
+    agent_repo: str = "/work/agent"                  # the optimizer's repo (shared volume, read-only here)
+    results_dir: str = "/work/results"               # the agent's view of results (shared volume)
+    admin_dir: str = "/var/lib/vero/admin"           # ledger, submission, experiments (sidecar only)
+    token_file: str = "/var/lib/vero/token/admin-token"  # token volume; main mounts it read-only
+    baseline_repo: str = "/opt/vero/baseline"        # trusted repo holding the baseline commit
+    work_dir: str = "/var/lib/vero/work"             # candidate worktrees, readable by the harness user
+
+
+class ModeAServe(StrictModel):
+    """Mode A: vero runs `entrypoint` on each label-stripped row and scores it with `scorer`."""
+
+    dataset_dir: str
+    label_fields: list[str] = Field(default_factory=list)
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+    scorer: str
+    sample_timeout: float = Field(default=60.0, gt=0)
+
+
+class ModeBServe(StrictModel):
+    """Mode B: each sample is a Harbor task of `partition`, run by a nested `harbor run`."""
+
+    harbor: HarborConfig
+    partition: dict[str, list[str]]
+
+
+class ServeConfig(StrictModel):
+    """Everything `vero harbor serve` needs; written by the compiler as serve.json."""
+
+    version: Literal[1] = 1
+    mode: Literal["A", "B"]
+    name: str
+    host: str = "0.0.0.0"
+    port: int = Field(default=8100, ge=1, le=65535)
+    paths: ServePaths = Field(default_factory=ServePaths)
+    baseline_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    splits: list[SplitAccess]
+    budgets: list[Budget]
+    reward_mode: RewardMode = "auto_best"
+    selection_split: str
+    targets: list[Target]
+    submit_enabled: bool = True
+    score_baseline: bool = False
+    k_anonymity_floor: int = Field(default=5, ge=1)
+    secrets: list[str] = Field(default_factory=list)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout: float | None = Field(default=None, gt=0, description="seconds for one evaluation")
+    harness_user: str | None = Field(default="harness", description="unprivileged user for candidate code")
+    auto_best_top_k: int = Field(default=3, ge=1)
+    mode_a: ModeAServe | None = None
+    mode_b: ModeBServe | None = None
+
+    @model_validator(mode="after")
+    def _mode_section(self) -> ServeConfig:
+        if self.mode == "A" and (self.mode_a is None or self.mode_b is not None):
+            raise ValueError("mode A needs a mode_a section and no mode_b section")
+        if self.mode == "B" and (self.mode_b is None or self.mode_a is not None):
+            raise ValueError("mode B needs a mode_b section and no mode_a section")
+        return self
+
+
+def load_serve_config(path: Path) -> ServeConfig:
+    """Read and validate serve.json, turning every problem into one VeroError."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise VeroError(f"cannot read serve config: {exc.strerror}", where=str(path),
+                        fix="pass --config with the serve.json the compiler wrote") from None
+    try:
+        return ServeConfig.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise VeroError(f"invalid serve config at {loc}: {first['msg']}", where=str(path),
+                        fix="rebuild the task with `vero harbor build`") from None
