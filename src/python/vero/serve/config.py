@@ -20,7 +20,8 @@ class ServePaths(StrictModel):
     results_dir: str = "/work/results"               # the agent's view of results (shared volume)
     admin_dir: str = "/var/lib/vero/admin"           # ledger, submission, experiments (sidecar only)
     token_file: str = "/var/lib/vero/token/admin-token"  # token volume; main mounts it read-only
-    baseline_repo: str = "/opt/vero/baseline"        # trusted repo holding the baseline commit
+    baseline_dir: str = "/opt/vero/agent-baseline"   # files/ + BASELINE.json (vero.baseline)
+    trusted_repo: str = "/var/lib/vero/admin/repo"   # created from baseline_dir at first start
     work_dir: str = "/var/lib/vero/work"             # candidate worktrees, readable by the harness user
 
 
