@@ -1,0 +1,355 @@
+"""Rules that compile a `harbor_task` target with vero's compiler PEX inside the sandbox.
+
+One rule (`render_harbor_task`) runs the compiler; `package`, the two codegen paths and the
+archive option all request its result, so they share one cached process. The process is a
+pure function of its input digest: the compiler PEX, build.yaml and the declared input files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import yaml
+from pants.backend.python.goals.package_pex_binary import PexBinaryFieldSet
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.target_types import InterpreterConstraintsField
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
+from pants.core.goals.package import (
+    BuiltPackage,
+    BuiltPackageArtifact,
+    EnvironmentAwarePackageRequest,
+    PackageFieldSet,
+)
+from pants.core.target_types import FileSourceField, ResourceSourceField
+from pants.core.util_rules.archive import CreateArchive
+from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
+from pants.core.util_rules.system_binaries import (
+    ArchiveFormat,
+    BinaryPathRequest,
+    BinaryPaths,
+)
+from pants.engine.addresses import Address
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import (
+    AddPrefix,
+    Digest,
+    DigestContents,
+    MergeDigests,
+    PathGlobs,
+    Paths,
+    RemovePrefix,
+    Snapshot,
+)
+from pants.engine.internals.graph import Owners, OwnersRequest
+from pants.engine.internals.native_engine import AddressInput
+from pants.engine.process import Process, ProcessResult
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import (
+    FieldSet,
+    GeneratedSources,
+    GenerateSourcesRequest,
+    HydratedSources,
+    HydrateSourcesRequest,
+    InferDependenciesRequest,
+    InferredDependencies,
+    SourcesField,
+    TransitiveTargets,
+    TransitiveTargetsRequest,
+    WrappedTarget,
+    WrappedTargetRequest,
+)
+from pants.engine.unions import UnionRule
+from pants.util.logging import LogLevel
+
+from vero_pants.target_types import (
+    HarborTaskArchiveFormatField,
+    HarborTaskCompilerField,
+    HarborTaskConfigField,
+    HarborTaskOutputNameField,
+)
+
+_OUT_DIR = "__vero_out"
+_PEX_ROOT_CACHE = "vero_pex_root"
+# Secret values never enter the sandbox (nor the cache key, nor a remote cache): the plugin
+# checks that each declared secret is set on the host, and the compiler sees this stand-in.
+SECRET_STAND_IN = "set-on-host"
+# build.yaml keys whose values are input paths relative to build.yaml's directory.
+PATH_KEYS = ("agent_repo", "dataset", "scorer", "inner_task")
+_GIT_SEARCH_PATH = ("/usr/bin", "/bin", "/usr/local/bin")
+_ARCHIVE_FORMATS = {"tar": ArchiveFormat.TAR, "tar.gz": ArchiveFormat.TGZ, "zip": ArchiveFormat.ZIP}
+
+
+class HarborTaskError(Exception):
+    """A user error in a harbor_task target or its build config."""
+
+
+@dataclass(frozen=True)
+class HarborTaskFieldSet(PackageFieldSet):
+    required_fields = (HarborTaskConfigField,)
+
+    config: HarborTaskConfigField
+    output_name: HarborTaskOutputNameField
+    archive_format: HarborTaskArchiveFormatField
+    compiler: HarborTaskCompilerField
+
+    @property
+    def dest(self) -> str:
+        """The compiled task's directory, relative to dist/ (and to the codegen root)."""
+        return os.path.join(self.address.spec_path, self.output_name.value or self.address.target_name)
+
+
+@dataclass(frozen=True)
+class ConfigReference:
+    """One input path named in build.yaml."""
+
+    key: str
+    value: str
+    path: str  # relative to the build root
+
+
+@dataclass(frozen=True)
+class BuildConfigFacts:
+    """What the plugin reads from build.yaml: input paths and secret names. The compiler
+    validates the whole file; unreadable YAML yields no facts here and its error there."""
+
+    references: tuple[ConfigReference, ...]
+    secrets: tuple[str, ...]
+
+
+def read_build_config_facts(config_path: str, content: bytes) -> BuildConfigFacts:
+    """Extract input paths and secret names from build.yaml, leniently."""
+    try:
+        data: Any = yaml.safe_load(content)
+    except yaml.YAMLError:
+        return BuildConfigFacts((), ())
+    if not isinstance(data, dict):
+        return BuildConfigFacts((), ())
+    base = os.path.dirname(config_path)
+    candidates: list[tuple[str, Any]] = [(key, data.get(key)) for key in PATH_KEYS]
+    harbor = data.get("harbor")
+    if isinstance(harbor, dict):
+        source = harbor.get("task_source")
+        # A registry source (`org/name@version`) is not a path.
+        if isinstance(source, str) and "@" not in source:
+            candidates.append(("harbor.task_source", source))
+    references = []
+    for key, value in candidates:
+        if not isinstance(value, str) or not value:
+            continue
+        path = os.path.normpath(os.path.join(base, value))
+        if os.path.isabs(value) or path == ".." or path.startswith("../"):
+            raise HarborTaskError(
+                f"{config_path}: `{key}: {value}` points outside the repository; under Pants every input "
+                "must be a path inside the build root, relative to build.yaml's directory."
+            )
+        references.append(ConfigReference(key, value, path))
+    secrets = data.get("secrets")
+    names = tuple(s for s in secrets if isinstance(s, str)) if isinstance(secrets, list) else ()
+    return BuildConfigFacts(tuple(references), names)
+
+
+def missing_references(references: Iterable[ConfigReference], files: Iterable[str]) -> list[ConfigReference]:
+    """The references for which no input file is at or under the referenced path."""
+    file_list = list(files)
+    return [
+        ref for ref in references
+        if not any(f == ref.path or f.startswith(ref.path.rstrip("/") + "/") for f in file_list)
+    ]
+
+
+async def _build_config_facts(field: HarborTaskConfigField) -> BuildConfigFacts:
+    contents = await Get(DigestContents, PathGlobs([field.file_path]))
+    if not contents:
+        return BuildConfigFacts((), ())
+    return read_build_config_facts(field.file_path, contents[0].content)
+
+
+async def _compiler_address(field_set: HarborTaskFieldSet | HarborTaskInferenceFieldSet) -> Address:
+    return await Get(
+        Address,
+        AddressInput,
+        AddressInput.parse(
+            field_set.compiler.value,
+            relative_to=field_set.address.spec_path,
+            description_of_origin=f"the `compiler` field of {field_set.address}",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class RenderHarborTaskRequest:
+    field_set: HarborTaskFieldSet
+
+
+@dataclass(frozen=True)
+class RenderedHarborTask:
+    digest: Digest  # the compiled task, under field_set.dest
+
+
+@rule(desc="Compile harbor_task", level=LogLevel.DEBUG)
+async def render_harbor_task(
+    request: RenderHarborTaskRequest, python_setup: PythonSetup
+) -> RenderedHarborTask:
+    fs = request.field_set
+    compiler_address = await _compiler_address(fs)
+    compiler = await Get(
+        WrappedTarget,
+        WrappedTargetRequest(compiler_address, description_of_origin=f"the `compiler` field of {fs.address}"),
+    )
+    if not PexBinaryFieldSet.is_applicable(compiler.target):
+        raise HarborTaskError(
+            f"{fs.address}: `compiler={fs.compiler.value!r}` is not a pex_binary target; point it at the "
+            "pex_binary of the vero CLI (default //src/python/vero:vero)."
+        )
+    interpreter_constraints = InterpreterConstraints.create_from_compatibility_fields(
+        [compiler.target[InterpreterConstraintsField]], python_setup
+    )
+    facts = await _build_config_facts(fs.config)
+    compiler_package, python, git_paths, host_env, transitive, compiler_closure, config = await MultiGet(
+        Get(BuiltPackage, EnvironmentAwarePackageRequest(PexBinaryFieldSet.create(compiler.target))),
+        Get(PythonExecutable, InterpreterConstraints, interpreter_constraints),
+        Get(BinaryPaths, BinaryPathRequest(binary_name="git", search_path=_GIT_SEARCH_PATH)),
+        Get(EnvironmentVars, EnvironmentVarsRequest(facts.secrets)),
+        Get(TransitiveTargets, TransitiveTargetsRequest([fs.address])),
+        Get(TransitiveTargets, TransitiveTargetsRequest([compiler_address])),
+        Get(HydratedSources, HydrateSourcesRequest(fs.config)),
+    )
+    git = git_paths.first_path
+    if git is None:
+        raise HarborTaskError(
+            f"{fs.address}: the compiler needs `git`; install it (looked in {', '.join(_GIT_SEARCH_PATH)})."
+        )
+    missing_secrets = [name for name in facts.secrets if name not in host_env]
+    if missing_secrets:
+        raise HarborTaskError(
+            f"{fs.address}: {fs.config.file_path} declares secret(s) that are not set in the environment: "
+            f"{', '.join(missing_secrets)}. Export them before packaging (only their presence is checked; "
+            "the values never enter the build)."
+        )
+    tool_addresses = {t.address for t in compiler_closure.closure}
+    inputs = await Get(
+        SourceFiles,
+        SourceFilesRequest(
+            t.get(SourcesField) for t in transitive.dependencies if t.address not in tool_addresses
+        ),
+    )
+    unprovided = missing_references(facts.references, inputs.snapshot.files)
+    if unprovided:
+        lines = "\n".join(
+            f"  `{ref.key}: {ref.value}` -> {ref.path}: no file of the target's dependencies is there"
+            for ref in unprovided
+        )
+        raise HarborTaskError(
+            f"{fs.address}: inputs named in {fs.config.file_path} are not provided:\n{lines}\n"
+            "Add a `files(sources=[\"<dir>/**\"])` target owning them (it is then inferred), or list it in "
+            "`dependencies`; check the path for typos."
+        )
+    [pex_artifact] = [a for a in compiler_package.artifacts if a.relpath]
+    pex_path = pex_artifact.relpath
+    assert pex_path is not None
+    out = os.path.join(_OUT_DIR, os.path.basename(fs.dest))
+    input_digest = await Get(
+        Digest, MergeDigests([compiler_package.digest, config.snapshot.digest, inputs.snapshot.digest])
+    )
+    result = await Get(
+        ProcessResult,
+        Process(
+            argv=(python.path, pex_path, "harbor", "build", "-c", fs.config.file_path, "-o", out,
+                  "--runtime-pex", pex_path),
+            input_digest=input_digest,
+            output_directories=(_OUT_DIR,),
+            env={
+                "PATH": os.path.dirname(git.path),
+                "PEX_ROOT": f".cache/{_PEX_ROOT_CACHE}",
+                "LANG": "C.UTF-8",
+                **{name: SECRET_STAND_IN for name in facts.secrets},
+            },
+            append_only_caches={_PEX_ROOT_CACHE: f".cache/{_PEX_ROOT_CACHE}"},
+            description=f"Compiling {fs.address} into {fs.dest}",
+            level=LogLevel.INFO,
+        ),
+    )
+    stripped = await Get(Digest, RemovePrefix(result.output_digest, _OUT_DIR))
+    return RenderedHarborTask(await Get(Digest, AddPrefix(stripped, fs.address.spec_path)))
+
+
+@rule(desc="Package harbor_task", level=LogLevel.DEBUG)
+async def package_harbor_task(field_set: HarborTaskFieldSet) -> BuiltPackage:
+    rendered = await Get(RenderedHarborTask, RenderHarborTaskRequest(field_set))
+    artifacts = [BuiltPackageArtifact(field_set.dest)]
+    digests = [rendered.digest]
+    archive_format = field_set.archive_format.value
+    if archive_format:
+        # The archive holds `<output_name>/...`, not the BUILD directory's path.
+        inner = await Get(Snapshot, RemovePrefix(rendered.digest, field_set.address.spec_path))
+        name = f"{os.path.basename(field_set.dest)}.{archive_format}"
+        archive = await Get(Digest, CreateArchive(inner, name, _ARCHIVE_FORMATS[archive_format]))
+        digests.append(await Get(Digest, AddPrefix(archive, field_set.address.spec_path)))
+        artifacts.append(BuiltPackageArtifact(os.path.join(field_set.address.spec_path, name)))
+    return BuiltPackage(await Get(Digest, MergeDigests(digests)), tuple(artifacts))
+
+
+@dataclass(frozen=True)
+class HarborTaskInferenceFieldSet(FieldSet):
+    required_fields = (HarborTaskConfigField, HarborTaskCompilerField)
+
+    config: HarborTaskConfigField
+    compiler: HarborTaskCompilerField
+
+
+class InferHarborTaskDependencies(InferDependenciesRequest[HarborTaskInferenceFieldSet]):
+    infer_from = HarborTaskInferenceFieldSet
+
+
+@rule(desc="Infer harbor_task dependencies", level=LogLevel.DEBUG)
+async def infer_harbor_task_dependencies(request: InferHarborTaskDependencies) -> InferredDependencies:
+    """The compiler (so `--changed-dependents` sees compiler edits) and the owners of the inputs."""
+    fs = request.field_set
+    compiler_address = await _compiler_address(fs)
+    facts = await _build_config_facts(fs.config)
+    globs = [glob for ref in facts.references for glob in (ref.path, f"{ref.path}/**")]
+    paths = await Get(Paths, PathGlobs(globs)) if globs else Paths((), ())
+    owners = await Get(Owners, OwnersRequest(tuple(paths.files))) if paths.files else Owners()
+    inferred = {compiler_address, *(address for address in owners if address != fs.address)}
+    return InferredDependencies(sorted(inferred))
+
+
+class GenerateFilesFromHarborTaskRequest(GenerateSourcesRequest):
+    input = HarborTaskConfigField
+    output = FileSourceField
+
+
+class GenerateResourcesFromHarborTaskRequest(GenerateSourcesRequest):
+    input = HarborTaskConfigField
+    output = ResourceSourceField
+
+
+async def _generated(request: GenerateSourcesRequest) -> GeneratedSources:
+    field_set = HarborTaskFieldSet.create(request.protocol_target)
+    rendered = await Get(RenderedHarborTask, RenderHarborTaskRequest(field_set))
+    return GeneratedSources(await Get(Snapshot, Digest, rendered.digest))
+
+
+@rule(desc="Generate files from harbor_task", level=LogLevel.DEBUG)
+async def generate_files_from_harbor_task(request: GenerateFilesFromHarborTaskRequest) -> GeneratedSources:
+    return await _generated(request)
+
+
+@rule(desc="Generate resources from harbor_task", level=LogLevel.DEBUG)
+async def generate_resources_from_harbor_task(
+    request: GenerateResourcesFromHarborTaskRequest,
+) -> GeneratedSources:
+    return await _generated(request)
+
+
+def rules() -> Iterable[Any]:
+    return [
+        *collect_rules(),
+        UnionRule(PackageFieldSet, HarborTaskFieldSet),
+        UnionRule(InferDependenciesRequest, InferHarborTaskDependencies),
+        UnionRule(GenerateSourcesRequest, GenerateFilesFromHarborTaskRequest),
+        UnionRule(GenerateSourcesRequest, GenerateResourcesFromHarborTaskRequest),
+    ]

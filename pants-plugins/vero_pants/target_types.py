@@ -1,0 +1,70 @@
+"""The `harbor_task` target: a benchmark's build.yaml plus the files it compiles from."""
+
+from __future__ import annotations
+
+from pants.engine.target import (
+    COMMON_TARGET_FIELDS,
+    Dependencies,
+    SingleSourceField,
+    StringField,
+    Target,
+)
+
+DEFAULT_COMPILER = "//src/python/vero:vero"
+ARCHIVE_FORMATS = ("tar", "tar.gz", "zip")
+
+
+class HarborTaskConfigField(SingleSourceField):
+    alias = "config"
+    required = False
+    default = "build.yaml"
+    expected_file_extensions = (".yaml", ".yml")
+    help = (
+        "The benchmark's build config (vero's BuildConfig). Paths in it (`agent_repo`, `dataset`, "
+        "`scorer`, `inner_task`, a local `harbor.task_source`) are relative to its directory and must "
+        "be provided by the target's dependencies; files targets that own them are inferred."
+    )
+
+
+class HarborTaskDependenciesField(Dependencies):
+    help = (
+        "`files`/`resources` targets holding the inputs named in the build config. Owners of those "
+        "paths, and the compiler, are inferred."
+    )
+
+
+class HarborTaskOutputNameField(StringField):
+    alias = "output_name"
+    help = "Directory name of the compiled task under `dist/<path to BUILD>/` (default: the target name)."
+
+
+class HarborTaskArchiveFormatField(StringField):
+    alias = "archive_format"
+    valid_choices = ARCHIVE_FORMATS
+    help = "Also write the compiled task as one archive `dist/<path>/<output_name>.<format>`."
+
+
+class HarborTaskCompilerField(StringField):
+    alias = "compiler"
+    default = DEFAULT_COMPILER
+    value: str
+    help = (
+        "Address of the `pex_binary` that provides `vero harbor build`. The same PEX is baked into "
+        "the task's images as the vero runtime."
+    )
+
+
+class HarborTaskTarget(Target):
+    alias = "harbor_task"
+    core_fields = (
+        *COMMON_TARGET_FIELDS,
+        HarborTaskConfigField,
+        HarborTaskDependenciesField,
+        HarborTaskOutputNameField,
+        HarborTaskArchiveFormatField,
+        HarborTaskCompilerField,
+    )
+    help = (
+        "A sealed Harbor task compiled from an optimization benchmark. `package` writes "
+        "`dist/<path>/<output_name>/`; other targets may depend on it to receive the rendered files."
+    )
