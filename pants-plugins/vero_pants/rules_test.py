@@ -84,12 +84,14 @@ FAKE_COMPILER = textwrap.dedent(
     import hashlib, json, os, sys
     args = sys.argv[1:]
     assert args[:2] == ["harbor", "build"], args
-    config, out, pex = args[args.index("-c") + 1], args[args.index("-o") + 1], args[args.index("--runtime-pex") + 1]
+    value = lambda flag: args[args.index(flag) + 1]
+    config, out, pex = value("-c"), value("-o"), value("--runtime-pex")
     inputs = sorted(os.path.join(d, f) for d, _, fs in os.walk(".") for f in fs
                     if not d.startswith(("./.cache", "./__vero_out")))
     os.makedirs(os.path.join(out, "environment", "bin"))
     with open(os.path.join(out, "inputs.json"), "w") as f:
-        json.dump({"config": config, "inputs": inputs, "secret": os.environ.get("API_KEY")}, f, sort_keys=True)
+        seen = {"config": config, "inputs": inputs, "secret": os.environ.get("API_KEY")}
+        json.dump(seen, f, sort_keys=True)
     with open(pex, "rb") as src, open(os.path.join(out, "environment", "bin", "vero.pex"), "wb") as dst:
         dst.write(src.read())
     """
@@ -168,7 +170,9 @@ def test_inference_finds_owners_and_the_compiler(rule_runner: RuleRunner) -> Non
         InferredDependencies, [InferHarborTaskDependencies(HarborTaskInferenceFieldSet.create(target))]
     )
     assert {a.maybe_convert_to_target_generator() for a in inferred.include} == {
-        Address("tool", target_name="bin"), Address("t", target_name="agent"), Address("t", target_name="data"),
+        Address("tool", target_name="bin"),
+        Address("t", target_name="agent"),
+        Address("t", target_name="data"),
     }
 
 
