@@ -77,7 +77,7 @@ _PEX_ROOT_CACHE = "vero_pex_root"
 # checks that each declared secret is set on the host, and the compiler sees this stand-in.
 SECRET_STAND_IN = "set-on-host"
 # build.yaml keys whose values are input paths relative to build.yaml's directory.
-PATH_KEYS = ("agent_repo", "dataset", "scorer", "inner_task")
+PATH_KEYS = ("agent_repo", "dataset", "scorer", "inner_task", "solution")
 _GIT_SEARCH_PATH = ("/usr/bin", "/bin", "/usr/local/bin")
 _ARCHIVE_FORMATS = {"tar": ArchiveFormat.TAR, "tar.gz": ArchiveFormat.TGZ, "zip": ArchiveFormat.ZIP}
 

@@ -21,8 +21,8 @@ class HarborTaskConfigField(SingleSourceField):
     expected_file_extensions = (".yaml", ".yml")
     help = (
         "The benchmark's build config (vero's BuildConfig). Paths in it (`agent_repo`, `dataset`, "
-        "`scorer`, `inner_task`, a local `harbor.task_source`) are relative to its directory and must "
-        "be provided by the target's dependencies; files targets that own them are inferred."
+        "`scorer`, `inner_task`, `solution`, a local `harbor.task_source`) are relative to its "
+        "directory and must be provided by the target's dependencies; their owners are inferred."
     )
 
 
