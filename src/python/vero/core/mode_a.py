@@ -96,9 +96,13 @@ class ModeAStrategy:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vero-sample")
         self._groups = ProcessGroups()
 
-    def close(self) -> None:
-        """Stop: kill running candidates, start no new sample, and release the pool."""
+    def stop(self) -> None:
+        """Kill running candidates and start no new sample (safe in a signal handler)."""
         self._groups.kill_all()
+
+    def close(self) -> None:
+        """Stop, then release the pool once its threads have returned."""
+        self.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def agent_input(self, split: str, sample_id: str) -> JsonValue:
