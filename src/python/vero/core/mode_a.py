@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPLY_FILE = "reply.json"
+TRACEBACK_CHARS = 1500
 
 # Runs inside the candidate's process. Reads stdin before any candidate code can, and reports
 # exceptions (SystemExit included) as a reply instead of a traceback on stderr only.
@@ -198,7 +199,10 @@ class ModeAStrategy:
         if isinstance(reply, str):
             return result(error=reply)
         if not reply.ok:
-            return result(error=reply.error or "the entrypoint failed", output=None)
+            message = reply.error or "the entrypoint failed"
+            if reply.traceback:
+                message += "\n" + reply.traceback[-TRACEBACK_CHARS:]
+            return result(error=message, output=None)
         try:
             raw_score = self.scorer(reply.output, row)
         except Exception as exc:
