@@ -99,7 +99,7 @@ def _command(value: str | None) -> list[str] | None:
     """A path to an executable stays one argument (it may contain spaces); else a shell-like split."""
     if not value:
         return None
-    return [value] if Path(value).is_file() else shlex.split(value)
+    return [str(Path(value).absolute())] if Path(value).is_file() else shlex.split(value)
 
 
 def _inside(root: Path, relative: str) -> Path:

@@ -87,6 +87,11 @@ class ModeBStrategy:
     def __init__(self, config: HarborConfig, partition: Mapping[str, Sequence[str]], *, base_dir: Path,
                  jobs_dir: Path | None = None, env: Mapping[str, str] | None = None,
                  poll_interval: float = 1.0) -> None:
+        program = config.harbor_command[0]
+        if "/" in program and not Path(program).is_absolute():
+            # harbor runs in the jobs dir: a relative program path is relative to the config's dir.
+            config = config.model_copy(update={"harbor_command": [str(Path(base_dir).absolute() / program),
+                                                                  *config.harbor_command[1:]]})
         self.config = config
         self.settings = CollationSettings.of(config)
         self.source = TaskSource.open(config.task_source, base_dir)
@@ -178,7 +183,6 @@ class ModeBStrategy:
         job_name = harbor_cli.new_job_name(context.split, context.commit)
         argv = harbor_cli.harbor_argv(self.config, self.source, pending, jobs_dir=jobs_dir, job_name=job_name)
         record = runs.HarborRunRecord(job_name=job_name, argv=argv, started_at=time.time())
-        runs.save(jobs_dir, record)
         watcher = _ProgressWatcher(jobs_dir / job_name, pending, self.settings, self.config.n_attempts, base)
         shown = [base]
 
@@ -190,6 +194,7 @@ class ModeBStrategy:
                     context.progress(snapshot)
 
         def started(pid: int) -> None:
+            # Recorded as soon as it runs: a later evaluation stops it if this process dies.
             runs.save(jobs_dir, record.model_copy(update={"pid": pid}))
 
         outcome = run_group(argv, env=env, cwd=jobs_dir, timeout=self.config.timeout,
