@@ -54,8 +54,22 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still exists (zombies of our own children excluded)."""
-    return signal_group(pgid, 0)
+    """Whether any process of the group is still running (zombies, already dead, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return signal_group(pgid, 0)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def stop_group(pgid: int, grace: float, wait: Callable[[float], bool] | None = None) -> None:
@@ -133,7 +147,10 @@ def run_group(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout
         proc.wait()
         reader.join(timeout=5)
         if poll is not None:
-            poll()
+            try:
+                poll()
+            except KeyboardInterrupt:
+                interrupted = True
         return ProcessOutcome(exit_code=proc.returncode, timed_out=timed_out, interrupted=interrupted,
                               stderr_tail=b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:],
                               duration_s=time.monotonic() - started)
