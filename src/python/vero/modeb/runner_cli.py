@@ -8,6 +8,7 @@ under `--results-dir` so a re-run resumes. `collate` re-collates an existing job
 from __future__ import annotations
 
 import fcntl
+import os
 import shlex
 import signal
 import sys
@@ -25,7 +26,7 @@ from vero.core.records import SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext
 from vero.errors import VeroError
-from vero.modeb import display
+from vero.modeb import display, harbor_cli
 from vero.modeb.collate import RunNote, collate
 from vero.modeb.config import is_registry_source
 from vero.modeb.inputs import BenchmarkInput, from_build_yaml, from_flags, from_harbor_yaml
@@ -93,6 +94,12 @@ def _load(build_config: Path | None, harbor_config: Path | None, partition_file:
         assert partition_file is not None
         loaded = from_flags(partition_file, task_source, agent)
     return loaded.with_overrides({"task_source": task_source, "agent": agent})
+
+
+def _console(stderr: bool = False) -> Console:
+    # Rich assumes 80 columns when not writing to a terminal; logs and pipes read better wider.
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
 
 
 def _command(value: str | None) -> list[str] | None:
@@ -175,12 +182,13 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
     config = loaded.harbor_config()
     names = loaded.split(split)
     selected = list(sample_ids) or names
+    harbor_cli.preflight(config, os.environ)   # a missing harbor or Compose fails before any checkout
     sha = resolve_commit(repo, commit)
     results_dir = results_dir or Path(".vero") / "runs" / f"{split}-{sha[:12]}"
     strategy = ModeBStrategy(config, {split: names}, base_dir=loaded.base_dir,
                              jobs_dir=(results_dir / "jobs").resolve())
     strategy.refs_for(split, selected)   # an unknown --sample-id fails before the checkout
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     with _exclusive(results_dir), checkout(repo, sha) as checkout_dir:
         worktree = _inside(checkout_dir, agent_path)
         store = SampleStore(results_dir / "samples")
@@ -207,7 +215,7 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
             console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
             if report.outcome.exit_code not in (0, None) or report.outcome.timed_out:
                 console.print(report.outcome.stderr_tail.strip()[-2000:], markup=False, highlight=False)
-    _print_results(console if not as_json else Console(), results, f"{split} @ {sha[:12]}", as_json)
+    _print_results(_console(), results, f"{split} @ {sha[:12]}", as_json)
 
 
 @cli.command(name="collate")
@@ -229,7 +237,7 @@ def collate_command(build_config: Path | None, harbor_config: Path | None, parti
                         fix="pass the -o dir of a harbor run, or one job dir inside it")
     results = collate(refs, read_jobs(jobs_dir), settings, split=split, commit=commit,
                       note=RunNote(job=str(jobs_dir)), fallback_start=time.time(), where=str(jobs_dir))
-    _print_results(Console(), results, f"{split} (collated from {jobs_dir})", as_json)
+    _print_results(_console(), results, f"{split} (collated from {jobs_dir})", as_json)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
