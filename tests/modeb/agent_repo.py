@@ -13,7 +13,8 @@ AGENT = ROOT / "tasks" / "bar" / "agent"
 PATCH = Path(__file__).resolve().parent / "data" / "improve-agent.patch"
 GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-           "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+           "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+           "PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
 def git(repo: Path, *args: str) -> str:
