@@ -33,7 +33,8 @@ def write_config(tmp_path: Path) -> Path:
 
 def score(config: Path, repo: Path, commit: str, results: Path) -> tuple[Result, list[dict[str, Any]]]:
     args = ["run", "--harbor-config", str(config), "--split", "smoke", "--repo", str(repo),
-            "--commit", commit, "--results-dir", str(results), "--harbor-command", str(harbor_bin()), "--json"]
+            "--commit", commit, "--results-dir", str(results), "--harbor-command", str(harbor_bin()),
+            "--json"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     return result, [json.loads(line) for line in result.stdout.splitlines()]
