@@ -128,7 +128,8 @@ def main() -> None:
         print(f"synthesized {args.tasks} tasks x {args.attempts} attempts in {took:.1f}s")
         # One untimed pass of each warms the page cache: both then read from memory.
         n_files, n_samples = floor(jobs_dir), collation(jobs_dir, refs)
-        floor_s, collate_s = interleaved(args.repeat, lambda: floor(jobs_dir), lambda: collation(jobs_dir, refs))
+        floor_s, collate_s = interleaved(args.repeat, lambda: floor(jobs_dir),
+                                         lambda: collation(jobs_dir, refs))
         best = f"(best of {args.repeat})"
         print(f"floor (glob + read + json.loads): {n_files} files in {floor_s:.3f}s {best}")
         print(f"collation (read_jobs + collate):  {n_samples} samples in {collate_s:.3f}s {best}")
