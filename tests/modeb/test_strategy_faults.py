@@ -16,6 +16,7 @@ import pytest
 
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext, Progress
+from vero.errors import VeroError
 from vero.modeb import runs
 from vero.modeb.config import HarborConfig
 from vero.modeb.strategy import HarborInterrupted, ModeBStrategy
@@ -140,6 +141,18 @@ def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_
     # A third evaluation has nothing left to run.
     fake.strategy().evaluate(fake.context())
     assert len(fake.invocations()) == 2
+
+
+def test_unknown_or_repeated_sample_ids_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    fake = Fake(tmp_path)
+    strategy = fake.strategy()
+    with pytest.raises(VeroError, match="more than once: 'reverse-lines'"):
+        strategy.refs_for("test", ["reverse-lines", "write-greeting", "reverse-lines"])
+    with pytest.raises(VeroError, match="not tasks of split 'test': 'sort-unique'"):
+        strategy.refs_for("test", ["sort-unique"])
+    with pytest.raises(VeroError, match="split 'train' is not in the partition"):
+        strategy.refs_for("train", ["write-greeting"])
+    assert not fake.log.exists()
 
 
 def test_interrupt_saves_finished_tasks_then_raises(tmp_path: Path) -> None:
