@@ -86,6 +86,7 @@ def test_timeout_salvages_finished_tasks_and_kills_the_whole_tree(tmp_path: Path
     # The fake works through tasks in directory order: reverse-lines was running, sum-numbers never started.
     rev = by_id["reverse-lines"].error
     assert rev is not None and rev.startswith("task 'reverse-lines': ") and "CancelledError" in rev
+    assert rev.endswith("; harbor timed out")
     sums = by_id["vero-examples/sum-numbers"].error
     assert sums is not None and sums.startswith("task 'vero-examples/sum-numbers' (dir sum-numbers): ")
     assert "no trial recorded" in sums and "harbor timed out" in sums

@@ -170,8 +170,9 @@ def collate_task(group: TaskTrials, settings: CollationSettings, *, split: str, 
                                     "exception": best.exception_type}
     if not scored:
         last = max(trials, key=lambda t: (t.finished_key, t.trial_name, t.job_name))
+        why = "; harbor timed out" if note.timed_out else ""
         return result(output=output, error=f"task {ref.label}: none of {len(trials)} trial(s) produced "
-                                           f"rewards; last {last.describe_failure()}")
+                                           f"rewards; last {last.describe_failure()}{why}")
     if settings.aggregate_attempts == "best":
         rewards = best.rewards or {}
         return result(score=reward_of(rewards, settings.reward_key), metrics=dict(sorted(rewards.items())),
