@@ -1,7 +1,9 @@
 """The real thing: the runner scores the tasks/bar baseline agent and the improved agent with
-the real harbor CLI on Docker (VERO_HARBOR_BIN), and the improved agent scores higher.
+the real harbor CLI on Docker (VERO_HARBOR_BIN), and the improved agent scores higher; a
+real timeout is salvaged, cleaned up by Harbor, and resumed.
 
-Four inner tasks, two trials at a time: about a minute per agent on a 2-core machine.
+Four inner tasks, two trials at a time: about 35 s per agent on a 2-core machine; the
+timeout test about 40 s.
 """
 
 from __future__ import annotations
