@@ -122,6 +122,9 @@ def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_
     assert "unreadable result.json" in half_written
     unfinished = first["vero-examples/sum-numbers"].error or ""
     assert "harbor exited with 1" in unfinished and "RuntimeError: fake harbor crashed mid-run" in unfinished
+    run = first["vero-examples/sum-numbers"].output
+    assert isinstance(run, dict) and run["exit_code"] == 1 and not run["timed_out"]
+    assert str(run["stderr_tail"]).startswith("Traceback (most recent call last):")
     assert fake.store.done_ids(TASKS) == {"write-greeting"}
 
     fake.scenario(finish={"sum-numbers": {"reward": 1.0}, "reverse-lines": {"reward": 0.0}})

@@ -163,7 +163,10 @@ def collate_task(group: TaskTrials, settings: CollationSettings, *, split: str, 
                             metrics=metrics or {}, output=output, error=error)
 
     if not trials:
-        return result(error=f"task {ref.label}: {note.explain()}")
+        # The harbor run is all there is to show: its stderr tail stays with the error sample.
+        run: dict[str, JsonValue] = {"job": note.job, "exit_code": note.exit_code,
+                                     "timed_out": note.timed_out, "stderr_tail": note.stderr_tail[-2000:]}
+        return result(output=run, error=f"task {ref.label}: {note.explain()}")
     best = best_trial(trials)
     trial_refs: list[JsonValue] = [ref for ref in sorted(t.ref for t in trials)]
     output: dict[str, JsonValue] = {"best_trial": best.ref, "trials": trial_refs,
