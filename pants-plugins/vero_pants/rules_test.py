@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -100,10 +101,13 @@ FAKE_COMPILER = textwrap.dedent(
 
 def _set_options(runner: RuleRunner, env: dict[str, str]) -> None:
     data = Path(PEX_CLI).read_bytes()
-    known = f"v2.1.137|linux_x86_64|{hashlib.sha256(data).hexdigest()}|{len(data)}"
+    version = subprocess.run([PEX_CLI, "--version"], capture_output=True, text=True, check=True).stdout
+    version = version.strip()
+    known = f"v{version}|linux_x86_64|{hashlib.sha256(data).hexdigest()}|{len(data)}"
     runner.set_options(
         [
             f"--pex-cli-url-template=file://{PEX_CLI}",
+            f"--pex-cli-version=v{version}",
             f"--pex-cli-known-versions=['{known}']",
             "--python-interpreter-constraints=['CPython>=3.9,<3.12']",
             "--python-bootstrap-search-path=['<PYENV>', '<PATH>']",
