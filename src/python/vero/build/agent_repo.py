@@ -98,8 +98,9 @@ def export_agent_repo(src: Path, writer: TreeWriter, *, where: str) -> ExportedB
 def _extract_head(top: Path, prefix: str, writer: TreeWriter, dest: str, where: str) -> list[str]:
     """Extract HEAD's tree at `prefix` with `git archive`, checking git's exit code."""
     treeish = f"HEAD:{prefix}"
-    verify = _git(["rev-parse", "--verify", "--quiet", treeish + "^{tree}"], top)
-    if verify.returncode != 0:
+    verify = _git(["rev-parse", "--verify", "--quiet", treeish], top)
+    kind = _git(["cat-file", "-t", verify.stdout.strip()], top) if verify.returncode == 0 else None
+    if kind is None or kind.stdout.strip() != "tree":
         what = "has no commits" if _git(["rev-parse", "--verify", "--quiet", "HEAD"], top).returncode else (
             f"has nothing committed at {prefix or '.'!r} in HEAD")
         raise VeroError(f"the git repo {top} {what}", where=where,
