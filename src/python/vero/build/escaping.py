@@ -120,30 +120,34 @@ def sh_words(values: Sequence[Scalar]) -> Escaped:
 _MD_SPECIAL = frozenset(string.punctuation)
 
 
-def md(value: Scalar) -> Escaped:
-    """Markdown inline text shown literally: every ASCII punctuation character is backslash-escaped
-    (CommonMark allows that for all of them), a newline becomes a hard line break, and characters
-    Markdown would swallow (leading spaces after a break, tabs, other controls) become entities."""
-    _scalar_check(value)
-    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
+def _md_line(line: str) -> str:
+    lead = len(line) - len(line.lstrip())
+    trail = len(line.rstrip())
     out = []
-    at_line_start = True
-    for ch in text:
+    for index, ch in enumerate(line):
         if ch in _MD_SPECIAL:
             out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\\n")
-            at_line_start = True
-            continue
-        elif ch == " " and at_line_start:
-            out.append("&#32;")
-            continue
-        elif ch == "\t" or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+        elif (ch.isspace() and (index < lead or index >= trail)) or ch == "\t" or (
+                unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")):
+            # Markdown would strip, collapse or misread these: a character reference keeps them.
             out.append(f"&#{ord(ch)};")
         else:
             out.append(ch)
-        at_line_start = False
-    return Escaped("".join(out))
+    return "".join(out)
+
+
+def md(value: Scalar) -> Escaped:
+    """Markdown inline text that shows the value literally: every ASCII punctuation character is
+    backslash-escaped (CommonMark allows it for all of them), whitespace Markdown would strip and
+    control characters become character references, and a line break becomes a hard break
+    (a character reference at the very end, where a hard break would be dropped)."""
+    _scalar_check(value)
+    lines = [_md_line(line) for line in str(value).split("\n")]
+    body = lines[0]
+    for index, line in enumerate(lines[1:], start=1):
+        rest_empty = not any(lines[index:])
+        body += ("&#10;" if rest_empty else "\\\n") + line
+    return Escaped(body)
 
 
 def md_code(value: Scalar) -> Escaped:
