@@ -13,6 +13,11 @@ from typing import Protocol
 
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
+from vero.errors import VeroError
+
+
+class EvaluationCancelled(VeroError):
+    """The sidecar is shutting down: the evaluation stopped early; finished samples are kept."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""Mode A throughput: the engine's samples/s against a bare loop doing the same subprocess calls.
+
+Both sides run the candidate's entrypoint once per row in a fresh `python3` subprocess, with
+the same concurrency and (when root) as the same unprivileged user. The engine adds what the
+product needs on top: commit import, worktree checkout, the harness, label stripping, the
+trusted scorer, one atomically written result file per sample and the experiment record.
+
+    ./pants run bench/mode_a_throughput.py -- --samples 64 --concurrency 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tests.support.mode_a import (
+    ENTRYPOINT,
+    IMPROVED_AGENT,
+    LABEL_FIELDS,
+    commit_agent,
+    make_mode_a_bench,
+    shared_tmp,
+)
+from vero.baseline import restore_baseline
+from vero.core.benchmark import SplitAccess
+from vero.core.datasets import load_mode_a_dataset, strip_labels
+from vero.core.engine import Engine, EvalRequest
+from vero.core.experiments import ExperimentDB
+from vero.core.gitops import TrustedRepo
+from vero.core.ledger import Ledger
+from vero.core.mode_a import SAFE_PATH, ModeAStrategy
+from vero.core.sandbox import SandboxUser, resolve_user, wrap_argv
+from vero.core.scorer import load_scorer
+from vero.core.tiers import TierPolicy
+
+BARE_CALL = ("import json, sys\nfrom agent import solve\n"
+             "sys.stdout.write(json.dumps(solve(json.loads(sys.stdin.read()))))\n")
+
+
+def bare_loop(rows: list[dict[str, object]], worktree: Path, user: SandboxUser | None,
+              concurrency: int) -> float:
+    """Seconds to call the entrypoint once per row, each in its own subprocess."""
+    env = {"PATH": SAFE_PATH, "PYTHONPATH": str(worktree), "HOME": "/tmp", "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def call(row: dict[str, object]) -> object:
+        done = subprocess.run(wrap_argv(["python3", "-B", "-c", BARE_CALL], user), cwd=worktree, env=env,
+                              input=json.dumps(row).encode(), capture_output=True, check=True)
+        return json.loads(done.stdout)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        outputs = list(pool.map(call, rows))
+    elapsed = time.perf_counter() - started
+    assert all(isinstance(o, dict) and "answer" in o for o in outputs)
+    return elapsed
+
+
+def agent_source(work_ms: float) -> str:
+    """The improved agent, optionally spending `work_ms` per call like a real entrypoint would."""
+    if not work_ms:
+        return IMPROVED_AGENT
+    return f"import time\n{IMPROVED_AGENT}".replace(
+        "def solve(row):\n", f"def solve(row):\n    time.sleep({work_ms / 1000!r})\n")
+
+
+def engine_run(root: Path, work: Path, samples: int, concurrency: int, user: SandboxUser | None,
+               work_ms: float) -> tuple[float, float]:
+    """Seconds for one engine evaluation of `samples` rows, and its mean score."""
+    bench = make_mode_a_bench(root / f"bench-{concurrency}", {"train": samples})
+    restore_baseline(bench.baseline_dir, root / f"repo-{concurrency}")
+    commit_agent(bench.agent_repo, agent_source(work_ms))
+    dataset = load_mode_a_dataset(bench.dataset_dir)
+    strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
+                             scorer=load_scorer(bench.scorer), sample_timeout=60,
+                             max_concurrency=concurrency, user=user, scratch_dir=work)
+    engine = Engine(catalog=dataset, policy=TierPolicy([SplitAccess(split="train", access="viewable")], 5),
+                    ledger=Ledger(root / f"ledger-{concurrency}.json", []),
+                    db=ExperimentDB(root / f"experiments-{concurrency}"), strategy=strategy,
+                    repo=TrustedRepo(root / f"repo-{concurrency}"), agent_repo=bench.agent_repo,
+                    work_dir=work, baseline_commit=bench.baseline_commit)
+    try:
+        started = time.perf_counter()
+        outcome = engine.evaluate(EvalRequest(split="train"), origin="admin")
+        elapsed = time.perf_counter() - started
+    finally:
+        strategy.close()
+    assert outcome.record.aggregate is not None
+    return elapsed, outcome.record.aggregate.mean_score
+
+
+def bare_run(root: Path, work: Path, samples: int, concurrency: int, user: SandboxUser | None,
+             work_ms: float) -> float:
+    """The bare loop over the same rows, against a checkout of the same commit."""
+    bench = make_mode_a_bench(root / f"bare-{concurrency}", {"train": samples})
+    commit = commit_agent(bench.agent_repo, agent_source(work_ms))
+    restore_baseline(bench.baseline_dir, root / f"bare-repo-{concurrency}")
+    repo = TrustedRepo(root / f"bare-repo-{concurrency}")
+    repo.import_commit(bench.agent_repo, commit)
+    dataset = load_mode_a_dataset(bench.dataset_dir)
+    rows = [strip_labels(dataset.row("train", sid), LABEL_FIELDS) for sid in dataset.sample_ids("train")]
+    with repo.worktree(commit, work) as worktree:
+        return bare_loop(rows, worktree, user, concurrency)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """Measure and print samples/s of both sides and their ratio for each concurrency."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--work-ms", type=float, default=0.0,
+                        help="milliseconds the entrypoint sleeps per call (0: trivial entrypoint)")
+    parser.add_argument("--user", default="nobody" if os.geteuid() == 0 else "current",
+                        help="unprivileged user for candidate code, or `current` (default: nobody when root)")
+    args = parser.parse_args()
+    user = resolve_user(None if args.user == "current" else args.user)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {args.samples} samples, "
+          f"user={user.name if user else 'current'}, entrypoint work {args.work_ms:g} ms")
+    print(f"{'concurrency':>11} {'engine s':>9} {'engine/s':>9} {'bare s':>8} {'bare/s':>8} {'ratio':>6}")
+    with tempfile.TemporaryDirectory(prefix="vero-bench-") as scratch, shared_tmp() as work:
+        root = Path(scratch)
+        for concurrency in args.concurrency:
+            bare_s = bare_run(root, work, args.samples, concurrency, user, args.work_ms)
+            engine_s, mean = engine_run(root, work, args.samples, concurrency, user, args.work_ms)
+            assert mean == 1.0, f"the improved candidate should score 1.0, got {mean}"
+            print(f"{concurrency:>11} {engine_s:>9.2f} {args.samples / engine_s:>9.1f} {bare_s:>8.2f} "
+                  f"{args.samples / bare_s:>8.1f} {bare_s / engine_s:>6.2f}")
+    print("ratio = engine samples/s divided by bare-loop samples/s (1.0 = no overhead)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The evaluation engine: every rule between a request and a strategy run.
+
+Order for an optimizer ("agent") request, each step rejecting before anything is spent:
+dataset and split known -> samples resolved -> tier gate and k-anonymity floor -> commit
+validated and copied into the trusted repo -> budget (the first evaluation of the baseline
+commit on a split is free) -> experiment record -> clean worktree -> strategy -> record done.
+Admin requests (finalize) skip the gate and the budget.
+
+Sample selection: `sample_ids` picks exactly those (unique, all in the split);
+`num_samples` = N picks the first N samples in split order (deterministic, so repeated
+evaluations of a subset compare like with like); neither means the whole split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from vero.core.benchmark import AccessTier
+from vero.core.datasets import SplitCatalog
+from vero.core.experiments import ExperimentDB, ExperimentRecord, Origin
+from vero.core.gitops import TrustedRepo
+from vero.core.ledger import Ledger, Remaining
+from vero.core.records import SampleResult
+from vero.core.rejections import BadInput, UnknownSplit
+from vero.core.strategy import EvaluationCancelled, EvaluationContext, EvaluationStrategy, ProgressCallback
+from vero.core.tiers import TierPolicy
+from vero.errors import VeroError
+from vero.models import StrictModel
+
+DEFAULT_REF = "HEAD"
+
+
+class EvalRequest(StrictModel):
+    """An evaluation request (the body of POST /eval)."""
+
+    split: str = Field(min_length=1, max_length=200)
+    commit: str | None = Field(default=None, max_length=300,
+                               description="SHA or ref; default HEAD of the agent repo")
+    sample_ids: list[str] | None = Field(default=None, max_length=100_000)
+    num_samples: int | None = None
+    dataset_id: str | None = Field(default=None, max_length=200)
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """A finished evaluation: its record, results in request order, and the budget left."""
+
+    record: ExperimentRecord
+    results: list[SampleResult]
+    tier: AccessTier
+    remaining: Remaining | None
+
+
+class SplitStatus(StrictModel):
+    """What the optimizer may know about one split."""
+
+    split: str
+    tier: AccessTier
+    evaluable: bool
+    n_samples: int
+    budget: Remaining | None
+
+
+class Engine:
+    """Applies the rules and runs the strategy. Thread-safe: the ledger and repo lock themselves."""
+
+    def __init__(self, *, catalog: SplitCatalog, policy: TierPolicy, ledger: Ledger, db: ExperimentDB,
+                 strategy: EvaluationStrategy, repo: TrustedRepo, agent_repo: Path, work_dir: Path,
+                 baseline_commit: str) -> None:
+        self.catalog = catalog
+        self.policy = policy
+        self.ledger = ledger
+        self.db = db
+        self.strategy = strategy
+        self.repo = repo
+        self.agent_repo = Path(agent_repo)
+        self.work_dir = Path(work_dir)
+        self.baseline_commit = baseline_commit
+
+    def resolve_samples(self, split: str, sample_ids: Sequence[str] | None,
+                        num_samples: int | None) -> tuple[list[str], bool]:
+        """The sample ids to evaluate and whether they are the whole split (see module doc)."""
+        if split not in self.catalog.split_names():
+            raise UnknownSplit(f"unknown split {split!r}",
+                               fix=f"use one of: {', '.join(self.catalog.split_names())}")
+        everything = self.catalog.sample_ids(split)
+        if sample_ids is not None and num_samples is not None:
+            raise BadInput("give sample_ids or num_samples, not both",
+                           fix="drop one of them (neither means the whole split)")
+        if sample_ids is not None:
+            if not sample_ids:
+                raise BadInput("sample_ids is empty", fix="list at least one sample id, or omit it")
+            if len(set(sample_ids)) != len(sample_ids):
+                raise BadInput("sample_ids has duplicates", fix="list each sample once")
+            known = set(everything)
+            missing = [sid for sid in sample_ids if sid not in known]
+            if missing:
+                shown = ", ".join(repr(m[:60]) for m in missing[:5])
+                raise BadInput(f"{len(missing)} sample id(s) are not in split {split!r}: {shown}",
+                               fix=f"ids of this split are out of range; it has {len(everything)} samples")
+            return list(sample_ids), len(sample_ids) == len(everything)
+        if num_samples is not None:
+            if isinstance(num_samples, bool) or not 1 <= num_samples <= len(everything):
+                raise BadInput(f"num_samples={num_samples} is out of range for split {split!r}",
+                               fix=f"use 1..{len(everything)}")
+            return everything[:num_samples], num_samples == len(everything)
+        return everything, True
+
+    def _check_dataset(self, dataset_id: str | None) -> None:
+        if dataset_id is not None and dataset_id != self.catalog.dataset_id:
+            raise UnknownSplit(f"unknown dataset {dataset_id[:80]!r}",
+                               fix=f"omit dataset_id or use {self.catalog.dataset_id}")
+
+    def evaluate(self, request: EvalRequest, *, origin: Origin = "agent", purpose: str = "eval",
+                 progress: ProgressCallback | None = None) -> EvalOutcome:
+        """Check, charge and run one evaluation; raises a `Rejected` error before spending anything."""
+        self._check_dataset(request.dataset_id)
+        sample_ids, full = self.resolve_samples(request.split, request.sample_ids, request.num_samples)
+        split, dataset_id = request.split, self.catalog.dataset_id
+        if origin == "agent":
+            self.policy.check_agent_request(split, len(sample_ids), len(self.catalog.sample_ids(split)))
+        ref = request.commit if request.commit is not None else DEFAULT_REF
+        commit = self.repo.import_commit(self.agent_repo, ref)
+        charged = free = False
+        if origin == "agent":
+            if commit == self.baseline_commit and self.ledger.claim_free_baseline(split, dataset_id):
+                free = True
+            else:
+                self.ledger.reserve(split, dataset_id, len(sample_ids))
+                charged = True
+        record = self.db.create(origin=origin, purpose=purpose, split=split, dataset_id=dataset_id,
+                                commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
+                                charged=charged, free_baseline=free)
+        results = self._run(record, progress)
+        record = self.db.finish(record, results)
+        remaining = self.ledger.remaining(split, dataset_id) if origin == "agent" else None
+        return EvalOutcome(record=record, results=results, tier=self.policy.tier(split), remaining=remaining)
+
+    def _run(self, record: ExperimentRecord, progress: ProgressCallback | None) -> list[SampleResult]:
+        try:
+            with self.repo.worktree(record.commit, self.work_dir) as worktree:
+                return self.strategy.evaluate(EvaluationContext(
+                    commit=record.commit, split=record.split, worktree=worktree,
+                    sample_ids=record.sample_ids, store=self.db.store(record.experiment_id),
+                    progress=progress))
+        except EvaluationCancelled as exc:
+            self.db.fail(record, exc.what, status="interrupted")
+            raise
+        except VeroError as exc:
+            self.db.fail(record, exc.what)
+            raise
+        except Exception as exc:
+            self.db.fail(record, f"{type(exc).__name__}: {exc}")
+            raise VeroError(f"evaluation {record.experiment_id} failed: {type(exc).__name__}: {exc}",
+                            fix="see the sidecar log") from exc
+
+    def split_status(self, split: str) -> SplitStatus:
+        """Tier, evaluability, size and budget of one split, as the optimizer may see them."""
+        tier = self.policy.tier(split)
+        budget = self.ledger.remaining(split, self.catalog.dataset_id) if tier != "no_access" else None
+        evaluable = tier != "no_access" and budget is not None and (
+            budget.budgeted and budget.runs_remaining != 0 and budget.samples_remaining != 0
+            or budget.free_baseline_available)
+        return SplitStatus(split=split, tier=tier, evaluable=evaluable,
+                           n_samples=len(self.catalog.sample_ids(split)), budget=budget)

@@ -1,0 +1,173 @@
+"""The budget ledger: what each `(split, dataset)` has spent, checked and spent atomically.
+
+Every operation re-reads the ledger file under an exclusive lock (a thread lock plus
+`fcntl.flock` on a sibling lock file, so threads and processes exclude each other), decides,
+and writes the new state atomically (temp + fsync + rename) before releasing the lock. A
+rejected request writes nothing; spent units are never refunded; a missing file is an empty
+ledger, a corrupt one is a loud error (never a silent refill).
+
+A split without a configured `Budget` cannot be spent on (fail closed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from vero.core.benchmark import Budget
+from vero.core.rejections import BudgetExceeded
+from vero.errors import VeroError
+from vero.fsutil import atomic_write_model
+from vero.models import StrictModel
+
+
+class LedgerEntry(StrictModel):
+    """Spent units of one split of one dataset."""
+
+    split: str
+    dataset_id: str
+    runs_used: int = Field(default=0, ge=0)
+    samples_used: int = Field(default=0, ge=0)
+    free_baseline_used: bool = False
+
+
+class LedgerState(StrictModel):
+    """The ledger file."""
+
+    version: Literal[1] = 1
+    entries: list[LedgerEntry] = Field(default_factory=list)
+
+    def entry(self, split: str, dataset_id: str) -> LedgerEntry:
+        """The entry of `(split, dataset_id)`, added (zeroed) when missing."""
+        for entry in self.entries:
+            if entry.split == split and entry.dataset_id == dataset_id:
+                return entry
+        entry = LedgerEntry(split=split, dataset_id=dataset_id)
+        self.entries.append(entry)
+        self.entries.sort(key=lambda e: (e.split, e.dataset_id))
+        return entry
+
+
+class Remaining(StrictModel):
+    """Budget state of one split: spent units, what is left (None = unlimited) and the cap."""
+
+    split: str
+    budgeted: bool
+    runs_used: int
+    samples_used: int
+    runs_remaining: int | None
+    samples_remaining: int | None
+    max_samples_per_run: int | None
+    free_baseline_available: bool
+
+
+class Ledger:
+    """Budget ledger persisted at `path` (lock file: `path` + `.lock`)."""
+
+    def __init__(self, path: Path, budgets: Sequence[Budget]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._budgets = {budget.split: budget for budget in budgets}
+        self._thread_lock = threading.Lock()
+        # Fail at start, not at the first evaluation, when the file is corrupt.
+        with self._locked():
+            self._read()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    def _read(self) -> LedgerState:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return LedgerState()
+        except OSError as exc:
+            raise VeroError(f"cannot read the budget ledger: {exc.strerror}", where=str(self.path),
+                            fix="check the admin volume") from None
+        try:
+            return LedgerState.model_validate_json(raw)
+        except ValidationError as exc:
+            raise VeroError(
+                f"the budget ledger is corrupt ({exc.errors()[0]['msg']}); "
+                "refusing to start with a refilled budget",
+                where=str(self.path),
+                fix="restore the ledger from a backup; deleting it would refill every budget") from None
+
+    def _write(self, state: LedgerState) -> None:
+        atomic_write_model(self.path, state, mode=0o600)
+
+    def _remaining(self, entry: LedgerEntry) -> Remaining:
+        budget = self._budgets.get(entry.split)
+        runs_left = samples_left = cap = None
+        if budget is not None:
+            cap = budget.max_samples_per_run
+            if budget.total_run_budget is not None:
+                runs_left = max(budget.total_run_budget - entry.runs_used, 0)
+            if budget.total_sample_budget is not None:
+                samples_left = max(budget.total_sample_budget - entry.samples_used, 0)
+        return Remaining(split=entry.split, budgeted=budget is not None, runs_used=entry.runs_used,
+                         samples_used=entry.samples_used, runs_remaining=runs_left,
+                         samples_remaining=samples_left, max_samples_per_run=cap,
+                         free_baseline_available=not entry.free_baseline_used)
+
+    def remaining(self, split: str, dataset_id: str) -> Remaining:
+        """The current budget state of `(split, dataset_id)`."""
+        with self._locked():
+            return self._remaining(self._read().entry(split, dataset_id))
+
+    def reserve(self, split: str, dataset_id: str, n_samples: int) -> Remaining:
+        """Spend one run and `n_samples` samples, or raise `BudgetExceeded` having spent nothing."""
+        if n_samples < 1:
+            raise ValueError("a reservation covers at least one sample")
+        with self._locked():
+            state = self._read()
+            entry = state.entry(split, dataset_id)
+            before = self._remaining(entry)
+            budget = self._budgets.get(split)
+            if budget is None:
+                raise BudgetExceeded(f"split {split!r} has no budget configured",
+                                     fix="evaluate a split listed with a budget in `vero harbor status`")
+            if before.max_samples_per_run is not None and n_samples > before.max_samples_per_run:
+                raise BudgetExceeded(
+                    f"{n_samples} samples exceed the per-run cap of {before.max_samples_per_run} "
+                    f"on split {split!r}",
+                    fix=f"request at most {before.max_samples_per_run} samples per evaluation")
+            if before.runs_remaining is not None and before.runs_remaining < 1:
+                raise BudgetExceeded(f"the run budget of split {split!r} is exhausted "
+                                     f"({entry.runs_used} of {budget.total_run_budget} used)",
+                                     fix="budgets are never refilled; use the results you have")
+            if before.samples_remaining is not None and n_samples > before.samples_remaining:
+                raise BudgetExceeded(f"{n_samples} samples requested but only {before.samples_remaining} "
+                                     "left "
+                                     f"in the sample budget of split {split!r}",
+                                     fix=f"request at most {before.samples_remaining} samples")
+            entry.runs_used += 1
+            entry.samples_used += n_samples
+            self._write(state)
+            return self._remaining(entry)
+
+    def claim_free_baseline(self, split: str, dataset_id: str) -> bool:
+        """Use the one free baseline evaluation of `(split, dataset_id)`; False when already used."""
+        with self._locked():
+            state = self._read()
+            entry = state.entry(split, dataset_id)
+            if entry.free_baseline_used:
+                return False
+            entry.free_baseline_used = True
+            self._write(state)
+            return True

@@ -1,0 +1,144 @@
+"""Mode A datasets and Mode B partitions: loading, sample ids, content ids, the store."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import JsonValue
+
+from vero.core.datasets import (
+    DatasetStore,
+    ModeADataset,
+    load_mode_a_dataset,
+    make_partition,
+    strip_labels,
+    vero_home,
+)
+from vero.errors import VeroError
+
+
+def _write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_ids_come_from_unique_id_field(tmp_path: Path) -> None:
+    ds = load_mode_a_dataset(_write(tmp_path, {
+        "train.jsonl": '{"id": "a", "x": 1}\n{"id": 7, "x": 2}\n\n',
+        "test.jsonl": '{"x": 1}\n{"id": "b", "x": 2}\n',
+        "dev.jsonl": '{"id": "z", "x": 1}\n{"id": "z", "x": 2}\n{"id": true, "x": 3}\n',
+    }))
+    assert ds.split_names() == ["dev", "test", "train"]
+    assert ds.sample_ids("train") == ["a", "7"]       # int ids become strings; blank line skipped
+    assert ds.sample_ids("test") == ["0", "1"]        # a row without id: line indices
+    assert ds.sample_ids("dev") == ["0", "1", "2"]    # duplicate ids: line indices
+    assert ds.row("train", "7") == {"id": 7, "x": 2}
+
+
+def test_content_id_is_canonical_and_content_sensitive(tmp_path: Path) -> None:
+    a = load_mode_a_dataset(_write(tmp_path / "a", {"t.jsonl": '{"q": 1, "a": [1, 2]}\n'}))
+    b = load_mode_a_dataset(_write(tmp_path / "b", {"t.jsonl": '{ "a":[1,2],   "q":1 }'}))
+    c = load_mode_a_dataset(_write(tmp_path / "c", {"t.jsonl": '{"q": 1, "a": [2, 1]}\n'}))
+    d = load_mode_a_dataset(_write(tmp_path / "d", {"u.jsonl": '{"q": 1, "a": [1, 2]}\n'}))
+    assert a.dataset_id == b.dataset_id
+    assert len({a.dataset_id, c.dataset_id, d.dataset_id}) == 3
+    assert len(a.dataset_id) == 64
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({}, "no <split>.jsonl files"),
+    ({"dataset_dict.json": "{}"}, "Hugging Face save_to_disk"),
+    ({"t.jsonl": '{"a": 1}\n{"a": \n'}, "line 2 is not valid JSON"),
+    ({"t.jsonl": '[1, 2]\n'}, "line 1 is a JSON list"),
+    ({"t.jsonl": '{"a": NaN}\n'}, "line 1 is not valid JSON"),
+    ({"t.jsonl": '\n\n'}, "split file has no rows"),
+    ({"bad name.jsonl": '{"a": 1}\n'}, "invalid split name"),
+])
+def test_bad_datasets_are_one_clear_error(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    with pytest.raises(VeroError, match=message) as info:
+        load_mode_a_dataset(_write(tmp_path / "ds", files))
+    assert info.value.fix
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(VeroError, match="does not exist"):
+        load_mode_a_dataset(tmp_path / "nope")
+
+
+def test_strip_labels_removes_only_label_fields() -> None:
+    row: dict[str, JsonValue] = {"id": "1", "question": "q", "answer": 3, "rationale": "r"}
+    assert strip_labels(row, ["answer", "rationale", "absent"]) == {"id": "1", "question": "q"}
+    assert row["answer"] == 3  # the original row is untouched
+
+
+def test_store_roundtrip_is_idempotent_and_verified(tmp_path: Path) -> None:
+    ds = ModeADataset.from_rows({"train": [{"id": "x", "v": "é"}], "test": [{"v": 2}, {"v": 3}]})
+    store = DatasetStore(tmp_path / "home")
+    where = store.register(ds)
+    assert where == tmp_path / "home" / "datasets" / ds.dataset_id
+    assert store.register(ds) == where
+    loaded = store.load(ds.dataset_id)
+    assert isinstance(loaded, ModeADataset)
+    assert loaded.dataset_id == ds.dataset_id
+    assert loaded.sample_ids("test") == ["0", "1"]
+    manifest = json.loads((where / "DATASET.json").read_text())
+    assert manifest["splits"] == {"test": 2, "train": 1}
+    (where / "test.jsonl").write_text('{"v": 2}\n{"v": 4}\n')
+    with pytest.raises(VeroError, match="content hashes to"):
+        store.load(ds.dataset_id)
+
+
+def test_store_rejects_unknown_and_malformed_ids(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path)
+    with pytest.raises(VeroError, match="not registered"):
+        store.load("0" * 64)
+    with pytest.raises(VeroError, match="invalid dataset id"):
+        store.load("../../etc")
+
+
+def test_concurrent_registration_of_same_content(tmp_path: Path) -> None:
+    ds = ModeADataset.from_rows({"t": [{"v": i} for i in range(50)]})
+    store = DatasetStore(tmp_path)
+    errors: list[BaseException] = []
+
+    def register() -> None:
+        try:
+            store.register(ds)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in store.root.iterdir()] == [ds.dataset_id]  # no staging leftovers
+
+
+def test_partition_rules_and_registration(tmp_path: Path) -> None:
+    part = make_partition({"train": ["org/a", "b"], "test": ["c"]})
+    assert part.sample_ids("train") == ["org/a", "b"]
+    assert part.dataset_id == make_partition({"test": ["c"], "train": ["org/a", "b"]}).dataset_id
+    assert part.dataset_id != make_partition({"train": ["b", "org/a"], "test": ["c"]}).dataset_id
+    store = DatasetStore(tmp_path)
+    store.register(part)
+    assert store.load(part.dataset_id) == part
+    with pytest.raises(VeroError, match="listed in split 'test' and 'train'"):
+        make_partition({"train": ["a"], "test": ["a"]})
+    with pytest.raises(VeroError, match="lists no tasks"):
+        make_partition({"train": []})
+    with pytest.raises(VeroError, match="invalid task name"):
+        make_partition({"train": [" a"]})
+
+
+def test_vero_home_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VERO_HOME", str(tmp_path))
+    assert vero_home() == tmp_path
+    monkeypatch.delenv("VERO_HOME")
+    assert vero_home() == Path.home() / ".vero"
