@@ -340,6 +340,12 @@ def test_partition_may_name_a_task_twice_only_by_mistake(tmp_path: Path, pex: Pa
     _fails_cleanly(tmp_path, config, pex, "names the same task more than once")
 
 
+def test_partition_follows_the_sidecar_rules(tmp_path: Path, pex: Path) -> None:
+    partition = {"train": ["task-a "], "validation": ["task-c"], "test": ["task-d"]}
+    _fails_cleanly(tmp_path, write_mode_b(tmp_path / "bench", partition=partition), pex,
+                   "invalid task name 'task-a '")
+
+
 def test_invalid_inner_task(tmp_path: Path, pex: Path) -> None:
     config = write_mode_b(tmp_path / "bench")
     (tmp_path / "bench/inner/task-c/tests/test.sh").unlink()
@@ -354,9 +360,9 @@ def test_invalid_inner_task(tmp_path: Path, pex: Path) -> None:
     (lambda b: (b / "data/test.jsonl").rename(b / "data/tests.jsonl"),
      r"no test.jsonl .*did you mean 'tests'"),
     (lambda b: (b / "data/train.jsonl").write_text('{"id": 1}\nnot json\n'), "line 2 is not valid JSON"),
-    (lambda b: (b / "data/train.jsonl").write_text('{"id": 1}\n\n{"id": 2}\n'), "line 2 is blank"),
+    (lambda b: (b / "data/train.jsonl").write_text('{"id": NaN}\n'), "line 1 is not valid JSON"),
     (lambda b: (b / "data/train.jsonl").write_text('[1, 2]\n'), "line 1 is a JSON list"),
-    (lambda b: (b / "data/train.jsonl").write_text(""), "train.jsonl has no rows"),
+    (lambda b: (b / "data/train.jsonl").write_text("\n"), "split file has no rows"),
 ])
 def test_missing_or_broken_inputs(tmp_path: Path, pex: Path, change: Any, match: str) -> None:
     config = write_mode_a(tmp_path / "bench")
@@ -414,7 +420,7 @@ def test_checks_against_the_exported_baseline(tmp_path: Path, pex: Path, overrid
     _fails_cleanly(tmp_path, write_mode_a(tmp_path / "bench", **overrides), pex, match)
 
 
-def test_hf_dataset_dir(tmp_path: Path, pex: Path) -> None:
+def test_hf_dataset_dir_is_refused_like_the_sidecar_does(tmp_path: Path, pex: Path) -> None:
     config = write_mode_a(tmp_path / "bench")
     data = tmp_path / "bench/data"
     shutil.rmtree(data)
@@ -422,9 +428,13 @@ def test_hf_dataset_dir(tmp_path: Path, pex: Path) -> None:
         (data / split).mkdir(parents=True)
         (data / split / "data-00000-of-00001.arrow").write_bytes(b"arrow")
     (data / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "validation", "test"]}))
-    write_yaml(config, mode_a_config(label_fields=[]))
+    message = _fails_cleanly(tmp_path, config, pex, "Hugging Face save_to_disk directories are not supported")
+    assert "to_json" in message
+
+
+def test_blank_lines_are_skipped_like_the_sidecar_does(tmp_path: Path, pex: Path) -> None:
+    config = write_mode_a(tmp_path / "bench")
+    train = tmp_path / "bench/data/train.jsonl"
+    train.write_text(train.read_text().replace("\n", "\n\n", 1) + "\n")
     _build(config, tmp_path / "out", pex)
-    assert (tmp_path / "out/environment/sidecar/dataset/validation/data-00000-of-00001.arrow").is_file()
-    (data / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "validation"]}))
-    with pytest.raises(VeroError, match="dataset has no split 'test'"):
-        _build(config, tmp_path / "out2", pex)
+    assert (tmp_path / "out/environment/sidecar/dataset/train.jsonl").read_bytes() == train.read_bytes()

@@ -136,11 +136,8 @@ def _write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tupl
         assert inputs.mode_a is not None
         data = inputs.mode_a
         dataset_out = f"{layout.SIDECAR_OUT}/{layout.DATASET_ITEM}"
-        if data.dataset_info.kind == "jsonl":
-            for name in data.dataset_info.files:
-                writer.copy_file(f"{dataset_out}/{name}", data.dataset / name, 0o644)
-        else:
-            writer.copy_tree(dataset_out, data.dataset, where=f"{where}: dataset")
+        for name in data.dataset_info.files:
+            writer.copy_file(f"{dataset_out}/{name}", data.dataset / name, 0o644)
         scorer_name = data.scorer.name
         scorer_out = f"{layout.SIDECAR_OUT}/{layout.SCORER_ITEM}/{scorer_name}"
         if data.scorer.is_dir():

@@ -15,6 +15,7 @@ from vero.build.config import ModeABuild, ModeBBuild
 from vero.build.dataset import DatasetInfo, inspect_dataset
 from vero.build.inner_tasks import index_source, resolve_partition
 from vero.build.loader import LoadedConfig
+from vero.core.datasets import make_partition
 from vero.errors import VeroError
 
 SCORER_FIX = "point scorer at a Python file or a package directory defining score(output, row)"
@@ -128,6 +129,7 @@ def resolve_inputs(loaded: LoadedConfig, runtime_pex: Path, out: Path, env: Mapp
         mode_a = ModeAInputs(dataset=dataset, dataset_info=info, scorer=scorer)
         dirs += [dataset] + ([scorer] if scorer.is_dir() else [])
     elif isinstance(config, ModeBBuild):
+        make_partition(config.partition, where=f"{where}: partition")  # the sidecar's own rules
         source = None
         task_dirs: dict[str, Path] = {}
         if config.inner_task is not None:
