@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from vero.core.benchmark import SPLIT_NAME_PATTERN
 from vero.models import StrictModel
 
 REGISTRY_SOURCE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*@[\w.+-]+$")
+_SPLIT_NAME = re.compile(SPLIT_NAME_PATTERN)
 
 
 class HarborConfig(StrictModel):
@@ -28,8 +30,57 @@ class HarborConfig(StrictModel):
     harbor_command: list[str] = Field(default_factory=lambda: ["harbor"], min_length=1)
     extra_args: list[str] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0, description="seconds for the whole harbor run")
+    kill_grace: float = Field(default=30.0, ge=0,
+                              description="seconds between SIGTERM and SIGKILL when the run times out")
 
     @property
     def is_registry_source(self) -> bool:
         """True when `task_source` names a registry dataset rather than a local directory."""
-        return bool(REGISTRY_SOURCE.match(self.task_source)) and not self.task_source.startswith((".", "/"))
+        return is_registry_source(self.task_source)
+
+
+def is_registry_source(task_source: str) -> bool:
+    """True when a task source names a registry dataset (`org/name@version`), not a local path."""
+    return bool(REGISTRY_SOURCE.match(task_source)) and not task_source.startswith((".", "/"))
+
+
+class CollationSettings(StrictModel):
+    """The part of HarborConfig that collation reads (the `collate` command needs no agent)."""
+
+    reward_key: str | None = None
+    aggregate_attempts: Literal["best", "mean"] = "best"
+
+    @classmethod
+    def of(cls, config: HarborConfig) -> CollationSettings:
+        """The collation settings of a full HarborConfig."""
+        return cls(reward_key=config.reward_key, aggregate_attempts=config.aggregate_attempts)
+
+
+def check_partition(partition: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Validate a Mode B partition `{split: [task names]}`: names are non-empty and unique across splits."""
+    seen: dict[str, str] = {}
+    for split, names in partition.items():
+        if not _SPLIT_NAME.match(split):
+            raise ValueError(f"split name {split!r} must match {SPLIT_NAME_PATTERN}")
+        if not names:
+            raise ValueError(f"split {split!r} lists no tasks")
+        for name in names:
+            if not name.strip():
+                raise ValueError(f"split {split!r} has an empty task name")
+            if name in seen:
+                where = "twice" if seen[name] == split else f"also in split {seen[name]!r}"
+                raise ValueError(f"task {name!r} of split {split!r} is listed {where}; names must be unique")
+            seen[name] = split
+    return partition
+
+
+class ModeBBenchmark(StrictModel):
+    """A Mode B benchmark as the runner needs it: how to call Harbor and which tasks form each split."""
+
+    harbor: HarborConfig
+    partition: dict[str, list[str]]
+
+    @field_validator("partition")
+    @classmethod
+    def _valid_partition(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return check_partition(value)

@@ -1,0 +1,66 @@
+"""The `harbor run` command line and environment for one evaluation."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from vero.errors import VeroError
+from vero.modeb.config import HarborConfig
+from vero.modeb.tasks import TaskRef, TaskSource
+
+# Harbor phones home and LiteLLM fetches a cost map unless told otherwise (reference/harbor.md).
+QUIET_ENV = {"HARBOR_TELEMETRY": "0", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def new_job_name(split: str, commit: str) -> str:
+    """A job name no other evaluation uses: Harbor resumes (or refuses) a reused one."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"vero-{split}-{commit[:12]}-{stamp}-{secrets.token_hex(3)}"
+
+
+def harbor_argv(config: HarborConfig, source: TaskSource, refs: Sequence[TaskRef], *, jobs_dir: Path,
+                job_name: str) -> list[str]:
+    """Every flag of SPEC §6: source and include filters, agent, concurrency, attempts, retries,
+    model, jobs dir, unique job name, non-interactive and quiet, then `extra_args`."""
+    argv = [*config.harbor_command, "run", *source.harbor_args(refs), "-a", config.agent,
+            "-e", config.environment, "-n", str(config.n_concurrent), "-k", str(config.n_attempts),
+            "-r", str(config.max_retries), "-o", str(jobs_dir), "--job-name", job_name, "-y", "-q"]
+    if config.model is not None:
+        argv += ["-m", config.model]
+    return argv + list(config.extra_args)
+
+
+def harbor_env(worktree: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the harbor process: the candidate worktree is the only PYTHONPATH
+    entry (Harbor imports `module:Class` and does not put its cwd on sys.path)."""
+    env = dict(os.environ if base is None else base)
+    env.pop("PYTHONHOME", None)
+    env["PYTHONPATH"] = str(worktree)
+    env.update(QUIET_ENV)
+    return env
+
+
+def preflight(config: HarborConfig, env: Mapping[str, str]) -> None:
+    """Fail early, with a fix, when harbor (or Docker Compose for `-e docker`) cannot run at all."""
+    program = config.harbor_command[0]
+    if shutil.which(program, path=env.get("PATH")) is None and not Path(program).is_file():
+        raise VeroError(f"the harbor command {program!r} was not found", where="harbor.harbor_command",
+                        fix="install harbor (build-support/setup.sh links build-support/bin/harbor) "
+                            "or set harbor_command / --harbor-command")
+    if config.environment != "docker":
+        return
+    if shutil.which("docker", path=env.get("PATH")) is None:
+        raise VeroError("the docker CLI is not installed", where="harbor.environment=docker",
+                        fix="install Docker Engine, or choose another Harbor environment")
+    # Harbor's own preflight misses a missing Compose plugin and then fails every trial.
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False,
+                           env=dict(env), stdin=subprocess.DEVNULL)
+    if probe.returncode != 0:
+        raise VeroError("`docker compose version` failed: Harbor needs the Compose v2 plugin",
+                        where="harbor.environment=docker", fix="run build-support/setup.sh")

@@ -1,0 +1,212 @@
+"""The Mode B evaluation strategy: one nested `harbor run` per evaluation, then collation.
+
+Per evaluation (SPEC §6): skip samples already finished cleanly in the store (an error sample
+is re-run), stop harbor runs a dead owner left behind and adopt the tasks they finished, run
+ONE `harbor run` for the rest, collate its trials and persist every result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vero.core.records import SampleResult
+from vero.core.sample_store import SampleStore
+from vero.core.strategy import EvaluationContext, Progress
+from vero.errors import VeroError
+from vero.modeb import harbor_cli, runs
+from vero.modeb.collate import PASS_SCORE, RunNote, best_trial, collate, match_trials, reward_of
+from vero.modeb.config import CollationSettings, HarborConfig
+from vero.modeb.process import ProcessOutcome, run_group
+from vero.modeb.tasks import TaskRef, TaskSource
+from vero.modeb.trials import Trial, job_dirs, read_job, read_trial, trial_dirs
+
+JOBS_SUBDIR = ".harbor-jobs"
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What the last `evaluate` did, for callers that display it (the runner CLI)."""
+
+    job_name: str | None
+    outcome: ProcessOutcome | None
+    adopted: tuple[str, ...]
+    reaped: tuple[str, ...]
+
+
+class HarborInterrupted(KeyboardInterrupt):
+    """The evaluation was interrupted; finished tasks were collated and persisted first."""
+
+
+def _passes(result: SampleResult | None) -> bool:
+    return result is not None and result.ok and (result.score or 0.0) >= PASS_SCORE
+
+
+class _ProgressWatcher:
+    """Counts finished tasks of the running job from trial result.json files (each read once)."""
+
+    def __init__(self, job_dir: Path, refs: Sequence[TaskRef], settings: CollationSettings,
+                 n_attempts: int, base: Progress) -> None:
+        self.job_dir = job_dir
+        self.refs = refs
+        self.settings = settings
+        self.n_attempts = n_attempts
+        self.base = base
+        self._seen: dict[Path, Trial] = {}
+
+    def snapshot(self) -> Progress:
+        if self.job_dir.is_dir():
+            for trial_dir in trial_dirs(self.job_dir):
+                if trial_dir not in self._seen:
+                    trial = read_trial(trial_dir, self.job_dir.name)
+                    # Harbor writes result.json in place: a half-written one is read again next poll.
+                    if trial is not None and trial.read_error is None:
+                        self._seen[trial_dir] = trial
+        done = passing = 0
+        for group in match_trials(self.refs, self._seen.values()).by_task:
+            if len(group.trials) >= self.n_attempts:
+                done += 1
+                best = best_trial(group.trials)
+                if best.rewards:
+                    passing += reward_of(best.rewards, self.settings.reward_key) >= PASS_SCORE
+        return Progress(total=self.base.total, done=self.base.done + done,
+                        passing=self.base.passing + passing)
+
+
+class ModeBStrategy:
+    """Scores a candidate's Harbor agent on the partition's tasks with a nested `harbor run`.
+
+    Sample ids are the partition's task names as written. `jobs_dir` holds Harbor's job
+    directories; by default it lives inside the sample store (`<store>/.harbor-jobs`), so the
+    trials of an evaluation stay with its results. `env` is the base environment of harbor
+    (default: this process's).
+    """
+
+    def __init__(self, config: HarborConfig, partition: Mapping[str, Sequence[str]], *, base_dir: Path,
+                 jobs_dir: Path | None = None, env: Mapping[str, str] | None = None,
+                 poll_interval: float = 1.0) -> None:
+        program = config.harbor_command[0]
+        if "/" in program and not Path(program).is_absolute():
+            # harbor runs in the jobs dir: a relative program path is relative to the config's dir.
+            config = config.model_copy(update={"harbor_command": [str(Path(base_dir).absolute() / program),
+                                                                  *config.harbor_command[1:]]})
+        self.config = config
+        self.settings = CollationSettings.of(config)
+        self.source = TaskSource.open(config.task_source, base_dir)
+        # Resolve every name up front: a typo fails before anything runs.
+        self._refs: dict[str, dict[str, TaskRef]] = {}
+        for split, names in partition.items():
+            resolved = self.source.resolve(list(names), where=f"partition.{split}")
+            self._refs[split] = {ref.sample_id: ref for ref in resolved}
+        self.jobs_dir = jobs_dir
+        self.env = env
+        self.poll_interval = poll_interval
+        self.last_report: EvaluationReport | None = None
+
+    def refs_for(self, split: str, sample_ids: Sequence[str]) -> list[TaskRef]:
+        """The resolved tasks of `sample_ids` in `split`; unknown ids are one VeroError."""
+        if split not in self._refs:
+            splits = ", ".join(sorted(self._refs))
+            raise VeroError(f"split {split!r} is not in the partition (splits: {splits})", where="split",
+                            fix="choose a split of the partition")
+        known = self._refs[split]
+        unknown = [sample_id for sample_id in sample_ids if sample_id not in known]
+        if unknown:
+            raise VeroError(f"not tasks of split {split!r}: {', '.join(repr(u) for u in unknown)}",
+                            where="sample_ids", fix="use task names as written in the partition")
+        return [known[sample_id] for sample_id in sample_ids]
+
+    def evaluate(self, context: EvaluationContext) -> list[SampleResult]:
+        """Run and score every pending sample of `context`, resuming from its store."""
+        refs = self.refs_for(context.split, list(context.sample_ids))
+        store = context.store
+        jobs_dir = self.jobs_dir if self.jobs_dir is not None else store.directory / JOBS_SUBDIR
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        done_ids = store.done_ids([ref.sample_id for ref in refs])
+        pending = [ref for ref in refs if ref.sample_id not in done_ids]
+        reaped: tuple[str, ...] = ()
+        adopted: set[str] = set()
+        if pending:
+            reaped = tuple(runs.reap_orphans(jobs_dir, self.config.kill_grace))
+            adopted = self._adopt_finished(context, pending, jobs_dir)
+            pending = [ref for ref in pending if ref.sample_id not in adopted]
+        finished = [store.get(ref.sample_id) for ref in refs if ref not in pending]
+        base = Progress(total=len(refs), done=len(finished), passing=sum(map(_passes, finished)))
+        if context.progress is not None:
+            context.progress(base)
+        job_name: str | None = None
+        outcome: ProcessOutcome | None = None
+        if pending:
+            job_name, outcome = self._run_pending(context, pending, jobs_dir, base)
+        self.last_report = EvaluationReport(job_name=job_name, outcome=outcome,
+                                            adopted=tuple(sorted(adopted)), reaped=reaped)
+        results = self._stored(store, refs)
+        if outcome is not None and outcome.interrupted:
+            raise HarborInterrupted()
+        return results
+
+    @staticmethod
+    def _stored(store: SampleStore, refs: Iterable[TaskRef]) -> list[SampleResult]:
+        results = []
+        for ref in refs:
+            result = store.get(ref.sample_id)
+            if result is None:
+                raise VeroError(f"no result was persisted for {ref.label}", where=str(store.directory),
+                                fix="run the evaluation again")
+            results.append(result)
+        return results
+
+    def _adopt_finished(self, context: EvaluationContext, pending: Sequence[TaskRef],
+                        jobs_dir: Path) -> set[str]:
+        """Persist tasks that earlier jobs of this store already finished cleanly (their owner died
+        before persisting them), so no task that succeeded runs twice."""
+        trials = [trial for job in job_dirs(jobs_dir) for trial in read_job(job)[0]]
+        if not trials:
+            return set()
+        results = collate(pending, trials, self.settings, split=context.split, commit=context.commit,
+                          note=RunNote(job="(earlier jobs)"), fallback_start=time.time(), where=str(jobs_dir),
+                          refuse=False)
+        adopted = set()
+        for result in results:
+            enough = result.attempts is not None and result.attempts.n_scored >= self.config.n_attempts
+            if result.ok and (self.settings.aggregate_attempts == "best" or enough):
+                context.store.put(result)
+                adopted.add(result.sample_id)
+        return adopted
+
+    def _run_pending(self, context: EvaluationContext, pending: Sequence[TaskRef], jobs_dir: Path,
+                     base: Progress) -> tuple[str, ProcessOutcome]:
+        env = harbor_cli.harbor_env(context.worktree, self.env)
+        harbor_cli.preflight(self.config, env)
+        job_name = harbor_cli.new_job_name(context.split, context.commit)
+        argv = harbor_cli.harbor_argv(self.config, self.source, pending, jobs_dir=jobs_dir, job_name=job_name)
+        record = runs.HarborRunRecord(job_name=job_name, argv=argv, started_at=time.time())
+        watcher = _ProgressWatcher(jobs_dir / job_name, pending, self.settings, self.config.n_attempts, base)
+        shown = [base]
+
+        def poll() -> None:
+            if context.progress is not None:
+                snapshot = watcher.snapshot()
+                if snapshot != shown[0]:
+                    shown[0] = snapshot
+                    context.progress(snapshot)
+
+        def started(pid: int) -> None:
+            # Recorded as soon as it runs: a later evaluation stops it if this process dies.
+            runs.save(jobs_dir, record.model_copy(update={"pid": pid}))
+
+        outcome = run_group(argv, env=env, cwd=jobs_dir, timeout=self.config.timeout,
+                            kill_grace=self.config.kill_grace, log_path=jobs_dir / f"{job_name}.log",
+                            on_start=started, poll=poll, poll_interval=self.poll_interval)
+        runs.save(jobs_dir, record.ended(outcome))
+        job_dir = jobs_dir / job_name
+        trials = read_job(job_dir)[0] if job_dir.is_dir() else []
+        note = RunNote(job=job_name, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
+                       stderr_tail=outcome.stderr_tail)
+        results = collate(pending, trials, self.settings, split=context.split, commit=context.commit,
+                          note=note, fallback_start=record.started_at, where=str(job_dir))
+        for result in results:
+            context.store.put(result)
+        return job_name, outcome

@@ -1,0 +1,1 @@
+"""rule-agent: a deterministic Harbor agent that maps instructions to shell commands."""

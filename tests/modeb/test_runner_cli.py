@@ -1,0 +1,114 @@
+"""The runner CLI: bad input is one message and exit 2 (no traceback, no leftover checkout);
+`collate` prints the per-task table, the aggregate, or JSON lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.modeb.agent_repo import git, make_agent_repo
+from tests.modeb.harbor_results import make_job, write_trial
+from vero.modeb.runner_cli import cli
+
+BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"
+HARBOR_YAML = str(BAR / "harbor.yaml")
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def assert_one_error(result: Result, fragment: str) -> None:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert fragment in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    ([], "give exactly one of --build-config, --harbor-config, --partition (got none)"),
+    (["--harbor-config", HARBOR_YAML, "--build-config", HARBOR_YAML],
+     "(got --build-config, --harbor-config)"),
+    (["--harbor-config", HARBOR_YAML, "--split", "nope"], "split 'nope' is not in the partition"),
+    (["--harbor-config", HARBOR_YAML, "--sample-id", "sort-unique"],
+     "not tasks of split 'train': 'sort-unique'"),
+    (["--harbor-config", HARBOR_YAML, "--commit", "--upload-pack=x"], "not a commit SHA or a plain ref name"),
+    (["--harbor-config", HARBOR_YAML, "--commit", "no-such-branch"], "no commit 'no-such-branch'"),
+    (["--harbor-config", HARBOR_YAML, "--agent-path", "../.."], "is not a directory of the candidate commit"),
+    (["--harbor-config", HARBOR_YAML, "--harbor-command", "/nonexistent/harbor"],
+     "the harbor command '/nonexistent/harbor' was not found"),
+    (["--harbor-config", HARBOR_YAML, "--n-attempts", "0"], "invalid Harbor settings at harbor.n_attempts"),
+    (["--partition", HARBOR_YAML], "partition must map each split name to a list of task names"),
+])
+def test_run_bad_input_is_one_message(tmp_path: Path, args: list[str], fragment: str) -> None:
+    repo = make_agent_repo(tmp_path)
+    result = invoke("run", "--repo", str(repo.path), "--split", "train",
+                    "--results-dir", str(tmp_path / "results"), *args)
+    assert_one_error(result, fragment)
+    assert len(git(repo.path, "worktree", "list").splitlines()) == 1   # no checkout left behind
+
+
+def test_run_needs_a_git_repo(tmp_path: Path) -> None:
+    result = invoke("run", "--harbor-config", HARBOR_YAML, "--split", "train", "--repo", str(tmp_path))
+    assert_one_error(result, "not a git repository")
+
+
+def test_malformed_config_names_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "harbor.yaml"
+    bad.write_text("harbor:\n  agent: [unclosed\n")
+    result = invoke("collate", "--harbor-config", str(bad), "--split", "train", "--jobs-dir", str(tmp_path))
+    assert_one_error(result, f"error: {bad}: malformed YAML at line")
+
+
+def _jobs(tmp_path: Path) -> Path:
+    jobs = tmp_path / "jobs"
+    tasks = BAR / "inner_tasks"
+    job = make_job(jobs, "vero-test-job", tasks)
+    write_trial(job, "count-words", task_name="vero-examples/count-words",
+                rewards={"pass": 1.0, "close": 1.0}, tasks_root=tasks)
+    write_trial(job, "sort-unique", task_name="vero-examples/sort-unique", rewards=None,
+                exception="RewardFileNotFoundError", message="no reward file", tasks_root=tasks)
+    return jobs
+
+
+def test_collate_prints_the_table_and_the_aggregate(tmp_path: Path) -> None:
+    result = invoke("collate", "--harbor-config", HARBOR_YAML, "--split", "test",
+                    "--jobs-dir", str(_jobs(tmp_path)))
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "vero-examples/count-words" in out and "sort-unique" in out
+    assert "RewardFileNotFoundError" in out and "mean score" in out and "0.5000" in out
+
+
+def test_collate_json_is_one_object_per_sample_then_the_aggregate(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path)
+    result = invoke("collate", "--harbor-config", HARBOR_YAML, "--split", "test", "--jobs-dir",
+                    str(jobs / "vero-test-job"), "--json", "--reward-key", "close")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("task") for line in lines[:2]] == ["vero-examples/count-words", "sort-unique"]
+    assert lines[0]["score"] == 1.0 and lines[0]["metrics"] == {"close": 1.0, "pass": 1.0}
+    assert lines[1]["score"] is None and "RewardFileNotFoundError: no reward file" in lines[1]["error"]
+    assert lines[2] == {"aggregate": {"mean_score": 0.5, "metrics": {"close": 1.0, "pass": 1.0},
+                                      "n_errors": 1, "n_samples": 2, "n_scored": 1}}
+
+
+def test_collate_refuses_a_jobs_dir_of_other_tasks(tmp_path: Path) -> None:
+    result = invoke("collate", "--harbor-config", HARBOR_YAML, "--split", "train",
+                    "--jobs-dir", str(_jobs(tmp_path)))
+    assert_one_error(result, "none of the 2 recorded trial(s) matches a requested task")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("collate", "--harbor-config", HARBOR_YAML, "--split", "train", "--jobs-dir", str(empty))
+    assert_one_error(result, "no Harbor job directory found")
+
+
+def test_collate_from_partition_and_task_source_flags(tmp_path: Path) -> None:
+    partition = tmp_path / "partition.yaml"
+    partition.write_text("test: [count-words]\n")
+    result = invoke("collate", "--partition", str(partition), "--task-source", str(BAR / "inner_tasks"),
+                    "--split", "test", "--jobs-dir", str(_jobs(tmp_path)), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["score"] == 1.0
