@@ -157,7 +157,7 @@ def _write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tupl
         harbor = config.harbor.model_dump()
         if inputs.mode_b.source is not None:
             tasks_out = f"{layout.SIDECAR_OUT}/{layout.INNER_TASKS_ITEM}"
-            for task_dir in sorted(set(inputs.mode_b.task_dirs.values())):
+            for task_dir in inputs.mode_b.task_dirs:
                 writer.copy_tree(f"{tasks_out}/{task_dir.name}", task_dir, where=f"{where}: inner_task")
             items = [layout.INNER_TASKS_ITEM]
             harbor["task_source"] = f"{layout.SIDECAR_DIR}/{layout.INNER_TASKS_ITEM}"

@@ -14,7 +14,7 @@ from typing import Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from vero.core.benchmark import AccessTier, Budget, RewardMode, SplitAccess, Target
-from vero.modeb.config import REGISTRY_SOURCE, HarborConfig
+from vero.modeb.config import HarborConfig, is_registry_source
 from vero.models import StrictModel
 
 # Harbor's own rule for [task].name (harbor.constants.ORG_NAME_PATTERN), minus "..".
@@ -173,7 +173,7 @@ class ModeBBuild(BuildCommon):
                              "or harbor.task_source (a registry dataset org/name@version)")
         if self.inner_task is not None and source is not None:
             raise ValueError("set inner_task or harbor.task_source, not both")
-        if source is not None and not REGISTRY_SOURCE.match(source):
+        if source is not None and not is_registry_source(source):
             raise ValueError(f"harbor.task_source {source!r} is not a registry dataset org/name@version; "
                              "put a local source in inner_task")
         seen: dict[str, str] = {}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from vero.build.config import ModeABuild, ModeBBuild
 from vero.build.dataset import DatasetInfo, inspect_dataset
-from vero.build.inner_tasks import index_source, resolve_partition
 from vero.build.loader import LoadedConfig
 from vero.core.datasets import make_partition
 from vero.errors import VeroError
+from vero.modeb.tasks import TaskSource
 
 SCORER_FIX = "point scorer at a Python file or a package directory defining score(output, row)"
 
@@ -32,10 +32,10 @@ class ModeAInputs:
 
 @dataclass(frozen=True)
 class ModeBInputs:
-    """The local inner task source (None for a registry source) and each partition name's task dir."""
+    """The local inner task source (None for a registry source) and the task dirs the partition names."""
 
     source: Path | None
-    task_dirs: dict[str, Path]
+    task_dirs: list[Path]
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,19 @@ def resolve_inputs(loaded: LoadedConfig, runtime_pex: Path, out: Path, env: Mapp
     elif isinstance(config, ModeBBuild):
         make_partition(config.partition, where=f"{where}: partition")  # the sidecar's own rules
         source = None
-        task_dirs: dict[str, Path] = {}
+        task_dirs: list[Path] = []
         if config.inner_task is not None:
             source = _existing(loaded, "inner_task", config.inner_task, "dir")
             _outside(source, agent_repo, "inner_task", loaded)
-            task_dirs = resolve_partition(index_source(source, where), config.partition, where)
+            # The runner's own resolution: the same names must resolve the same way in the sidecar.
+            tasks = TaskSource.open(str(source), source.parent)
+            names = [name for split in sorted(config.partition) for name in config.partition[split]]
+            for ref in tasks.resolve(names, where=f"{where}: partition"):
+                task_dir = tasks.task_dir(ref)
+                assert task_dir is not None  # a local source resolves every name to a directory
+                task_dirs.append(task_dir)
             dirs.append(source)
-        mode_b = ModeBInputs(source=source, task_dirs=task_dirs)
+        mode_b = ModeBInputs(source=source, task_dirs=sorted(task_dirs))
     check_output_vs_inputs(out, dirs, where)
     return Inputs(loaded=loaded, agent_repo=agent_repo, runtime_pex=pex, solution=solution,
                   mode_a=mode_a, mode_b=mode_b)
