@@ -102,6 +102,15 @@ class TreeWriter:
         os.chmod(path, final)
         self.entries[rel] = Entry(final, size, digest.hexdigest())
 
+    def link(self, rel: str, existing: str) -> None:
+        """Make `rel` a hard link of the file `existing` written earlier (same bytes, same mode)."""
+        entry = self.entries[existing]
+        if entry.symlink is not None:
+            self.symlink(rel, entry.symlink)
+            return
+        os.link(self.root / existing, self._target(rel))
+        self.entries[rel] = entry
+
     def symlink(self, rel: str, target: str) -> None:
         """Create a relative symlink `rel` -> `target`."""
         path = self._target(rel)
