@@ -166,11 +166,13 @@ def test_errors_become_error_samples_and_results_persist(tmp_path: Path, worktre
     assert by_kind["ok"].ok and by_kind["ok"].score == 1.0
     assert by_kind["ok"].metrics == {"exact": 1.0, "score": 1.0}
     assert by_kind["ok"].output == {"answer": 2}  # the candidate's prints did not leak into the output
-    assert by_kind["raise"].error == "ValueError: candidate bug"
+    raised = by_kind["raise"].error or ""
+    assert raised.startswith("ValueError: candidate bug\nTraceback")
+    assert 'raise ValueError("candidate bug")' in raised  # the candidate's own traceback helps it debug
     assert "not JSON-serialisable" in (by_kind["set"].error or "")
     assert "not JSON-serialisable" in (by_kind["nan"].error or "")
     assert by_kind["sleep"].error == "timed out after 2 s"
-    assert (by_kind["exit"].error or "").startswith("SystemExit: 3")
+    assert (by_kind["exit"].error or "").startswith("SystemExit: 3\n")
     assert "exited without a result (exit code 7)" in (by_kind["hardexit"].error or "")
     assert by_kind["echo"].output == {"id": "echo-7", "question": "7+2"}  # labels stripped
     assert by_kind["badscore"].error == "scorer raised KeyError"  # the message would quote a label

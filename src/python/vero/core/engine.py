@@ -161,8 +161,9 @@ class Engine:
     def split_status(self, split: str) -> SplitStatus:
         """Tier, evaluability, size and budget of one split, as the optimizer may see them."""
         tier = self.policy.tier(split)
-        budget = self.ledger.remaining(split, self.catalog.dataset_id) if tier != "no_access" else None
-        evaluable = tier != "no_access" and budget is not None and (
+        allowed = self.policy.agent_may_evaluate(split)
+        budget = self.ledger.remaining(split, self.catalog.dataset_id) if allowed else None
+        evaluable = budget is not None and (
             budget.budgeted and budget.runs_remaining != 0 and budget.samples_remaining != 0
             or budget.free_baseline_available)
         return SplitStatus(split=split, tier=tier, evaluable=evaluable,

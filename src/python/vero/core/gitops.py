@@ -178,6 +178,23 @@ class TrustedRepo:
                 self._git("worktree", "prune", check=False)
 
 
+    def remove_stale_worktrees(self, parent: Path) -> list[Path]:
+        """Remove worktrees under `parent` left by a killed process (call at start, before any checkout)."""
+        parent = Path(parent).resolve()
+        listing = self._git("worktree", "list", "--porcelain").stdout
+        stale = [Path(line.split(" ", 1)[1]) for line in listing.splitlines() if line.startswith("worktree ")]
+        removed = []
+        with self._locked():
+            for path in stale:
+                if path.resolve().parent == parent and path.name.startswith("wt-"):
+                    self._git("worktree", "remove", "--force", "--", str(path), check=False)
+                    if path.exists():
+                        shutil.rmtree(path)
+                    removed.append(path)
+            self._git("worktree", "prune", check=False)
+        return removed
+
+
 def _tail(text: str, limit: int = 400) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else "..." + text[-limit:]

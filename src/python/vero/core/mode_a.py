@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPLY_FILE = "reply.json"
+TRACEBACK_CHARS = 1500
 
 # Runs inside the candidate's process. Reads stdin before any candidate code can, and reports
 # exceptions (SystemExit included) as a reply instead of a traceback on stderr only.
@@ -96,9 +97,13 @@ class ModeAStrategy:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vero-sample")
         self._groups = ProcessGroups()
 
-    def close(self) -> None:
-        """Stop: kill running candidates, start no new sample, and release the pool."""
+    def stop(self) -> None:
+        """Kill running candidates and start no new sample (safe in a signal handler)."""
         self._groups.kill_all()
+
+    def close(self) -> None:
+        """Stop, then release the pool once its threads have returned."""
+        self.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def agent_input(self, split: str, sample_id: str) -> JsonValue:
@@ -194,7 +199,10 @@ class ModeAStrategy:
         if isinstance(reply, str):
             return result(error=reply)
         if not reply.ok:
-            return result(error=reply.error or "the entrypoint failed", output=None)
+            message = reply.error or "the entrypoint failed"
+            if reply.traceback:
+                message += "\n" + reply.traceback[-TRACEBACK_CHARS:]
+            return result(error=message, output=None)
         try:
             raw_score = self.scorer(reply.output, row)
         except Exception as exc:

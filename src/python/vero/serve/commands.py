@@ -1,9 +1,111 @@
-"""CLI commands of this package, attached to the `vero harbor` group by vero.cli."""
+"""CLI commands of this package, attached to the `vero harbor` group by vero.cli:
+`serve` (the sidecar), `eval`, `status`, `submit` (the optimizer's client) and `finalize`
+(the verifier's client, which always leaves a reward file behind)."""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
+
+from vero.errors import VeroError
+from vero.fsutil import atomic_write_json
+from vero.serve.client import SidecarClient, sidecar_url
+from vero.serve.config import load_serve_config
+from vero.serve.token import read_token
+
+
+def _print(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=True))
+
+
+@click.command("serve")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="serve.json written by `vero harbor build`")
+@click.option("--host", default=None, help="override the config's listen address")
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="override the config's port")
+def serve_command(config_path: Path, host: str | None, port: int | None) -> None:
+    """Run the trusted eval sidecar until SIGTERM."""
+    from vero.serve.app import serve  # the server stack is only needed here
+
+    serve(load_serve_config(config_path), host=host, port=port)
+
+
+@click.command("eval")
+@click.option("--split", required=True, help="split to evaluate (see `vero harbor status`)")
+@click.option("--commit", default=None, help="commit SHA or branch of /work/agent (default: HEAD)")
+@click.option("--sample-id", "sample_ids", multiple=True, help="evaluate only these samples (repeatable)")
+@click.option("--num-samples", type=int, default=None, help="evaluate the first N samples of the split")
+@click.option("--dataset-id", default=None, help="the dataset id from `vero harbor status` (optional)")
+def eval_command(split: str, commit: str | None, sample_ids: tuple[str, ...], num_samples: int | None,
+                 dataset_id: str | None) -> None:
+    """Evaluate a commit on a split; print the aggregate and the remaining budget."""
+    body: dict[str, Any] = {"split": split}
+    for key, value in (("commit", commit), ("num_samples", num_samples), ("dataset_id", dataset_id)):
+        if value is not None:
+            body[key] = value
+    if sample_ids:
+        body["sample_ids"] = list(sample_ids)
+    _print(SidecarClient(sidecar_url()).call("POST", "/eval", body, timeout=None))
+
+
+@click.command("status")
+def status_command() -> None:
+    """Show splits, tiers, budgets, the baseline commit and the current submission."""
+    _print(SidecarClient(sidecar_url()).call("GET", "/status"))
+
+
+@click.command("submit")
+@click.option("--commit", default=None, help="commit SHA or branch of /work/agent (default: HEAD)")
+def submit_command(commit: str | None) -> None:
+    """Nominate a commit as the final candidate."""
+    body = {"commit": commit} if commit is not None else {}
+    _print(SidecarClient(sidecar_url()).call("POST", "/submit", body, timeout=None))
+
+
+def _rewards(report: Any) -> dict[str, float]:
+    rewards = report.get("rewards") if isinstance(report, dict) else None
+    if not isinstance(rewards, dict) or not all(
+            isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) for key, value in rewards.items()):
+        raise VeroError("the sidecar's finalize answer has no valid `rewards` object", where="POST /finalize",
+                        fix="see the sidecar log", exit_code=1)
+    return {key: float(value) for key, value in rewards.items()}
+
+
+@click.command("finalize")
+@click.option("--token-file", required=True, type=click.Path(path_type=Path), help="the admin token file")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="reward file to write, e.g. /logs/verifier/reward.json")
+@click.option("--reward-key", "reward_keys", multiple=True,
+              help="reward keys that get a 0.0 floor if the sidecar cannot answer "
+                   "(repeatable; default: reward)")
+def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...]) -> None:
+    """Select and score the final candidate; always write the reward file (0.0 floors on failure)."""
+    floors = dict.fromkeys(reward_keys or ("reward",), 0.0)
+    try:
+        client = SidecarClient(sidecar_url(), read_token(token_file))
+        report = client.call("POST", "/finalize", {}, timeout=None)
+        rewards = {**dict.fromkeys(reward_keys, 0.0), **_rewards(report)}
+    except VeroError as exc:
+        atomic_write_json(output, floors)
+        click.echo(exc.render(), err=True)
+        click.echo(f"wrote 0.0 floors to {output}", err=True)
+        sys.exit(exc.exit_code or 1)
+    atomic_write_json(output, rewards)
+    baseline = report.get("baseline")
+    if isinstance(baseline, dict):
+        atomic_write_json(output.with_name("baseline.json"), baseline)
+    for error in report.get("errors") or []:
+        click.echo(f"warning: {error}", err=True)
+    _print(report)
 
 
 def register(group: click.Group) -> None:
     """Attach this package's commands to `group`."""
+    for command in (serve_command, eval_command, status_command, submit_command, finalize_command):
+        group.add_command(command)

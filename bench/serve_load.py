@@ -1,0 +1,153 @@
+"""Sidecar load: 50 concurrent clients on /status and /eval against a real server process.
+
+Prints p50/p99 latency per endpoint, and the ratio of /eval wall time to the scoring time
+alone (the Mode A strategy run in-process on the same samples, same concurrency and user),
+first with one client and then under load.
+
+    ./pants run bench/serve_load.py -- --clients 50 --requests 4 --eval-samples 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.mode_a import (
+    ENTRYPOINT,
+    IMPROVED_AGENT,
+    LABEL_FIELDS,
+    commit_agent,
+    make_mode_a_bench,
+    shared_tmp,
+)
+from tests.support.sidecar import serve_config, start_sidecar
+from vero.baseline import restore_baseline
+from vero.core.datasets import load_mode_a_dataset
+from vero.core.gitops import TrustedRepo
+from vero.core.mode_a import ModeAStrategy
+from vero.core.sample_store import SampleStore
+from vero.core.sandbox import resolve_user
+from vero.core.scorer import load_scorer
+from vero.core.strategy import EvaluationContext
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def scoring_alone(root: Path, work: Path, samples: int, concurrency: int, user: str | None,
+                  repeats: int) -> float:
+    """Median seconds of the Mode A strategy alone on `samples` validation rows."""
+    bench = make_mode_a_bench(root / "alone", {"validation": samples})
+    commit = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    restore_baseline(bench.baseline_dir, root / "alone-repo")
+    repo = TrustedRepo(root / "alone-repo")
+    repo.import_commit(bench.agent_repo, commit)
+    dataset = load_mode_a_dataset(bench.dataset_dir)
+    strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
+                             scorer=load_scorer(bench.scorer), sample_timeout=60, max_concurrency=concurrency,
+                             user=resolve_user(user), scratch_dir=work)
+    timings = []
+    try:
+        with repo.worktree(commit, work) as worktree:
+            for attempt in range(repeats):
+                started = time.perf_counter()
+                results = strategy.evaluate(EvaluationContext(
+                    commit=commit, split="validation", worktree=worktree,
+                    sample_ids=dataset.sample_ids("validation"),
+                    store=SampleStore(root / f"alone-store-{attempt}")))
+                timings.append(time.perf_counter() - started)
+                assert all(r.score == 1.0 for r in results)
+    finally:
+        strategy.close()
+    return statistics.median(timings)
+
+
+def main() -> None:
+    """Run the three phases and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=4,
+                        help="requests per client (half /status, half /eval)")
+    parser.add_argument("--eval-samples", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=4, help="the sidecar's max_concurrency")
+    parser.add_argument("--repeats", type=int, default=5, help="single-client repetitions")
+    args = parser.parse_args()
+    user = "nobody" if os.geteuid() == 0 else None
+    n = args.eval_samples
+    with tempfile.TemporaryDirectory(prefix="vero-load-") as scratch, shared_tmp() as root:
+        alone = scoring_alone(Path(scratch), root / "alone-work", n, args.concurrency, user, args.repeats)
+        bench = make_mode_a_bench(Path(scratch) / "bench", {"train": 4, "validation": n, "test": 4})
+        commit_agent(bench.agent_repo, IMPROVED_AGENT)
+        budget = args.clients * args.requests * n + args.repeats * n + 100
+        config = serve_config(root, bench, max_concurrency=args.concurrency, k_anonymity_floor=1,
+                              budgets=[{"split": "validation", "total_sample_budget": budget}])
+        sidecar = start_sidecar(root, config)
+        try:
+            body = {"split": "validation", "num_samples": n}
+            single = []
+            with httpx.Client(base_url=sidecar.url, timeout=600) as client:
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    assert client.post("/eval", json=body).json()["aggregate"]["mean_score"] == 1.0
+                    single.append(time.perf_counter() - started)
+            latencies: dict[str, list[float]] = {"/status": [], "/eval": []}
+            failures: list[str] = []
+            lock = threading.Lock()
+            barrier = threading.Barrier(args.clients)
+
+            def client_loop(index: int) -> None:
+                with httpx.Client(base_url=sidecar.url, timeout=600) as client:
+                    barrier.wait()
+                    for i in range(args.requests):
+                        path = "/status" if (index + i) % 2 else "/eval"
+                        started = time.perf_counter()
+                        response = client.get(path) if path == "/status" else client.post(path, json=body)
+                        elapsed = time.perf_counter() - started
+                        with lock:
+                            latencies[path].append(elapsed)
+                            if response.status_code != 200:
+                                failures.append(f"{path} {response.status_code} {response.text[:200]}")
+
+            threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+        finally:
+            sidecar.stop()
+    single_eval = statistics.median(single)
+    print(f"{os.cpu_count()} cpus, user={user or 'current'}, max_concurrency={args.concurrency}, "
+          f"{n} samples per /eval")
+    print(f"scoring alone (strategy in-process), median: {alone * 1000:.0f} ms")
+    print(f"/eval with one client, median:               {single_eval * 1000:.0f} ms "
+          f"(ratio to scoring alone {single_eval / alone:.2f})")
+    print(f"load: {args.clients} clients x {args.requests} requests in {wall:.1f} s, "
+          f"{len(failures)} failures")
+    for path, values in latencies.items():
+        print(f"  {path:8} n={len(values):4} p50={percentile(values, 50) * 1000:8.0f} ms "
+              f"p99={percentile(values, 99) * 1000:8.0f} ms")
+    loaded = statistics.mean(latencies["/eval"])
+    print(f"/eval under load, mean {loaded * 1000:.0f} ms: ratio to scoring alone {loaded / alone:.2f} "
+          f"(evaluations queue for the shared pool of {args.concurrency})")
+    served = len(latencies["/eval"]) * n / wall
+    print(f"sample throughput under load {served:.1f}/s vs scoring alone {n / alone:.1f}/s "
+          f"(ratio {served / (n / alone):.2f})")
+    for failure in failures[:5]:
+        print("  failure:", failure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The sidecar's HTTP API (SPEC §5) and the server that runs it.
+
+Every error is JSON `{"error": ..., "fix": ...}`: bad input 422, unknown split or dataset 400,
+tier gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by
+shutdown 503. A request the app did not expect is a 500 with no internals in the body; bad
+input never reaches that path. Blocking work runs in worker threads, so /health and /status
+answer while evaluations run.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any, TypeVar
+
+import anyio  # pants: no-infer-dep (ships with fastapi)
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException  # pants: no-infer-dep
+from starlette.types import ASGIApp, Receive, Scope, Send  # pants: no-infer-dep
+
+from vero.core.engine import EvalRequest
+from vero.core.experiments import ExperimentRecord
+from vero.core.rejections import Rejected
+from vero.core.strategy import EvaluationCancelled
+from vero.errors import VeroError
+from vero.serve.config import ServeConfig
+from vero.serve.finalize import FinalizeReport, finalize
+from vero.serve.sidecar import EvalResponse, Sidecar, StatusResponse, Submission, SubmitRequest
+from vero.serve.token import token_matches
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_KIND = {"bad_input": 422, "unknown": 400, "forbidden": 403, "budget": 429, "conflict": 409}
+MAX_BODY_BYTES = 4 * 1024 * 1024
+EVAL_THREADS = 64
+T = TypeVar("T")
+
+
+def _error(status: int, message: str, fix: str | None = None) -> JSONResponse:
+    body = {"error": message} if fix is None else {"error": message, "fix": fix}
+    return JSONResponse(body, status_code=status)
+
+
+class _BodyLimit:
+    """Refuse bodies larger than MAX_BODY_BYTES before reading them (413)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", []):
+                if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                    refusal = _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+                    await refusal(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location}: {first.get('msg', 'invalid')}{more}"
+
+
+def create_app(sidecar: Sidecar) -> FastAPI:
+    """The FastAPI application serving `sidecar`."""
+    limiter: dict[str, anyio.CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter["eval"] = anyio.CapacityLimiter(EVAL_THREADS)
+        yield
+        await anyio.to_thread.run_sync(sidecar.close)
+
+    app = FastAPI(title="vero eval sidecar", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.add_middleware(_BodyLimit)
+
+    async def in_thread(func: Callable[..., T], *args: Any, evaluation: bool = False) -> T:
+        chosen = limiter.get("eval") if evaluation else None
+        return await anyio.to_thread.run_sync(func, *args, limiter=chosen)
+
+    def require_admin(request: Request) -> None:
+        if not token_matches(request.headers.get("authorization"), sidecar.token):
+            raise _Unauthorized
+
+    @app.exception_handler(Rejected)
+    async def on_rejected(_: Request, exc: Rejected) -> JSONResponse:
+        return _error(STATUS_BY_KIND[exc.kind], exc.what, exc.fix)
+
+    @app.exception_handler(EvaluationCancelled)
+    async def on_cancelled(_: Request, exc: EvaluationCancelled) -> JSONResponse:
+        return _error(503, exc.what, exc.fix)
+
+    @app.exception_handler(VeroError)
+    async def on_vero_error(_: Request, exc: VeroError) -> JSONResponse:
+        log.error("request failed: %s", exc.render())
+        return _error(500, exc.what, exc.fix)
+
+    @app.exception_handler(_Unauthorized)
+    async def on_unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
+        return _error(403, "missing or invalid admin token", "send Authorization: Bearer <admin token>")
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return _error(500, "internal error in the eval sidecar", "see the sidecar log")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/status")
+    async def status() -> StatusResponse:
+        return await in_thread(sidecar.status)
+
+    @app.post("/eval")
+    async def evaluate(body: EvalRequest) -> EvalResponse:
+        return await in_thread(sidecar.evaluate, body, evaluation=True)
+
+    @app.post("/submit")
+    async def submit(body: SubmitRequest) -> Submission:
+        return await in_thread(sidecar.submit, body)
+
+    @app.post("/finalize")
+    async def run_finalize(request: Request) -> FinalizeReport:
+        require_admin(request)
+        return await in_thread(finalize, sidecar, evaluation=True)
+
+    @app.get("/experiments")
+    async def experiments(request: Request) -> list[ExperimentRecord]:
+        require_admin(request)
+        return await in_thread(sidecar.db.all)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also kills running candidates as soon as SIGTERM/SIGINT arrives."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        log.warning("received %s: stopping evaluations and shutting down", signal.Signals(sig).name)
+        self._on_signal()
+        super().handle_exit(sig, frame)
+
+
+def serve(config: ServeConfig, *, host: str | None = None, port: int | None = None) -> None:
+    """Start the sidecar (see `Sidecar`) and serve until SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sidecar = Sidecar(config)
+    server = _Server(uvicorn.Config(create_app(sidecar), host=host or config.host, port=port or config.port,
+                                    log_level="info", timeout_graceful_shutdown=10, access_log=True),
+                     on_signal=sidecar.stop)
+    log.info("eval sidecar %s ready (mode %s, dataset %s)", config.name, config.mode,
+             sidecar.catalog.dataset_id)
+    server.run()

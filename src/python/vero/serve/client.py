@@ -1,0 +1,61 @@
+"""HTTP client of the eval sidecar, used by `vero harbor eval|status|submit|finalize`."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+
+from vero.errors import VeroError
+
+URL_ENV = "VERO_EVAL_URL"
+QUICK_TIMEOUT = 30.0
+
+
+def sidecar_url() -> str:
+    """The sidecar's base URL from `VERO_EVAL_URL`."""
+    url = os.environ.get(URL_ENV, "").strip()
+    if not url:
+        raise VeroError(f"{URL_ENV} is not set", where="environment",
+                        fix=f"export {URL_ENV}=http://eval-sidecar:8100 (set in the task's main container)")
+    if not url.startswith(("http://", "https://")):
+        raise VeroError(f"{URL_ENV}={url!r} is not an http(s) URL", where="environment",
+                        fix=f"export {URL_ENV}=http://eval-sidecar:8100")
+    return url.rstrip("/")
+
+
+class SidecarClient:
+    """JSON over HTTP; any 4xx/5xx becomes a VeroError carrying the server's message."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             timeout: float | None = QUICK_TIMEOUT) -> Any:
+        """Send one request and return the decoded JSON response."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = httpx.request(method, self.base_url + path, json=body, headers=headers,
+                                     timeout=httpx.Timeout(timeout, connect=10.0))
+        except httpx.HTTPError as exc:
+            raise VeroError(f"cannot reach the eval sidecar at {self.base_url}: {exc}",
+                            where=f"{method} {path}",
+                            fix="check that the eval sidecar is running and VERO_EVAL_URL is right",
+                            exit_code=1) from None
+        try:
+            payload = response.json()
+        except json.JSONDecodeError:
+            payload = None
+        if response.status_code >= 400:
+            message = payload.get("error") if isinstance(payload, dict) else None
+            fix = payload.get("fix") if isinstance(payload, dict) else None
+            detail = message or response.text[:500] or response.reason_phrase
+            raise VeroError(f"{response.status_code}: {detail}", where=f"{method} {path}", fix=fix,
+                            exit_code=1)
+        if payload is None:
+            raise VeroError(f"the sidecar answered {response.status_code} without JSON",
+                            where=f"{method} {path}", exit_code=1)
+        return payload

@@ -1,0 +1,157 @@
+"""Finalize: select the candidate commit and score it on the held-out targets.
+
+Selection chain:
+- `reward_mode: submit`: the submission; if there is none, auto_best; if that finds none, no
+  candidate.
+- `reward_mode: auto_best`: auto_best, where a submission (when submit is enabled and one was
+  made) joins the pool of commits to re-score; if that finds none, no candidate.
+
+auto_best drops the baseline, ranks the optimizer's finished evaluations on the selection
+split by their mean score (one entry per commit, its best; ties to the earlier evaluation),
+re-scores the top `auto_best_top_k` commits on the full selection split with the trusted
+scorer (admin evaluations: no budget, no gate), and takes the best trusted score (ties to the
+commit evaluated first). With no candidate every target floors to 0.0; a target whose
+evaluation fails also floors to 0.0 and the error is reported. `score_baseline` scores the
+baseline on the targets too; its failure never fails finalize.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+from vero.errors import VeroError
+from vero.fsutil import atomic_write_model
+from vero.models import StrictModel
+from vero.serve.sidecar import Sidecar
+
+log = logging.getLogger(__name__)
+
+FINALIZE_REPORT = "finalize.json"
+BASELINE_REPORT = "baseline.json"
+Source = Literal["submission", "auto_best", "none"]
+
+
+class RankedCandidate(StrictModel):
+    """One auto_best candidate: its best optimizer score and its trusted re-score."""
+
+    commit: str
+    selection_score: float
+    first_evaluated_at: float
+    trusted_score: float | None = None
+    error: str | None = None
+
+
+class FinalizeReport(StrictModel):
+    """The outcome of finalize (also persisted on the admin volume)."""
+
+    rewards: dict[str, float]
+    candidate: str | None
+    source: Source
+    baseline: dict[str, float] | None = None
+    ranking: list[RankedCandidate]
+    errors: list[str]
+    finished_at: float
+
+
+class BaselineScores(StrictModel):
+    """baseline.json on the admin volume: the baseline's target scores (score_baseline)."""
+
+    scores: dict[str, float]
+    errors: list[str]
+
+
+_lock = threading.Lock()
+
+
+def _rank(sidecar: Sidecar, extra_commit: str | None) -> list[RankedCandidate]:
+    """The optimizer's commits on the selection split, best first, baseline dropped."""
+    best: dict[str, RankedCandidate] = {}
+    for record in sidecar.db.all():  # oldest first: keeps the earlier entry on ties
+        if (record.origin != "agent" or record.status != "done" or record.aggregate is None
+                or record.split != sidecar.config.selection_split
+                or record.commit == sidecar.config.baseline_commit):
+            continue
+        current = best.get(record.commit)
+        score = record.aggregate.mean_score
+        if current is None:
+            best[record.commit] = RankedCandidate(commit=record.commit, selection_score=score,
+                                                  first_evaluated_at=record.created_at)
+        elif score > current.selection_score:
+            best[record.commit] = current.model_copy(update={"selection_score": score})
+    ranked = sorted(best.values(), key=lambda c: (-c.selection_score, c.first_evaluated_at))
+    top = ranked[: sidecar.config.auto_best_top_k]
+    if extra_commit is not None and extra_commit != sidecar.config.baseline_commit and \
+            extra_commit not in {c.commit for c in top}:
+        top.append(best.get(extra_commit) or RankedCandidate(commit=extra_commit, selection_score=0.0,
+                                                             first_evaluated_at=time.time()))
+    return top
+
+
+def _auto_best(sidecar: Sidecar, pool: list[RankedCandidate], errors: list[str]) -> str | None:
+    split = sidecar.config.selection_split
+    for index, candidate in enumerate(pool):
+        try:
+            score = sidecar.admin_evaluate(split, None, candidate.commit, "auto_best")
+            pool[index] = candidate.model_copy(update={"trusted_score": score})
+        except VeroError as exc:
+            errors.append(f"auto_best re-score of {candidate.commit} failed: {exc.what}")
+            pool[index] = candidate.model_copy(update={"error": exc.what})
+    scored = [c for c in pool if c.trusted_score is not None]
+    if not scored:
+        return None
+    winner = min(scored, key=lambda c: (-(c.trusted_score or 0.0), c.first_evaluated_at))
+    return winner.commit
+
+
+def _score_targets(sidecar: Sidecar, commit: str, purpose: str, errors: list[str]) -> dict[str, float]:
+    rewards: dict[str, float] = {}
+    cache: dict[tuple[str, tuple[str, ...] | None], float] = {}
+    for target in sidecar.config.targets:
+        key = (target.split, tuple(target.sample_ids) if target.sample_ids is not None else None)
+        if key not in cache:
+            try:
+                cache[key] = sidecar.admin_evaluate(target.split, target.sample_ids, commit, purpose)
+            except VeroError as exc:
+                errors.append(f"{purpose} {target.reward_key} on {target.split} failed: {exc.what}")
+                cache[key] = 0.0
+        rewards[target.reward_key] = cache[key]
+    return rewards
+
+
+def finalize(sidecar: Sidecar) -> FinalizeReport:
+    """Select, score, persist and return the report. Never raises for a scoring failure."""
+    with _lock:
+        config = sidecar.config
+        errors: list[str] = []
+        submission = sidecar.submission()
+        candidate: str | None = None
+        source: Source = "none"
+        ranking: list[RankedCandidate] = []
+        if config.reward_mode == "submit" and submission is not None:
+            candidate, source = submission.commit, "submission"
+        else:
+            extra = submission.commit if submission is not None else None
+            ranking = _rank(sidecar, extra)
+            candidate = _auto_best(sidecar, ranking, errors) if ranking else None
+            source = "auto_best" if candidate is not None else "none"
+        if candidate is None:
+            rewards = {target.reward_key: 0.0 for target in config.targets}
+        else:
+            rewards = _score_targets(sidecar, candidate, "target", errors)
+        baseline = None
+        if config.score_baseline:
+            baseline_errors: list[str] = []
+            baseline = _score_targets(sidecar, config.baseline_commit, "baseline", baseline_errors)
+            errors.extend(baseline_errors)
+            atomic_write_model(Path(config.paths.admin_dir) / BASELINE_REPORT,
+                               BaselineScores(scores=baseline, errors=baseline_errors), mode=0o600)
+        report = FinalizeReport(rewards=rewards, candidate=candidate, source=source, baseline=baseline,
+                                ranking=ranking, errors=errors, finished_at=time.time())
+        atomic_write_model(Path(config.paths.admin_dir) / FINALIZE_REPORT, report, mode=0o600)
+        for error in errors:
+            log.warning("finalize: %s", error)
+        return report

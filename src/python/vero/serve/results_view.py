@@ -1,0 +1,57 @@
+"""The optimizer's view of results on the shared results volume.
+
+After each optimizer evaluation the split's directory `<results_dir>/<split>/` is replaced
+by the new evaluation's view: `summary.json` always, `samples/<sample>.json` only for a
+viewable split. The new directory is built beside the old one and swapped in by renames, so
+the destination is cleared first and a reader never sees a mix of two evaluations.
+Admin evaluations and no_access splits write nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from vero.core.sample_store import SampleStore
+from vero.core.tiers import Disclosure
+from vero.fsutil import atomic_write_model, fsync_dir
+
+SUMMARY = "summary.json"
+SAMPLES = "samples"
+
+_lock = threading.Lock()
+
+
+def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
+    """Replace `<results_dir>/<split>/` with `disclosure`; return that directory."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    split = disclosure.summary.split
+    target = results_dir / split
+    staging = Path(tempfile.mkdtemp(prefix=f".{split}.new.", dir=results_dir))
+    try:
+        staging.chmod(0o755)
+        atomic_write_model(staging / SUMMARY, disclosure.summary)
+        if disclosure.samples is not None:
+            store_dir = staging / SAMPLES
+            store_dir.mkdir(mode=0o755)
+            store = SampleStore(store_dir)
+            for sample in disclosure.samples:
+                atomic_write_model(store.path_for(sample.sample_id), sample)
+        with _lock:
+            old: Path | None = None
+            if target.exists() or target.is_symlink():
+                old = Path(tempfile.mkdtemp(prefix=f".{split}.old.", dir=results_dir))
+                os.replace(target, old / "view")
+            os.replace(staging, target)
+            fsync_dir(results_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        if staging.exists():
+            shutil.rmtree(staging)
+        raise
+    return target

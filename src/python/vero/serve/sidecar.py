@@ -1,0 +1,270 @@
+"""The sidecar's state: built once at start from a ServeConfig, shared by every request.
+
+Start-up order: directories (admin 0700, work 0711 so the harness user can reach its worktree
+but not list others), the trusted repo (restored from the baseline on first start, its SHA
+checked against `baseline_commit`), interrupted experiments marked, the dataset loaded and
+checked against the config, the ledger loaded (a corrupt one stops the start), the strategy
+built, and finally a fresh admin token.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from vero.baseline import restore_baseline
+from vero.core.benchmark import AccessTier, RewardMode
+from vero.core.datasets import ModeADataset, Partition, load_mode_a_dataset, make_partition
+from vero.core.engine import Engine, EvalRequest, SplitStatus
+from vero.core.experiments import ExperimentDB
+from vero.core.gitops import TrustedRepo
+from vero.core.ledger import Ledger, Remaining
+from vero.core.mode_a import ModeAStrategy
+from vero.core.records import Aggregate
+from vero.core.rejections import Conflict
+from vero.core.sandbox import SandboxUser, resolve_user
+from vero.core.scorer import load_scorer
+from vero.core.strategy import EvaluationStrategy
+from vero.core.tiers import TierPolicy, disclose
+from vero.errors import VeroError
+from vero.fsutil import atomic_write_model
+from vero.models import StrictModel
+from vero.serve.config import ServeConfig
+from vero.serve.results_view import write_agent_view
+from vero.serve.token import write_admin_token
+
+log = logging.getLogger(__name__)
+
+SUBMISSION = "submission.json"
+
+
+class Submission(StrictModel):
+    """The optimizer's nominated commit (admin volume)."""
+
+    commit: str
+    requested_ref: str
+    submitted_at: float
+
+
+class SubmitRequest(StrictModel):
+    """Body of POST /submit; the default commit is HEAD of the agent repo."""
+
+    commit: str | None = None
+
+
+class EvalResponse(StrictModel):
+    """What POST /eval returns: an aggregate, never per-sample data."""
+
+    experiment_id: str
+    split: str
+    commit: str
+    tier: AccessTier
+    aggregate: Aggregate
+    free_baseline: bool
+    remaining: Remaining | None
+    results_dir: str | None
+
+
+class StatusResponse(StrictModel):
+    """What GET /status returns."""
+
+    name: str
+    mode: str
+    dataset_id: str
+    baseline_commit: str
+    reward_mode: RewardMode
+    selection_split: str
+    submit_enabled: bool
+    submission: str | None
+    k_anonymity_floor: int
+    free_baseline_available: bool
+    splits: list[SplitStatus]
+
+
+def _build_strategy(config: ServeConfig, catalog: ModeADataset | Partition, user: SandboxUser | None,
+                    secret_env: dict[str, str]) -> EvaluationStrategy:
+    if config.mode == "A":
+        assert config.mode_a is not None and isinstance(catalog, ModeADataset)
+        return ModeAStrategy(catalog, entrypoint=config.mode_a.entrypoint,
+                             label_fields=config.mode_a.label_fields,
+                             scorer=load_scorer(Path(config.mode_a.scorer)),
+                             sample_timeout=config.mode_a.sample_timeout,
+                             max_concurrency=config.max_concurrency,
+                             user=user, scratch_dir=Path(config.paths.work_dir), secret_env=secret_env,
+                             evaluation_timeout=config.timeout)
+    # Mode B plugs in through `vero.modeb.strategy.build_strategy(config, partition, user=, secret_env=)`.
+    try:
+        module = importlib.import_module("vero.modeb.strategy")
+    except ModuleNotFoundError:
+        raise VeroError("this vero build has no Mode B strategy", where="serve.json: mode",
+                        fix="use a vero build that includes vero.modeb.strategy") from None
+    built: Any = module.build_strategy(config, catalog, user=user, secret_env=secret_env)
+    return built  # type: ignore[no-any-return]
+
+
+def _secret_env(names: list[str]) -> dict[str, str]:
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise VeroError(f"declared secrets are not set: {', '.join(missing)}", where="sidecar environment",
+                        fix="pass them to the sidecar container "
+                            "(the compose file guards them with ${NAME:?})")
+    return {name: os.environ[name] for name in names}
+
+
+def _prepare_dirs(config: ServeConfig) -> None:
+    paths = config.paths
+    for directory, mode in ((paths.admin_dir, 0o700), (paths.work_dir, 0o711), (paths.results_dir, 0o755)):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, mode)
+
+
+def _clean_work_dir(repo: TrustedRepo, work_dir: Path) -> None:
+    """Remove the worktrees and sample scratch dirs a killed sidecar left behind (ours by name)."""
+    for path in repo.remove_stale_worktrees(work_dir):
+        log.warning("removed the stale worktree %s", path)
+    for path in sorted([*work_dir.glob("wt-*"), *work_dir.glob("sample-*")]):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            log.warning("removed the stale directory %s", path)
+
+
+def _trusted_repo(config: ServeConfig) -> TrustedRepo:
+    path = Path(config.paths.trusted_repo)
+    if not path.exists():
+        sha = restore_baseline(Path(config.paths.baseline_dir), path)
+        if sha != config.baseline_commit:
+            raise VeroError(f"the baseline files produce commit {sha}, "
+                            f"serve.json says {config.baseline_commit}",
+                            where=config.paths.baseline_dir, fix="rebuild the task with `vero harbor build`")
+    repo = TrustedRepo(path)
+    if repo.commit_of(config.baseline_commit) != config.baseline_commit:
+        raise VeroError(f"the trusted repo lacks the baseline commit {config.baseline_commit}",
+                        where=str(path),
+                        fix="the admin volume belongs to another task: use a fresh volume")
+    return repo
+
+
+def _check_splits(config: ServeConfig, catalog: ModeADataset | Partition) -> None:
+    known = set(catalog.split_names())
+    wanted = {"selection_split": [config.selection_split],
+              "targets": [target.split for target in config.targets],
+              "budgets": [budget.split for budget in config.budgets]}
+    for field, splits in wanted.items():
+        for split in splits:
+            if split not in known:
+                raise VeroError(f"{field} names split {split!r}, which the dataset does not have",
+                                where="serve.json", fix=f"use one of: {', '.join(sorted(known))}")
+
+
+class Sidecar:
+    """Everything a request needs; thread-safe."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        paths = config.paths
+        _prepare_dirs(config)
+        self.repo = _trusted_repo(config)
+        _clean_work_dir(self.repo, Path(paths.work_dir))
+        self.db = ExperimentDB(Path(paths.admin_dir) / "experiments")
+        for experiment_id in self.db.recover():
+            log.warning("experiment %s was interrupted by a previous stop", experiment_id)
+        if config.mode == "A":
+            assert config.mode_a is not None
+            self.catalog: ModeADataset | Partition = load_mode_a_dataset(Path(config.mode_a.dataset_dir))
+        else:
+            assert config.mode_b is not None
+            self.catalog = make_partition(config.mode_b.partition, "serve.json: mode_b.partition")
+        _check_splits(config, self.catalog)
+        self.ledger = Ledger(Path(paths.admin_dir) / "ledger.json", config.budgets)
+        self.strategy = _build_strategy(config, self.catalog, resolve_user(config.harness_user),
+                                        _secret_env(config.secrets))
+        self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
+        self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
+                             strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
+                             work_dir=Path(paths.work_dir), baseline_commit=config.baseline_commit)
+        self.submission_path = Path(paths.admin_dir) / SUBMISSION
+        self._submit_lock = threading.Lock()
+        self.token = write_admin_token(Path(paths.token_file))
+
+    def stop(self) -> None:
+        """Kill running candidates at once; evaluations in flight end as interrupted."""
+        stop = getattr(self.strategy, "stop", None)
+        if callable(stop):
+            stop()
+
+    def close(self) -> None:
+        """Stop and release the strategy's resources."""
+        self.stop()
+        close = getattr(self.strategy, "close", None)
+        if callable(close):
+            close()
+
+    def evaluate(self, request: EvalRequest) -> EvalResponse:
+        """An optimizer evaluation: rules, run, then the agent's view of the results."""
+        outcome = self.engine.evaluate(request, origin="agent")
+        record = outcome.record
+        assert record.aggregate is not None
+        inputs = None
+        if outcome.tier == "viewable" and isinstance(self.strategy, ModeAStrategy):
+            strategy = self.strategy
+            inputs = {sid: strategy.agent_input(record.split, sid) for sid in record.sample_ids}
+        disclosure = disclose(outcome.tier, experiment_id=record.experiment_id, split=record.split,
+                              commit=record.commit, aggregate=record.aggregate, results=outcome.results,
+                              inputs=inputs)
+        view = write_agent_view(Path(self.config.paths.results_dir), disclosure) if disclosure else None
+        return EvalResponse(experiment_id=record.experiment_id, split=record.split, commit=record.commit,
+                            tier=outcome.tier, aggregate=record.aggregate, free_baseline=record.free_baseline,
+                            remaining=outcome.remaining, results_dir=str(view) if view else None)
+
+    def submission(self) -> Submission | None:
+        """The current submission, if any. A corrupt file is a loud error."""
+        try:
+            raw = self.submission_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return Submission.model_validate_json(raw)
+        except ValidationError:
+            raise VeroError("the submission file is corrupt", where=str(self.submission_path),
+                            fix="inspect it; submit again to replace it") from None
+
+    def submit(self, request: SubmitRequest) -> Submission:
+        """Nominate a commit: copied into the trusted repo now, so later history edits cannot change it."""
+        if not self.config.submit_enabled:
+            raise Conflict("submission is disabled for this task",
+                           fix="the best evaluated candidate is selected automatically")
+        ref = request.commit if request.commit is not None else "HEAD"
+        commit = self.repo.import_commit(Path(self.config.paths.agent_repo), ref)
+        submission = Submission(commit=commit, requested_ref=ref, submitted_at=time.time())
+        with self._submit_lock:
+            atomic_write_model(self.submission_path, submission, mode=0o600)
+        return submission
+
+    def status(self) -> StatusResponse:
+        """Splits with tier, evaluability and budget; submission; baseline."""
+        splits = [self.engine.split_status(split) for split in self.catalog.split_names()]
+        submission = self.submission()
+        return StatusResponse(
+            name=self.config.name, mode=self.config.mode, dataset_id=self.catalog.dataset_id,
+            baseline_commit=self.config.baseline_commit, reward_mode=self.config.reward_mode,
+            selection_split=self.config.selection_split, submit_enabled=self.config.submit_enabled,
+            submission=submission.commit if submission else None,
+            k_anonymity_floor=self.config.k_anonymity_floor,
+            free_baseline_available=any(s.budget is not None and s.budget.free_baseline_available
+                                        for s in splits),
+            splits=splits)
+
+    def admin_evaluate(self, split: str, sample_ids: list[str] | None, commit: str, purpose: str) -> float:
+        """A trusted score (no gate, no budget) of `commit` on `split`; the mean over samples."""
+        outcome = self.engine.evaluate(EvalRequest(split=split, commit=commit, sample_ids=sample_ids),
+                                       origin="admin", purpose=purpose)
+        assert outcome.record.aggregate is not None
+        return outcome.record.aggregate.mean_score

@@ -1,0 +1,233 @@
+"""The sidecar over real HTTP: a server process on a loopback port, the full optimizer flow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from tests.support.mode_a import IMPROVED_AGENT, PARTIAL_AGENT, ModeABench, commit_agent, is_root
+from tests.support.sidecar import Sidecar, serve_config, start_sidecar
+from vero.cli import cli
+
+
+@pytest.fixture
+def sidecar(bench: ModeABench, root: Path) -> Any:
+    running = start_sidecar(root, serve_config(root, bench))
+    yield running
+    running.stop()
+
+
+def _post(sidecar: Sidecar, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(sidecar.url + path, json=body, timeout=120, **kwargs)
+
+
+def _cli(sidecar: Sidecar | None, *args: str) -> Any:
+    env = {"VERO_EVAL_URL": sidecar.url if sidecar else ""}
+    return CliRunner().invoke(cli, ["harbor", *args], env=env)
+
+
+def test_optimizer_flow_budgets_tiers_and_finalize(sidecar: Sidecar, bench: ModeABench,
+                                                   tmp_path: Path) -> None:
+    status = httpx.get(sidecar.url + "/status").json()
+    tiers = {s["split"]: (s["tier"], s["evaluable"]) for s in status["splits"]}
+    assert tiers == {"train": ("viewable", True), "validation": ("non_viewable", True),
+                     "test": ("no_access", False)}
+    assert status["baseline_commit"] == bench.baseline_commit and status["free_baseline_available"]
+    assert status["submission"] is None and status["submit_enabled"]
+
+    # The baseline's first evaluation is free; a viewable split shows per-sample files.
+    free = _post(sidecar, "/eval", {"split": "train", "commit": bench.baseline_commit})
+    assert free.status_code == 200, free.text
+    assert free.json()["free_baseline"] and free.json()["aggregate"]["mean_score"] == 0.0
+    assert free.json()["remaining"]["runs_remaining"] == 2
+    view = sidecar.results_dir / "train"
+    samples = sorted((view / "samples").iterdir())
+    assert len(samples) == 6
+    sample = json.loads(samples[0].read_text())
+    assert sample["input"] == {"id": "train-0", "question": "0+1"} and "answer" not in sample["input"]
+    assert json.loads((view / "summary.json").read_text())["aggregate"]["n_samples"] == 6
+
+    improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    hidden = _post(sidecar, "/eval", {"split": "validation", "num_samples": 5})
+    assert hidden.status_code == 200, hidden.text
+    body = hidden.json()
+    assert body["commit"] == improved and body["aggregate"]["mean_score"] == 1.0
+    assert "samples" not in body and "results" not in body
+    assert body["remaining"]["samples_remaining"] == 35
+    assert sorted(p.name for p in (sidecar.results_dir / "validation").iterdir()) == ["summary.json"]
+
+    # Two paid runs on train, then 429; the rejected request spends nothing.
+    for _ in range(2):
+        assert _post(sidecar, "/eval", {"split": "train", "num_samples": 1}).status_code == 200
+    exhausted = _post(sidecar, "/eval", {"split": "train", "num_samples": 1})
+    assert exhausted.status_code == 429 and "exhausted" in exhausted.json()["error"]
+    train = next(s for s in httpx.get(sidecar.url + "/status").json()["splits"] if s["split"] == "train")
+    assert train["budget"]["runs_used"] == 2 and not train["evaluable"]
+    # The previous view was replaced, not merged: one sample now.
+    assert len(list((view / "samples").iterdir())) == 1
+
+    assert _post(sidecar, "/eval", {"split": "test"}).status_code == 403
+    submitted = _post(sidecar, "/submit", {"commit": "main"})
+    assert submitted.status_code == 200 and submitted.json()["commit"] == improved
+
+    assert httpx.get(sidecar.url + "/experiments").status_code == 403
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.get(sidecar.url + "/experiments", headers=wrong).status_code == 403
+    experiments = httpx.get(sidecar.url + "/experiments", headers=sidecar.admin_headers()).json()
+    assert [e["split"] for e in experiments] == ["train", "validation", "train", "train"]
+    assert httpx.post(sidecar.url + "/finalize").status_code == 403
+
+    reward = tmp_path / "verifier" / "reward.json"
+    result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+    assert result.exit_code == 0, result.output
+    assert json.loads(reward.read_text()) == {"test_score": 1.0}
+    report = json.loads(result.stdout)
+    assert report["candidate"] == improved and report["source"] == "auto_best"
+    # The submission joined the auto_best pool; the trusted re-score ran on the full split.
+    assert [c["commit"] for c in report["ranking"]] == [improved]
+    rescored = [e for e in httpx.get(sidecar.url + "/experiments", headers=sidecar.admin_headers()).json()
+                if e["origin"] == "admin"]
+    assert {(e["purpose"], e["split"], len(e["sample_ids"])) for e in rescored} == {
+        ("auto_best", "validation", 8), ("target", "test", 6)}
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"split": "nope"}, 400, "unknown split"),
+    ({"split": "train", "dataset_id": "0" * 64}, 400, "unknown dataset"),
+    ({"split": "test"}, 403, "no_access"),
+    ({"split": "validation", "num_samples": 2}, 403, "at least 5"),
+    ({"split": "train", "num_samples": 2, "sample_ids": ["train-0"]}, 422, "not both"),
+    ({"split": "train", "num_samples": 0}, 422, "out of range"),
+    ({"split": "train", "sample_ids": ["train-99"]}, 422, "not in split"),
+    ({"split": "train", "commit": "--upload-pack=touch /tmp/x"}, 422, "invalid commit"),
+    ({"split": "train", "commit": "no-such-branch"}, 422, "cannot fetch"),
+    ({"split": "train", "num_samples": "3"}, 422, "num_samples"),
+    ({"split": "train", "num_samples": True}, 422, "num_samples"),
+    ({"split": "train", "extra": 1}, 422, "extra"),
+    ({}, 422, "split"),
+    ([], 422, "valid dictionary"),
+    ({"split": "validation", "num_samples": 9}, 422, "out of range"),
+])
+def test_bad_requests_get_clear_errors_and_cost_nothing(sidecar: Sidecar, body: Any, status: int,
+                                                        message: str) -> None:
+    response = _post(sidecar, "/eval", body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    budgets = {s["split"]: s["budget"] for s in httpx.get(sidecar.url + "/status").json()["splits"]}
+    assert budgets["train"]["runs_used"] == 0 and budgets["validation"]["samples_used"] == 0
+
+
+def test_malformed_http_never_500s(sidecar: Sidecar) -> None:
+    cases = [
+        httpx.post(sidecar.url + "/eval", content=b"{not json", headers={"content-type": "application/json"}),
+        httpx.post(sidecar.url + "/eval", content=b"\xff\xfe", headers={"content-type": "application/json"}),
+        httpx.post(sidecar.url + "/eval", content=b"x" * (5 * 1024 * 1024)),
+        httpx.get(sidecar.url + "/eval"),
+        httpx.get(sidecar.url + "/nope"),
+        httpx.post(sidecar.url + "/submit", content=b'{"commit": 5}',
+                   headers={"content-type": "application/json"}),
+        httpx.post(sidecar.url + "/finalize", headers={"Authorization": "Basic abc"}),
+    ]
+    assert [r.status_code for r in cases] == [422, 422, 413, 405, 404, 422, 403]
+    assert all(isinstance(r.json()["error"], str) for r in cases)
+
+
+def test_submit_disabled_is_409_and_submit_mode_uses_the_submission(bench: ModeABench, root: Path,
+                                                                     tmp_path: Path) -> None:
+    disabled = start_sidecar(root, serve_config(root, bench, submit_enabled=False), name="disabled")
+    try:
+        response = _post(disabled, "/submit", {})
+        assert response.status_code == 409 and "disabled" in response.json()["error"]
+    finally:
+        disabled.stop()
+    partial = commit_agent(bench.agent_repo, PARTIAL_AGENT)
+    config = serve_config(root, bench, reward_mode="submit", score_baseline=True,
+                          targets=[{"split": "test", "reward_key": "test_score"},
+                                   {"split": "validation", "reward_key": "val_score"},
+                                   {"split": "test", "reward_key": "first_two",
+                                    "sample_ids": ["test-0", "test-1"]}],
+                          paths={**serve_config(root, bench)["paths"], "admin_dir": str(root / "admin2"),
+                                 "trusted_repo": str(root / "admin2" / "repo")})
+    sidecar = start_sidecar(root, config, name="submit")
+    try:
+        assert _post(sidecar, "/submit", {}).json()["commit"] == partial  # default: HEAD
+        commit_agent(bench.agent_repo, IMPROVED_AGENT)  # committed later: the submission stays
+        reward = tmp_path / "reward.json"
+        result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+        assert result.exit_code == 0, result.output
+        # test-0..5 have operands 0..5: the partial agent is right on even first operands only.
+        assert json.loads(reward.read_text()) == {"test_score": 0.5, "val_score": 0.5, "first_two": 0.5}
+        assert json.loads((tmp_path / "baseline.json").read_text()) == {
+            "test_score": 0.0, "val_score": 0.0, "first_two": 0.0}
+        assert json.loads(result.stdout)["source"] == "submission"
+    finally:
+        sidecar.stop()
+
+
+def test_no_candidate_floors_every_reward(sidecar: Sidecar, bench: ModeABench, tmp_path: Path) -> None:
+    # Only the baseline was evaluated: auto_best drops it, so there is no candidate.
+    baseline = _post(sidecar, "/eval", {"split": "validation", "commit": bench.baseline_commit})
+    assert baseline.status_code == 200
+    reward = tmp_path / "reward.json"
+    result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward),
+                  "--reward-key", "test_score")
+    assert result.exit_code == 0, result.output
+    assert json.loads(reward.read_text()) == {"test_score": 0.0}
+    assert json.loads(result.stdout)["source"] == "none"
+
+
+def test_auto_best_ranks_and_rescores(sidecar: Sidecar, bench: ModeABench, tmp_path: Path) -> None:
+    partial = commit_agent(bench.agent_repo, PARTIAL_AGENT)
+    improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    # On the first 5 samples the partial agent scores 3/5, the improved one 5/5.
+    for commit in (partial, improved):
+        response = _post(sidecar, "/eval", {"split": "validation", "num_samples": 5, "commit": commit})
+        assert response.status_code == 200
+    reward = tmp_path / "reward.json"
+    result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [(c["commit"], c["selection_score"], c["trusted_score"]) for c in report["ranking"]] == [
+        (improved, 1.0, 1.0), (partial, 0.6, 0.5)]
+    assert report["candidate"] == improved and json.loads(reward.read_text()) == {"test_score": 1.0}
+
+
+def test_client_commands(sidecar: Sidecar, bench: ModeABench) -> None:
+    commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    status = _cli(sidecar, "status")
+    assert status.exit_code == 0 and json.loads(status.stdout)["name"] == "test/arith"
+    evaluated = _cli(sidecar, "eval", "--split", "train", "--sample-id", "train-1", "--sample-id", "train-2")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["aggregate"]["n_samples"] == 2
+    refused = _cli(sidecar, "eval", "--split", "test")
+    assert refused.exit_code == 1 and "403: split 'test' is no_access" in refused.stderr
+    submitted = _cli(sidecar, "submit", "--commit", "main")
+    assert submitted.exit_code == 0 and json.loads(submitted.stdout)["requested_ref"] == "main"
+    unset = _cli(None, "status")
+    assert unset.exit_code == 2 and "VERO_EVAL_URL is not set" in unset.stderr
+
+
+def test_finalize_writes_floors_when_the_sidecar_is_unreachable(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    reward = tmp_path / "out" / "reward.json"
+    result = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(token),
+                                      "--output", str(reward), "--reward-key", "a", "--reward-key", "b"],
+                                env={"VERO_EVAL_URL": "http://127.0.0.1:9"})
+    assert result.exit_code == 1 and "cannot reach the eval sidecar" in result.stderr
+    assert json.loads(reward.read_text()) == {"a": 0.0, "b": 0.0}
+    unset = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(tmp_path / "missing"),
+                                     "--output", str(reward)], env={"VERO_EVAL_URL": ""})
+    assert unset.exit_code != 0 and json.loads(reward.read_text()) == {"reward": 0.0}
+
+
+@pytest.mark.skipif(not is_root(), reason="token ownership checks need root (CI runs as root)")
+def test_token_is_root_only(sidecar: Sidecar) -> None:
+    info = sidecar.token_file.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
+    assert len(sidecar.token()) >= 40
