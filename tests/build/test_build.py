@@ -27,7 +27,7 @@ from vero.build.compiler import build_task
 from vero.build.output import MARKER
 from vero.build.seal import verify
 from vero.errors import VeroError
-from vero.serve.config import load_serve_config
+from vero.serve.config import ServePaths, load_serve_config
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgSign=false"]
 
@@ -82,8 +82,9 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     main, side = compose["services"]["main"], compose["services"]["eval-sidecar"]
     assert main["volumes"] == ["work:/work", "results:/work/results:ro", "token:/var/lib/vero/token:ro"]
     assert not any(v.startswith("admin:") for v in main["volumes"])
-    assert side["volumes"] == ["work:/work:ro", "results:/var/lib/vero/results", "token:/var/lib/vero/token",
-                               "admin:/var/lib/vero/admin"]
+    assert side["volumes"] == ["work:/var/lib/vero/optimizer:ro", "results:/work/results",
+                               "token:/var/lib/vero/token", "admin:/var/lib/vero/admin"]
+    assert "ln -s /var/lib/vero/optimizer/agent /work/agent" in files["environment/sidecar/Dockerfile"][1].decode()
     assert main["environment"] == {"VERO_EVAL_URL": "http://eval-sidecar:8100"}
     assert main["depends_on"] == {"eval-sidecar": {"condition": "service_healthy"}}
     assert side["command"] == ["vero", "harbor", "serve", "--config", "/opt/vero/sidecar/serve.json"]
@@ -107,7 +108,7 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     serve = load_serve_config(out / "environment/sidecar/serve.json")
     assert serve.baseline_commit == result.commit and serve.secrets == ["API_TOKEN"]
     assert serve.mode_a is not None and serve.mode_a.scorer == "/opt/vero/sidecar/scorer/scorer.py"
-    assert serve.paths.results_dir == "/var/lib/vero/results"
+    assert serve.paths == ServePaths()  # the sidecar sees /work/agent and /work/results like main
     assert files["solution/solve.sh"][1] == (tmp_path / "bench/solution/solve.sh").read_bytes()
     assert verify(out).ok
 

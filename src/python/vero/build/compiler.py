@@ -166,7 +166,7 @@ def _write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tupl
         mode=config.mode,
         name=config.name,
         port=layout.EVAL_PORT,
-        paths=ServePaths(results_dir=layout.SIDECAR_RESULTS),
+        paths=ServePaths(),
         baseline_commit=commit,
         splits=config.splits,
         budgets=config.budgets,
@@ -257,6 +257,9 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "sidecar_dir": layout.SIDECAR_DIR,
         "sidecar_items": sidecar_items,
         "sidecar_results_dir": layout.SIDECAR_RESULTS,
+        "optimizer_work": layout.OPTIMIZER_WORK,
+        "optimizer_repo": layout.OPTIMIZER_REPO,
+        "work_volume": layout.WORK_VOLUME,
         "results_dir": layout.MAIN_RESULTS,
         "admin_dir": layout.ADMIN_DIR,
         "work_dir": layout.WORK_DIR,
@@ -266,6 +269,7 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "reward_mode": config.reward_mode,
         "submit_enabled": config.submit_enabled,
         "selection_split": config.selection_split,
+        "reward_keys": [target.reward_key for target in config.targets],
     }
     if isinstance(config, ModeABuild):
         context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,

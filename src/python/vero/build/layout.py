@@ -18,8 +18,9 @@ AGENT_UID = 1000
 HARNESS_USER = "harness"
 
 # main
+WORK_VOLUME = "/work"
 REPO_DIR = _SERVE.agent_repo
-MAIN_RESULTS = "/work/results"
+MAIN_RESULTS = _SERVE.results_dir
 SEED_DIR = "/opt/vero/agent-seed"
 SEED_SCRIPT = "/opt/vero/main/seed.sh"
 SEED_STAGING = "/work/.agent-seeding"
@@ -35,11 +36,14 @@ TOKEN_DIR = posixpath.dirname(TOKEN_FILE)
 EVAL_PORT = 8100
 EVAL_URL = f"http://eval-sidecar:{EVAL_PORT}"
 
-# sidecar: results go to a volume outside /work, which the sidecar mounts read-only (Docker
-# cannot create a mount point inside a read-only mount).
+# sidecar: the optimizer's work volume is mounted read-only at OPTIMIZER_WORK and reached through
+# the symlink /work/agent, so the sidecar uses the same paths as main (/work/agent, /work/results):
+# with the volume itself at /work, Docker could not create the results mount point inside it.
 SIDECAR_DIR = "/opt/vero/sidecar"
 SERVE_JSON = f"{SIDECAR_DIR}/serve.json"
-SIDECAR_RESULTS = "/var/lib/vero/results"
+OPTIMIZER_WORK = "/var/lib/vero/optimizer"
+OPTIMIZER_REPO = posixpath.join(OPTIMIZER_WORK, posixpath.relpath(REPO_DIR, WORK_VOLUME))
+SIDECAR_RESULTS = _SERVE.results_dir
 ADMIN_DIR = _SERVE.admin_dir
 WORK_DIR = _SERVE.work_dir
 BASELINE_DIR = _SERVE.baseline_dir
