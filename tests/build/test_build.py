@@ -84,7 +84,8 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     assert not any(v.startswith("admin:") for v in main["volumes"])
     assert side["volumes"] == ["work:/var/lib/vero/optimizer:ro", "results:/work/results",
                                "token:/var/lib/vero/token", "admin:/var/lib/vero/admin"]
-    assert "ln -s /var/lib/vero/optimizer/agent /work/agent" in files["environment/sidecar/Dockerfile"][1].decode()
+    sidecar_docker = files["environment/sidecar/Dockerfile"][1].decode()
+    assert "ln -s /var/lib/vero/optimizer/agent /work/agent" in sidecar_docker
     assert main["environment"] == {"VERO_EVAL_URL": "http://eval-sidecar:8100"}
     assert main["depends_on"] == {"eval-sidecar": {"condition": "service_healthy"}}
     assert side["command"] == ["vero", "harbor", "serve", "--config", "/opt/vero/sidecar/serve.json"]
