@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,10 @@ from types import ModuleType
 import pytest
 import yaml
 
+from tests.support.benchmarks import fake_runtime_pex
 from vero.build.compiler import build_task
 from vero.build.seal import verify
 from vero.serve.config import load_serve_config
-from tests.support.benchmarks import fake_runtime_pex
 
 TASKS = Path("tasks")
 
@@ -73,9 +74,10 @@ def test_foo_oracle_improves_on_the_baseline(tmp_path: Path) -> None:
 
 def test_bar_oracle_teaches_skills_for_every_held_out_task(tmp_path: Path) -> None:
     repo = tmp_path / "agent"
-    subprocess.run(["cp", "-r", str(TASKS / "bar/agent"), str(repo)], check=True)
+    shutil.copytree(TASKS / "bar/agent", repo)
     skills = repo / "rule_agent/skills.py"
-    instructions = {p.parent.name: p.read_text() for p in (TASKS / "bar/inner_tasks").glob("*/instruction.md")}
+    tasks = (TASKS / "bar/inner_tasks").glob("*/instruction.md")
+    instructions = {p.parent.name: p.read_text() for p in tasks}
     config = yaml.safe_load((TASKS / "bar/build.yaml").read_text())
     held_out = [name.split("/")[-1] for name in config["partition"]["test"]]
 
