@@ -4,8 +4,10 @@ code passed through, and the temporary task always removed."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -78,4 +80,35 @@ def test_run_passes_harbor_exit_code_and_cleans_up(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, check=False, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no_such_module_xyz" in result.stdout + result.stderr
+    assert list(scratch.iterdir()) == [], "the temporary task must be removed"
+
+
+def test_run_cleans_up_when_terminated(tmp_path: Path) -> None:
+    """SIGTERM reaches harbor through vero, and the temporary task is still removed."""
+    require_base_image()
+    config = write_mode_a(tmp_path / "bench")
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "slow_agent.py").write_text("import time\ntime.sleep(300)\n")  # harbor blocks importing it
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "HARBOR_TELEMETRY": "0", "PYTHONPATH": str(agents)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from vero.cli import main; main()", "harbor", "run", "-c", str(config),
+         "-a", "slow_agent:Agent", "--harbor", str(harbor_bin()),
+         "--runtime-pex", str(fake_runtime_pex(tmp_path / "vero.pex")),
+         "-y", "-q", "-o", str(tmp_path / "jobs"), "--job-name", "cli-sigterm"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(scratch.glob("vero-run-*/*/SEAL.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout and proc.stdout.read()
+            time.sleep(0.2)
+        time.sleep(3)  # harbor is starting or importing the agent
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, output
     assert list(scratch.iterdir()) == [], "the temporary task must be removed"

@@ -190,6 +190,14 @@ def test_rule3_admin_volume_never_in_main(live: tuple[Path, str, str]) -> None:
     assert _exec(live, "main", "test -e /var/lib/vero/admin", check=False).returncode != 0
 
 
+def test_runtime_runs_for_every_user(live: tuple[Path, str, str]) -> None:
+    """The PEX is unpacked at image build time: no user needs a writable PEX cache."""
+    for service, user in (("main", "agent"), ("main", "root"), ("eval-sidecar", "harness"),
+                          ("eval-sidecar", "root")):
+        result = _exec(live, service, "vero --version 2>&1", user=user)
+        assert result.stdout.strip() == "vero 0.1.0", (service, user, result.stdout)
+
+
 def test_rule4_labels_scorer_config_root_only(live: tuple[Path, str, str]) -> None:
     # No byte of the held-out labels, the scorer or serve.json anywhere in main's file system.
     needles = {"LABELS": (FOO / "data/test.jsonl").read_text().splitlines()[0],

@@ -83,13 +83,21 @@ def run_task(config_path: Path, agent: str, model: str | None, harbor_args: Sequ
 
 
 def _run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:
-    """Run `argv`; SIGTERM and SIGINT sent to us are passed on, and we still wait for it to exit."""
+    """Run `argv` and wait for it, whatever signal arrives, so the caller can clean up after it.
+
+    SIGTERM is passed on. Ctrl-C already reaches harbor (same process group), so SIGINT is not
+    forwarded a second time: harbor then cancels its trials and tears its containers down itself.
+    """
     proc = subprocess.Popen(argv, env=dict(env))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         proc.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def wait_for_child(_signum: int, _frame: FrameType | None) -> None:
+        return None
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+                signal.SIGINT: signal.signal(signal.SIGINT, wait_for_child)}
     try:
         return proc.wait()
     finally:
