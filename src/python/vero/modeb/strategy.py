@@ -54,7 +54,7 @@ class _ProgressWatcher:
         self.settings = settings
         self.n_attempts = n_attempts
         self.base = base
-        self._seen: dict[Path, Trial] = {}
+        self._seen: dict[str, Trial] = {}
 
     def snapshot(self) -> Progress:
         if self.job_dir.is_dir():

@@ -7,10 +7,11 @@ cannot be read or parsed still counts as a trial without rewards, carrying the r
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -59,7 +60,7 @@ class Trial:
 
     job_name: str
     trial_name: str
-    path: Path
+    path: str
     task_name: str | None
     task_dir: str | None
     rewards: dict[str, float] | None
@@ -112,29 +113,34 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def _basename(path: str | None) -> str | None:
+    # Plain string work: this runs once per trial, and pathlib is slow at 30,000 trials.
     if not path:
         return None
-    name = PurePosixPath(path.rstrip("/")).name
-    return name or None
+    return path.rstrip("/").rpartition("/")[2] or None
 
 
-def _task_dir_from_config(trial_dir: Path) -> str | None:
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _task_dir_from_config(trial_dir: str) -> str | None:
     """The task dir name from the trial's config.json (written when the trial starts)."""
     try:
-        config = _TrialTaskConfig.model_validate_json((trial_dir / CONFIG_FILE).read_bytes())
+        config = _TrialTaskConfig.model_validate_json(_read(os.path.join(trial_dir, CONFIG_FILE)))
     except (OSError, ValidationError):
         return None
     return _basename(config.task.path) if config.task else None
 
 
-def _unreadable(trial_dir: Path, job_name: str, reason: str) -> Trial:
-    return Trial(job_name=job_name, trial_name=trial_dir.name, path=trial_dir, task_name=None,
+def _unreadable(trial_dir: str, job_name: str, reason: str) -> Trial:
+    return Trial(job_name=job_name, trial_name=os.path.basename(trial_dir), path=trial_dir, task_name=None,
                  task_dir=_task_dir_from_config(trial_dir), rewards=None, exception_type=None,
                  exception_message=None, started_at=None, finished_at=None,
                  read_error=f"unreadable {RESULT_FILE}: {reason}")
 
 
-def parse_trial(raw: bytes, trial_dir: Path, job_name: str) -> Trial:
+def parse_trial(raw: bytes, trial_dir: str, job_name: str) -> Trial:
     """Parse one trial `result.json`; problems become a `read_error`, never an exception."""
     try:
         data = _TrialResultFile.model_validate_json(raw)
@@ -155,10 +161,11 @@ def parse_trial(raw: bytes, trial_dir: Path, job_name: str) -> Trial:
                  started_at=_aware(data.started_at), finished_at=_aware(data.finished_at))
 
 
-def read_trial(trial_dir: Path, job_name: str) -> Trial | None:
+def read_trial(trial_dir: str | Path, job_name: str) -> Trial | None:
     """The trial in `trial_dir`, or None while it has no result.json (not finished)."""
+    trial_dir = os.fspath(trial_dir)
     try:
-        raw = (trial_dir / RESULT_FILE).read_bytes()
+        raw = _read(os.path.join(trial_dir, RESULT_FILE))
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -181,23 +188,23 @@ def job_dirs(path: Path) -> list[Path]:
     return sorted(child for child in path.iterdir() if child.is_dir() and (child / CONFIG_FILE).is_file())
 
 
-def trial_dirs(job_dir: Path) -> Iterator[Path]:
-    """The trial directories of one job (each has a config.json once started), sorted."""
-    for child in sorted(Path(job_dir).iterdir()):
-        if child.is_dir() and ((child / CONFIG_FILE).exists() or (child / RESULT_FILE).exists()):
-            yield child
+def trial_dirs(job_dir: str | Path) -> Iterator[str]:
+    """The subdirectories of one job (its trials), sorted by name."""
+    with os.scandir(job_dir) as entries:
+        names = sorted(entry.path for entry in entries if entry.is_dir())
+    yield from names
 
 
 def read_job(job_dir: Path) -> tuple[list[Trial], int]:
-    """Every finished trial of one job, and how many trial dirs have not finished."""
+    """Every finished trial of one job, and how many trials started but have not finished."""
     finished: list[Trial] = []
     unfinished = 0
     for trial_dir in trial_dirs(job_dir):
         trial = read_trial(trial_dir, job_dir.name)
-        if trial is None:
-            unfinished += 1
-        else:
+        if trial is not None:
             finished.append(trial)
+        elif os.path.exists(os.path.join(trial_dir, CONFIG_FILE)):
+            unfinished += 1
     return finished, unfinished
 
 

@@ -1,0 +1,92 @@
+"""The real thing: the runner scores the tasks/bar baseline agent and the improved agent with
+the real harbor CLI on Docker (VERO_HARBOR_BIN), and the improved agent scores higher.
+
+Four inner tasks, two trials at a time: about a minute per agent on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from tests.modeb.agent_repo import make_agent_repo
+from tests.support.tools import harbor_bin, require_base_image
+from vero.modeb.runner_cli import cli
+from vero.modeb.runs import load_all
+from vero.modeb.trials import job_dirs
+
+BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"
+TASKS = ["write-greeting", "vero-examples/sum-numbers", "count-words", "sort-unique"]
+
+
+def write_config(tmp_path: Path) -> Path:
+    config = tmp_path / "harbor.yaml"
+    config.write_text(json.dumps({
+        "harbor": {"task_source": str(BAR / "inner_tasks"), "agent": "rule_agent.agent:RuleAgent",
+                   "environment": "docker", "n_concurrent": 2, "timeout": 600},
+        "partition": {"smoke": TASKS}}))
+    return config
+
+
+def score(config: Path, repo: Path, commit: str, results: Path) -> tuple[Result, list[dict[str, Any]]]:
+    args = ["run", "--harbor-config", str(config), "--split", "smoke", "--repo", str(repo),
+            "--commit", commit, "--results-dir", str(results), "--harbor-command", str(harbor_bin()),
+            "--json"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return result, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def by_task(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {line["task"]: line for line in lines if "task" in line}
+
+
+def test_improved_agent_scores_higher_than_the_baseline_with_real_harbor(tmp_path: Path) -> None:
+    require_base_image()
+    repo = make_agent_repo(tmp_path)
+    config = write_config(tmp_path)
+
+    _, baseline = score(config, repo.path, repo.baseline, tmp_path / "baseline")
+    improved_results = tmp_path / "improved"
+    _, improved = score(config, repo.path, repo.improved, improved_results)
+
+    base_tasks, new_tasks = by_task(baseline), by_task(improved)
+    assert {t: r["score"] for t, r in base_tasks.items()} == {
+        "write-greeting": 1.0, "vero-examples/sum-numbers": 0.0, "count-words": 0.0, "sort-unique": 0.0}
+    assert {t: r["score"] for t, r in new_tasks.items()} == {
+        "write-greeting": 1.0, "vero-examples/sum-numbers": 1.0, "count-words": 1.0, "sort-unique": 0.0}
+    # count-words' verifier writes {"pass", "close"}: "pass" scores, both are metrics.
+    assert new_tasks["count-words"]["metrics"] == {"close": 1.0, "pass": 1.0}
+    assert all(r["error"] is None and r["attempts"] == {"n_attempts": 1, "n_scored": 1, "n_clean": 1}
+               for r in [*base_tasks.values(), *new_tasks.values()])
+    assert baseline[-1]["aggregate"]["mean_score"] == 0.25
+    assert improved[-1]["aggregate"]["mean_score"] == 0.75
+
+    # Harbor's own record of the job: one include filter per task directory, our flags.
+    [job] = job_dirs(improved_results / "jobs")
+    job_config = json.loads((job / "config.json").read_text())
+    assert job_config["job_name"] == job.name and job_config["n_concurrent_trials"] == 2
+    assert job_config["quiet"] is True
+    assert [a["name"] for a in job_config["agents"]] == ["rule_agent.agent:RuleAgent"]
+    assert sorted(job_config["datasets"][0]["task_names"]) == sorted(
+        ["write-greeting", "sum-numbers", "count-words", "sort-unique"])
+    [record] = load_all(improved_results / "jobs")
+    assert record.finished and record.exit_code == 0 and not record.timed_out
+    # The candidate's code really ran in the task container: its log names the skill it used.
+    [trial] = [d for d in job.iterdir() if d.name.startswith("count-words__")]
+    assert json.loads((trial / "agent" / "rule-agent.json").read_text())["skill"] == "count-words"
+
+    # Re-running resumes: nothing runs again, the same results come back.
+    again, rerun = score(config, repo.path, repo.improved, improved_results)
+    assert "nothing to run" in again.stderr
+    assert rerun == improved
+    assert len(job_dirs(improved_results / "jobs")) == 1
+
+    # `collate` over the recorded jobs dir reproduces the scores without running anything.
+    collated = CliRunner().invoke(cli, ["collate", "--harbor-config", str(config), "--split", "smoke",
+                                        "--jobs-dir", str(improved_results / "jobs"), "--json"])
+    assert collated.exit_code == 0, collated.stderr
+    assert [json.loads(line) for line in collated.stdout.splitlines()] == improved
