@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,43 +72,42 @@ def agent_source(work_ms: float) -> str:
         "def solve(row):\n", f"def solve(row):\n    time.sleep({work_ms / 1000!r})\n")
 
 
-def engine_run(root: Path, work: Path, samples: int, concurrency: int, user: SandboxUser | None,
-               work_ms: float) -> tuple[float, float]:
-    """Seconds for one engine evaluation of `samples` rows, and its mean score."""
-    bench = make_mode_a_bench(root / f"bench-{concurrency}", {"train": samples})
-    restore_baseline(bench.baseline_dir, root / f"repo-{concurrency}")
-    commit_agent(bench.agent_repo, agent_source(work_ms))
-    dataset = load_mode_a_dataset(bench.dataset_dir)
-    strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
-                             scorer=load_scorer(bench.scorer), sample_timeout=60,
-                             max_concurrency=concurrency, user=user, scratch_dir=work)
-    engine = Engine(catalog=dataset, policy=TierPolicy([SplitAccess(split="train", access="viewable")], 5),
-                    ledger=Ledger(root / f"ledger-{concurrency}.json", []),
-                    db=ExperimentDB(root / f"experiments-{concurrency}"), strategy=strategy,
-                    repo=TrustedRepo(root / f"repo-{concurrency}"), agent_repo=bench.agent_repo,
-                    work_dir=work, baseline_commit=bench.baseline_commit)
-    try:
+class Setup:
+    """One benchmark, its engine, and a checkout of the candidate for the bare loop."""
+
+    def __init__(self, root: Path, work: Path, samples: int, concurrency: int, user: SandboxUser | None,
+                 work_ms: float) -> None:
+        bench = make_mode_a_bench(root / f"bench-{concurrency}", {"train": samples})
+        restore_baseline(bench.baseline_dir, root / f"repo-{concurrency}")
+        self.commit = commit_agent(bench.agent_repo, agent_source(work_ms))
+        dataset = load_mode_a_dataset(bench.dataset_dir)
+        self.rows = [strip_labels(dataset.row("train", sid), LABEL_FIELDS)
+                     for sid in dataset.sample_ids("train")]
+        self.strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
+                                      scorer=load_scorer(bench.scorer), sample_timeout=60,
+                                      max_concurrency=concurrency, user=user, scratch_dir=work)
+        self.repo = TrustedRepo(root / f"repo-{concurrency}")
+        self.repo.import_commit(bench.agent_repo, self.commit)
+        self.engine = Engine(catalog=dataset,
+                             policy=TierPolicy([SplitAccess(split="train", access="viewable")], 5),
+                             ledger=Ledger(root / f"ledger-{concurrency}.json", []),
+                             db=ExperimentDB(root / f"experiments-{concurrency}"), strategy=self.strategy,
+                             repo=self.repo, agent_repo=bench.agent_repo, work_dir=work,
+                             baseline_commit=bench.baseline_commit)
+        self.work, self.user, self.concurrency = work, user, concurrency
+
+    def engine_seconds(self) -> float:
+        """One full engine evaluation (commit import, worktree, harness, scoring, records)."""
         started = time.perf_counter()
-        outcome = engine.evaluate(EvalRequest(split="train"), origin="admin")
+        outcome = self.engine.evaluate(EvalRequest(split="train", commit=self.commit), origin="admin")
         elapsed = time.perf_counter() - started
-    finally:
-        strategy.close()
-    assert outcome.record.aggregate is not None
-    return elapsed, outcome.record.aggregate.mean_score
+        assert outcome.record.aggregate is not None and outcome.record.aggregate.mean_score == 1.0
+        return elapsed
 
-
-def bare_run(root: Path, work: Path, samples: int, concurrency: int, user: SandboxUser | None,
-             work_ms: float) -> float:
-    """The bare loop over the same rows, against a checkout of the same commit."""
-    bench = make_mode_a_bench(root / f"bare-{concurrency}", {"train": samples})
-    commit = commit_agent(bench.agent_repo, agent_source(work_ms))
-    restore_baseline(bench.baseline_dir, root / f"bare-repo-{concurrency}")
-    repo = TrustedRepo(root / f"bare-repo-{concurrency}")
-    repo.import_commit(bench.agent_repo, commit)
-    dataset = load_mode_a_dataset(bench.dataset_dir)
-    rows = [strip_labels(dataset.row("train", sid), LABEL_FIELDS) for sid in dataset.sample_ids("train")]
-    with repo.worktree(commit, work) as worktree:
-        return bare_loop(rows, worktree, user, concurrency)  # type: ignore[arg-type]
+    def bare_seconds(self) -> float:
+        """The bare loop over the same rows, in a checkout of the same commit (not timed)."""
+        with self.repo.worktree(self.commit, self.work) as worktree:
+            return bare_loop(self.rows, worktree, self.user, self.concurrency)  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -116,6 +116,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians are shown")
     parser.add_argument("--work-ms", type=float, default=0.0,
                         help="milliseconds the entrypoint sleeps per call (0: trivial entrypoint)")
     parser.add_argument("--user", default="nobody" if os.geteuid() == 0 else "current",
@@ -126,14 +127,21 @@ def main() -> None:
           f"user={user.name if user else 'current'}, entrypoint work {args.work_ms:g} ms")
     print(f"{'concurrency':>11} {'engine s':>9} {'engine/s':>9} {'bare s':>8} {'bare/s':>8} {'ratio':>6}")
     with tempfile.TemporaryDirectory(prefix="vero-bench-") as scratch, shared_tmp() as work:
-        root = Path(scratch)
         for concurrency in args.concurrency:
-            bare_s = bare_run(root, work, args.samples, concurrency, user, args.work_ms)
-            engine_s, mean = engine_run(root, work, args.samples, concurrency, user, args.work_ms)
-            assert mean == 1.0, f"the improved candidate should score 1.0, got {mean}"
+            setup = Setup(Path(scratch), work, args.samples, concurrency, user, args.work_ms)
+            bare: list[float] = []
+            engine: list[float] = []
+            try:
+                for _ in range(args.repeats):  # interleaved, so machine noise hits both sides
+                    bare.append(setup.bare_seconds())
+                    engine.append(setup.engine_seconds())
+            finally:
+                setup.strategy.close()
+            engine_s, bare_s = statistics.median(engine), statistics.median(bare)
             print(f"{concurrency:>11} {engine_s:>9.2f} {args.samples / engine_s:>9.1f} {bare_s:>8.2f} "
                   f"{args.samples / bare_s:>8.1f} {bare_s / engine_s:>6.2f}")
-    print("ratio = engine samples/s divided by bare-loop samples/s (1.0 = no overhead)")
+    print(f"medians of {args.repeats} interleaved runs; "
+          "ratio = engine samples/s divided by bare-loop samples/s (1.0 = no overhead)")
 
 
 if __name__ == "__main__":

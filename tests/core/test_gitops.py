@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,28 @@ def test_worktree_is_clean_readable_and_removed(setup: tuple[TrustedRepo, Path, 
         assert os.listdir(work) == []
     listing = git(repo.path, "worktree", "list", "--porcelain")
     assert listing.count("worktree ") == 1
+
+
+def test_concurrent_imports_and_worktrees(setup: tuple[TrustedRepo, Path, str]) -> None:
+    # `git worktree add` reads its siblings' admin entries: without the lock this fails.
+    repo, agent, baseline = setup
+    improved = repo.import_commit(agent, commit_agent(agent, IMPROVED_AGENT))
+    errors: list[BaseException] = []
+
+    def cycle() -> None:
+        try:
+            for i in range(4):
+                assert repo.import_commit(agent, "HEAD") == improved
+                with repo.worktree(improved if i % 2 else baseline, work) as path:
+                    assert (path / "agent.py").is_file()
+        except BaseException as exc:
+            errors.append(exc)
+
+    with shared_tmp() as work:
+        threads = [threading.Thread(target=cycle) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and os.listdir(work) == []
+    assert git(repo.path, "worktree", "list", "--porcelain").count("worktree ") == 1

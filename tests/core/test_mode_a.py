@@ -6,6 +6,7 @@ import json
 import math
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
 from vero.core.sandbox import SandboxUser, resolve_user
 from vero.core.scorer import load_scorer, normalize_score
-from vero.core.strategy import EvaluationContext, Progress
+from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
 
 
@@ -319,3 +320,38 @@ def test_improved_candidate_scores_as_unprivileged_user(tmp_path: Path, worktree
         strategy.close()
     assert owner == "root"
     assert [r.score for r in results] == [1.0] * len(results), [r.error for r in results]
+
+
+def test_stop_interrupts_an_evaluation_and_keeps_finished_samples(tmp_path: Path,
+                                                                  worktree_parent: Path) -> None:
+    bench = make_mode_a_bench(tmp_path / "bench", {"train": 6})
+    restore_baseline(bench.baseline_dir, tmp_path / "trusted")
+    repo = TrustedRepo(tmp_path / "trusted")
+    slow = "import time\ndef solve(row):\n    time.sleep(0.5)\n    return {'answer': 0}\n"
+    commit = repo.import_commit(bench.agent_repo, commit_agent(bench.agent_repo, slow))
+    dataset = load_mode_a_dataset(bench.dataset_dir)
+    strategy = _strategy(dataset, bench.scorer, None, worktree_parent, max_concurrency=1)
+    store = SampleStore(tmp_path / "s")
+    outcome: list[BaseException | list[SampleResult]] = []
+    with repo.worktree(commit, worktree_parent) as worktree:
+        context = EvaluationContext(commit=commit, split="train", worktree=worktree,
+                                    sample_ids=dataset.sample_ids("train"), store=store)
+
+        def run() -> None:
+            try:
+                outcome.append(strategy.evaluate(context))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not store.all() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        strategy.stop()
+        thread.join(timeout=30)
+        assert isinstance(outcome[0], EvaluationCancelled)
+        assert 1 <= len(store.all()) < 6 and all(r.error is None for r in store.all())
+        with pytest.raises(EvaluationCancelled):
+            strategy.evaluate(context)
+    strategy.close()

@@ -224,6 +224,12 @@ def test_finalize_writes_floors_when_the_sidecar_is_unreachable(tmp_path: Path) 
     unset = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(tmp_path / "missing"),
                                      "--output", str(reward)], env={"VERO_EVAL_URL": ""})
     assert unset.exit_code != 0 and json.loads(reward.read_text()) == {"reward": 0.0}
+    (tmp_path / "file").write_text("")
+    unwritable = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(token),
+                                          "--output", str(tmp_path / "file" / "reward.json")],
+                                    env={"VERO_EVAL_URL": "http://127.0.0.1:9"})
+    assert unwritable.exit_code == 1 and "cannot write reward.json" in unwritable.stderr
+    assert "Traceback" not in unwritable.output
 
 
 @pytest.mark.skipif(not is_root(), reason="token ownership checks need root (CI runs as root)")

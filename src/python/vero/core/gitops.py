@@ -164,6 +164,9 @@ class TrustedRepo:
                             fix="import the commit before checking it out")
         parent = Path(parent)
         parent.mkdir(parents=True, exist_ok=True)
+        # `git worktree add` reads the other worktrees' admin entries, so adds and removes are
+        # serialized (a half-created entry breaks a concurrent add). `remove` deletes its own
+        # entry; pruning leftovers of a killed process happens at start (remove_stale_worktrees).
         path = Path(tempfile.mkdtemp(prefix=f"wt-{commit[:12]}-", dir=parent))
         try:
             path.chmod(0o755)
@@ -173,10 +176,8 @@ class TrustedRepo:
         finally:
             with self._locked():
                 self._git("worktree", "remove", "--force", "--", str(path), check=False)
-                if path.exists():
-                    shutil.rmtree(path)
-                self._git("worktree", "prune", check=False)
-
+            if path.exists():
+                shutil.rmtree(path)
 
     def remove_stale_worktrees(self, parent: Path) -> list[Path]:
         """Remove worktrees under `parent` left by a killed process (call at start, before any checkout)."""

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import JsonValue, ValidationError
@@ -65,6 +65,11 @@ except (TypeError, ValueError) as exc:
 else:
     reply(text)
 """
+
+
+def _cancelled() -> EvaluationCancelled:
+    return EvaluationCancelled("the sidecar is shutting down; the evaluation was interrupted",
+                               fix="evaluate again after the restart (finished samples are kept)")
 
 
 class HarnessReply(StrictModel):
@@ -133,11 +138,15 @@ class ModeAStrategy:
             if context.progress is not None:
                 context.progress(snapshot)
 
+        if self._groups.closed:
+            raise _cancelled()
         futures = [self._pool.submit(one, sid) for sid in pending]
         first_error: BaseException | None = None
         for future in futures:
             try:
                 future.result()
+            except CancelledError:
+                first_error = first_error or _cancelled()  # close() dropped it before it started
             except BaseException as exc:
                 first_error = first_error or exc
         if first_error is not None:
@@ -160,8 +169,7 @@ class ModeAStrategy:
 
     def _run_sample(self, context: EvaluationContext, sample_id: str, deadline: float | None) -> SampleResult:
         if self._groups.closed:
-            raise EvaluationCancelled("the sidecar is shutting down; the evaluation was interrupted",
-                                      fix="evaluate again after the restart (finished samples are kept)")
+            raise _cancelled()
         started_at = time.time()
         started = time.monotonic()
 
@@ -189,8 +197,7 @@ class ModeAStrategy:
                                 timeout=self.sample_timeout, user=self.user, stdin_data=stdin,
                                 groups=self._groups)
             if self._groups.closed:
-                raise EvaluationCancelled("the sidecar is shutting down; the evaluation was interrupted",
-                                          fix="evaluate again after the restart (finished samples are kept)")
+                raise _cancelled()
             if run.timed_out:
                 return result(error=f"timed out after {self.sample_timeout:g} s")
             reply = _read_reply(home, run.returncode, run.stderr_tail)

@@ -67,6 +67,15 @@ def submit_command(commit: str | None) -> None:
     _print(SidecarClient(sidecar_url()).call("POST", "/submit", body, timeout=None))
 
 
+def _write(path: Path, payload: Any) -> None:
+    try:
+        atomic_write_json(path, payload)
+    except OSError as exc:
+        raise VeroError(f"cannot write {path.name}: {exc.strerror}", where=str(path),
+                        fix="check that the directory exists and is writable (run as root)",
+                        exit_code=1) from None
+
+
 def _rewards(report: Any) -> dict[str, float]:
     rewards = report.get("rewards") if isinstance(report, dict) else None
     if not isinstance(rewards, dict) or not all(
@@ -92,14 +101,14 @@ def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...
         report = client.call("POST", "/finalize", {}, timeout=None)
         rewards = {**dict.fromkeys(reward_keys, 0.0), **_rewards(report)}
     except VeroError as exc:
-        atomic_write_json(output, floors)
         click.echo(exc.render(), err=True)
+        _write(output, floors)
         click.echo(f"wrote 0.0 floors to {output}", err=True)
         sys.exit(exc.exit_code or 1)
-    atomic_write_json(output, rewards)
+    _write(output, rewards)
     baseline = report.get("baseline")
     if isinstance(baseline, dict):
-        atomic_write_json(output.with_name("baseline.json"), baseline)
+        _write(output.with_name("baseline.json"), baseline)
     for error in report.get("errors") or []:
         click.echo(f"warning: {error}", err=True)
     _print(report)

@@ -162,6 +162,12 @@ def _check_splits(config: ServeConfig, catalog: ModeADataset | Partition) -> Non
             if split not in known:
                 raise VeroError(f"{field} names split {split!r}, which the dataset does not have",
                                 where="serve.json", fix=f"use one of: {', '.join(sorted(known))}")
+    for target in config.targets:
+        missing = sorted(set(target.sample_ids or []) - set(catalog.sample_ids(target.split)))
+        if missing:
+            raise VeroError(f"target {target.reward_key!r} lists samples not in split {target.split!r}: "
+                            f"{', '.join(missing[:5])}", where="serve.json",
+                            fix="list sample ids of that split (see docs/design.md, Sample ids)")
 
 
 class Sidecar:

@@ -1,0 +1,51 @@
+"""Sidecar start-up: every misconfiguration is one clear error before anything is served."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.mode_a import ModeABench
+from tests.support.sidecar import serve_config
+from vero.errors import VeroError
+from vero.serve.config import ServeConfig
+from vero.serve.sidecar import Sidecar
+
+
+def _start(root: Path, bench: ModeABench, **overrides: Any) -> Sidecar:
+    return Sidecar(ServeConfig.model_validate(serve_config(root, bench, **overrides)))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"selection_split": "dev"}, "selection_split names split 'dev'"),
+    ({"targets": [{"split": "test", "reward_key": "r", "sample_ids": ["test-0", "nope"]}]},
+     "lists samples not in split 'test': nope"),
+    ({"harness_user": "no-such-user-vero"}, "harness user 'no-such-user-vero' does not exist"),
+    ({"secrets": ["VERO_TEST_UNSET_SECRET"]}, "declared secrets are not set: VERO_TEST_UNSET_SECRET"),
+    ({"baseline_commit": "0" * 40}, "serve.json says 0000"),
+])
+def test_misconfiguration_is_refused(bench: ModeABench, root: Path, overrides: dict[str, Any],
+                                     message: str) -> None:
+    with pytest.raises(VeroError, match=message):
+        _start(root, bench, **overrides)
+
+
+def test_start_prepares_dirs_and_reuses_the_trusted_repo(bench: ModeABench, root: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERO_TEST_SECRET", "s3cret")
+    first = _start(root, bench, secrets=["VERO_TEST_SECRET"])
+    try:
+        assert first.catalog.split_names() == ["test", "train", "validation"]
+        modes = {name: oct(os.stat(root / name).st_mode & 0o777) for name in ("admin", "work", "results")}
+        assert modes == {"admin": "0o700", "work": "0o711", "results": "0o755"}
+        assert first.repo.commit_of("HEAD") == bench.baseline_commit
+    finally:
+        first.close()
+    second = _start(root, bench)  # the trusted repo exists now: reused, token renewed
+    try:
+        assert second.token != first.token
+    finally:
+        second.close()
