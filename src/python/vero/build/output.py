@@ -7,6 +7,7 @@ directory (or an empty one) and refuses anything else, so it never deletes a use
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import tempfile
@@ -30,6 +31,22 @@ def check_output(out: Path) -> None:
                         fix="choose a new or empty -o directory, or one an earlier `vero harbor build` wrote")
 
 
+def flush_filesystem(path: Path) -> None:
+    """Write the file system holding `path` to disk: one syncfs(2) instead of an fsync per file
+    (thousands of them for a big agent repo); a whole-system sync where syncfs is unavailable."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    syncfs = getattr(libc, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), f"syncfs failed for {path}")
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
     """A fresh directory beside `out`; removed unless `publish` moved it into place."""
@@ -45,7 +62,7 @@ def staging_dir(out: Path) -> Iterator[Path]:
 def publish(stage: Path, out: Path) -> None:
     """Move the finished `stage` to `out`, replacing an earlier vero output or an empty directory."""
     check_output(out)  # again: the directory may have changed while we were building
-    os.sync()  # the files' data is on disk before any name points at them
+    flush_filesystem(stage)  # the files' data is on disk before any name points at them
     if not out.exists():
         os.rename(stage, out)
         fsync_dir(out.parent)
