@@ -112,3 +112,13 @@ def test_run_cleans_up_when_terminated(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode != 0, output
     assert list(scratch.iterdir()) == [], "the temporary task must be removed"
+
+
+def test_the_runtime_pex_bakes_itself_by_default(tmp_path: Path) -> None:
+    """Run as a PEX without --runtime-pex, vero bakes the PEX it runs from ($PEX)."""
+    pex = Path("src.python.vero/vero.pex").absolute()  # runtime_package_dependencies
+    config = write_mode_a(tmp_path / "bench")
+    result = subprocess.run([str(pex), "harbor", "build", "-c", str(config), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out/environment/bin/vero.pex").read_bytes() == pex.read_bytes()
