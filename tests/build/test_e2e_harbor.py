@@ -17,13 +17,15 @@ import pytest
 import yaml
 
 from tests.support.benchmarks import FOO_DIR
-from tests.support.compose import compose
+from tests.support.compose import compose, reap_stale_projects, remove_project
 from tests.support.tools import harbor_bin, require_base_image
 from vero.build.compiler import build_task
 
 RUNTIME_PEX = Path("src.python.vero/vero.pex").absolute()  # runtime_package_dependencies
 FOO = Path("tasks/foo").absolute() if Path("tasks/foo/build.yaml").is_file() else FOO_DIR
 TOKEN = "/var/lib/vero/token/admin-token"
+TRIAL_PREFIX = "vero-e2e-foo-"
+LIVE_PREFIX = "vero-e2e-live-"
 
 
 def _load(path: Path, name: str) -> Any:
@@ -43,23 +45,11 @@ def baseline_score(task_dir: Path, split: str) -> float:
     return float(total) / len(rows)
 
 
-def _remove_project_leftovers(project: str) -> None:
-    """Harbor tears its project down itself; this is the safety net if a run was interrupted."""
-    label = f"label=com.docker.compose.project={project}"
-    kinds: tuple[tuple[str, list[str], list[str]], ...] = (
-        ("container", ["-a"], ["-f"]), ("volume", [], ["-f"]), ("network", [], []))
-    for kind, list_flags, rm_flags in kinds:
-        listed = subprocess.run(["docker", kind, "ls", "-q", *list_flags, "--filter", label],
-                                capture_output=True, text=True, check=False).stdout.split()
-        if listed:
-            subprocess.run(["docker", kind, "rm", *rm_flags, *listed], capture_output=True, check=False)
-    for service in ("main", "eval-sidecar"):
-        subprocess.run(["docker", "rmi", "-f", f"{project}-{service}"], capture_output=True, check=False)
-
-
 def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path) -> None:
     require_base_image()
-    task = tmp_path / "foo"
+    reap_stale_projects(TRIAL_PREFIX)
+    # A unique task dir name: Harbor names the trial, and so the compose project, after it.
+    task = tmp_path / f"{TRIAL_PREFIX}{uuid.uuid4().hex[:10]}"
     build_task(FOO / "build.yaml", task, RUNTIME_PEX, {})
     jobs = tmp_path / "jobs"
     job = f"vero-e2e-{uuid.uuid4().hex[:10]}"
@@ -84,7 +74,7 @@ def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path) -> None:
         assert '"source"' not in oracle_log and '"split": "validation"' in oracle_log
     finally:
         for trial in (jobs / job).glob("*/"):
-            _remove_project_leftovers(f"{trial.name.lower()}__env")
+            remove_project(f"{trial.name.lower()}__env")
 
 
 # --- trust boundary on a live compose project ---------------------------------------------------------
@@ -124,7 +114,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, 
     secret = f"s3cret-{uuid.uuid4().hex}"
     task = root / "task"
     build_task(bench / "build.yaml", task, RUNTIME_PEX, {SECRET_NAME: secret})
-    project = f"vero-e2e-live-{uuid.uuid4().hex[:10]}"
+    reap_stale_projects(LIVE_PREFIX)
+    project = f"{LIVE_PREFIX}{uuid.uuid4().hex[:10]}"
     env = {SECRET_NAME: secret}
     try:
         compose(task, project, "build", env=env, timeout=900)
@@ -134,7 +125,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, 
     finally:
         compose(task, project, "down", "--volumes", "--rmi", "local", "--remove-orphans", env=env,
                 check=False)
-        _remove_project_leftovers(project)
+        remove_project(project)
 
 
 def _exec(live: tuple[Path, str, str], service: str, command: str, user: str = "root",

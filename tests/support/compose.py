@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,42 @@ def compose(task_dir: Path, project: str, *args: str, env: Mapping[str, str] | N
     """Run one `docker compose` subcommand on the project."""
     return subprocess.run([*compose_argv(task_dir, project), *args], env=compose_env(task_dir, env),
                           capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def remove_project(project: str) -> None:
+    """Remove every container, volume, network and built image of a compose project."""
+    label = f"label=com.docker.compose.project={project}"
+    kinds: tuple[tuple[str, list[str], list[str]], ...] = (
+        ("container", ["-a"], ["-f"]), ("volume", [], ["-f"]), ("network", [], []))
+    for kind, list_flags, rm_flags in kinds:
+        listed = subprocess.run(["docker", kind, "ls", "-q", *list_flags, "--filter", label],
+                                capture_output=True, text=True, check=False).stdout.split()
+        if listed:
+            subprocess.run(["docker", kind, "rm", *rm_flags, *listed], capture_output=True, check=False)
+    for service in ("main", "eval-sidecar"):
+        subprocess.run(["docker", "rmi", "-f", f"{project}-{service}"], capture_output=True, check=False)
+
+
+def reap_stale_projects(prefix: str, older_than_s: float = 1800.0) -> list[str]:
+    """Remove projects named `prefix*` whose containers are older than `older_than_s` (leftovers of
+    a test run that was killed before its cleanup ran; live runs are younger than their timeout)."""
+    listed = subprocess.run(["docker", "ps", "-a", "--format",
+                             '{{.Label "com.docker.compose.project"}}\t{{.ID}}'],
+                            capture_output=True, text=True, check=False).stdout.splitlines()
+    stale = set()
+    now = time.time()
+    for line in listed:
+        project, _, cid = line.partition("\t")
+        if not project.startswith(prefix):
+            continue
+        created = subprocess.run(["docker", "inspect", "-f", "{{.Created}}", cid], capture_output=True,
+                                 text=True, check=False).stdout.strip()
+        try:
+            started = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
+        except ValueError:
+            continue
+        if now - started > older_than_s:
+            stale.add(project)
+    for project in sorted(stale):
+        remove_project(project)
+    return sorted(stale)
