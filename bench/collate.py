@@ -100,15 +100,15 @@ def collation(jobs_dir: Path, refs: list[TaskRef]) -> int:
     return len(results)
 
 
-def best_of(repeat: int, func: Callable[[], int]) -> tuple[float, int]:
-    """Fastest of `repeat` timed calls, and the call's return value."""
-    best = float("inf")
-    value = 0
+def interleaved(repeat: int, first: Callable[[], int], second: Callable[[], int]) -> tuple[float, float]:
+    """Fastest of `repeat` timings of each, alternating them so machine noise hits both alike."""
+    best = [float("inf"), float("inf")]
     for _ in range(repeat):
-        started = time.perf_counter()
-        value = func()
-        best = min(best, time.perf_counter() - started)
-    return best, value
+        for slot, func in enumerate((first, second)):
+            started = time.perf_counter()
+            func()
+            best[slot] = min(best[slot], time.perf_counter() - started)
+    return best[0], best[1]
 
 
 def main() -> None:
@@ -117,7 +117,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--attempts", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="vero-bench-collate-"))
     try:
@@ -126,11 +126,13 @@ def main() -> None:
         refs = synthesize(jobs_dir, args.tasks, args.attempts)
         took = time.perf_counter() - started
         print(f"synthesized {args.tasks} tasks x {args.attempts} attempts in {took:.1f}s")
-        floor(jobs_dir)   # warm the page cache so both loops read from memory
-        floor_s, n_files = best_of(args.repeat, lambda: floor(jobs_dir))
-        collate_s, n_samples = best_of(args.repeat, lambda: collation(jobs_dir, refs))
-        print(f"floor (glob + read + json.loads): {n_files} files in {floor_s:.3f}s")
-        print(f"collation (read_jobs + collate):  {n_samples} samples in {collate_s:.3f}s")
+        # One untimed pass of each warms the page cache: both then read from memory.
+        n_files, n_samples = floor(jobs_dir), collation(jobs_dir, refs)
+        floor_s, collate_s = interleaved(args.repeat, lambda: floor(jobs_dir),
+                                         lambda: collation(jobs_dir, refs))
+        best = f"(best of {args.repeat})"
+        print(f"floor (glob + read + json.loads): {n_files} files in {floor_s:.3f}s {best}")
+        print(f"collation (read_jobs + collate):  {n_samples} samples in {collate_s:.3f}s {best}")
         print(f"ratio collation/floor: {collate_s / floor_s:.2f}")
     finally:
         shutil.rmtree(workdir)

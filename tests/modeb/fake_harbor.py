@@ -1,8 +1,9 @@
 """A fake `harbor` executable, used ONLY for faults real Harbor cannot be made to produce on
-demand: a run that hangs past the timeout (with a grandchild that must be killed too), a
-crash in the middle of a run (half-written result.json, an unfinished trial, a traceback),
-and a harbor left running by a runner that was killed. Everything else is tested with the
-real harbor CLI (test_real_harbor.py).
+demand: a run that hangs past the timeout with a grandchild that ignores SIGTERM, or that
+ignores SIGTERM itself (SIGKILL escalation), a crash in the middle of a run (half-written
+result.json, an unfinished trial, a traceback), and a harbor left running by a runner that
+was killed. Scoring, resume and an ordinary timeout are tested with the real harbor CLI
+(test_real_harbor.py).
 
 Stdlib only; run as `python fake_harbor.py run <harbor run flags>`. The scenario comes from
 the JSON file named by FAKE_HARBOR_SCENARIO:

@@ -1,12 +1,15 @@
 """The real thing: the runner scores the tasks/bar baseline agent and the improved agent with
-the real harbor CLI on Docker (VERO_HARBOR_BIN), and the improved agent scores higher.
+the real harbor CLI on Docker (VERO_HARBOR_BIN), and the improved agent scores higher; a
+real timeout is salvaged, cleaned up by Harbor, and resumed.
 
-Four inner tasks, two trials at a time: about a minute per agent on a 2-core machine.
+Four inner tasks, two trials at a time: about 35 s per agent on a 2-core machine; the
+timeout test about 40 s.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +93,34 @@ def test_improved_agent_scores_higher_than_the_baseline_with_real_harbor(tmp_pat
                                         "--jobs-dir", str(improved_results / "jobs"), "--json"])
     assert collated.exit_code == 0, collated.stderr
     assert [json.loads(line) for line in collated.stdout.splitlines()] == improved
+
+
+def test_real_harbor_timeout_is_salvaged_cleaned_up_and_resumed(tmp_path: Path) -> None:
+    require_base_image()
+    repo = make_agent_repo(tmp_path)
+    config = write_config(tmp_path)
+    results = tmp_path / "results"
+    args = ["run", "--harbor-config", str(config), "--split", "smoke", "--sample-id", "write-greeting",
+            "--repo", str(repo.path), "--commit", repo.improved, "--results-dir", str(results),
+            "--harbor-command", str(harbor_bin()), "--json"]
+
+    # 6 s is inside the trial's environment setup: harbor gets SIGTERM mid-trial.
+    timed_out = CliRunner().invoke(cli, [*args, "--timeout", "6"], catch_exceptions=False)
+    assert timed_out.exit_code == 0, timed_out.stderr
+    [first] = [json.loads(line) for line in timed_out.stdout.splitlines()][:1]
+    assert first["score"] is None and first["error"].endswith("harbor timed out")
+    [record] = load_all(results / "jobs")
+    assert record.timed_out and record.exit_code == 130   # Harbor's own SIGTERM exit
+    # Harbor tore down what it started: no container of this job's trials is left.
+    [job] = job_dirs(results / "jobs")
+    for trial in (d for d in job.iterdir() if d.is_dir()):
+        project = f"{trial.name.lower()}__env"
+        query = ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"]
+        leftover = subprocess.run(query, capture_output=True, text=True, check=True)
+        assert leftover.stdout.strip() == "", project
+
+    # The error sample is re-run (in a new job) and now scores.
+    resumed = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout.splitlines()[0])["score"] == 1.0
+    assert len(job_dirs(results / "jobs")) == 2

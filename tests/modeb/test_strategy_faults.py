@@ -16,6 +16,7 @@ import pytest
 
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext, Progress
+from vero.errors import VeroError
 from vero.modeb import runs
 from vero.modeb.config import HarborConfig
 from vero.modeb.strategy import HarborInterrupted, ModeBStrategy
@@ -85,6 +86,7 @@ def test_timeout_salvages_finished_tasks_and_kills_the_whole_tree(tmp_path: Path
     # The fake works through tasks in directory order: reverse-lines was running, sum-numbers never started.
     rev = by_id["reverse-lines"].error
     assert rev is not None and rev.startswith("task 'reverse-lines': ") and "CancelledError" in rev
+    assert rev.endswith("; harbor timed out")
     sums = by_id["vero-examples/sum-numbers"].error
     assert sums is not None and sums.startswith("task 'vero-examples/sum-numbers' (dir sum-numbers): ")
     assert "no trial recorded" in sums and "harbor timed out" in sums
@@ -120,6 +122,9 @@ def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_
     assert "unreadable result.json" in half_written
     unfinished = first["vero-examples/sum-numbers"].error or ""
     assert "harbor exited with 1" in unfinished and "RuntimeError: fake harbor crashed mid-run" in unfinished
+    run = first["vero-examples/sum-numbers"].output
+    assert isinstance(run, dict) and run["exit_code"] == 1 and not run["timed_out"]
+    assert str(run["stderr_tail"]).startswith("Traceback (most recent call last):")
     assert fake.store.done_ids(TASKS) == {"write-greeting"}
 
     fake.scenario(finish={"sum-numbers": {"reward": 1.0}, "reverse-lines": {"reward": 0.0}})
@@ -140,6 +145,18 @@ def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_
     # A third evaluation has nothing left to run.
     fake.strategy().evaluate(fake.context())
     assert len(fake.invocations()) == 2
+
+
+def test_unknown_or_repeated_sample_ids_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    fake = Fake(tmp_path)
+    strategy = fake.strategy()
+    with pytest.raises(VeroError, match="more than once: 'reverse-lines'"):
+        strategy.refs_for("test", ["reverse-lines", "write-greeting", "reverse-lines"])
+    with pytest.raises(VeroError, match="not tasks of split 'test': 'sort-unique'"):
+        strategy.refs_for("test", ["sort-unique"])
+    with pytest.raises(VeroError, match="split 'train' is not in the partition"):
+        strategy.refs_for("train", ["write-greeting"])
+    assert not fake.log.exists()
 
 
 def test_interrupt_saves_finished_tasks_then_raises(tmp_path: Path) -> None:

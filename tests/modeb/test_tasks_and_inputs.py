@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tests.modeb.harbor_results import make_task
 from vero.errors import VeroError
-from vero.modeb.config import HarborConfig, ModeBBenchmark
+from vero.modeb.config import HarborConfig, check_partition
 from vero.modeb.harbor_cli import harbor_argv
 from vero.modeb.inputs import from_build_yaml, from_flags, from_harbor_yaml
 from vero.modeb.tasks import TaskSource, fnmatch_literal
@@ -105,11 +105,12 @@ def test_harbor_config_and_partition_validation() -> None:
         HarborConfig(task_source="x", agent="not an import path")
     with pytest.raises(ValidationError, match="extra"):
         HarborConfig.model_validate({"task_source": "x", "agent": "m:C", "n_attempt": 2})
-    base = {"harbor": {"task_source": "x", "agent": "m:C"}}
-    with pytest.raises(ValidationError, match="also in split 'train'"):
-        ModeBBenchmark.model_validate({**base, "partition": {"train": ["a"], "test": ["a"]}})
-    with pytest.raises(ValidationError, match="lists no tasks"):
-        ModeBBenchmark.model_validate({**base, "partition": {"train": []}})
+    with pytest.raises(ValueError, match="also in split 'train'"):
+        check_partition({"train": ["a"], "test": ["a"]})
+    with pytest.raises(ValueError, match="listed twice"):
+        check_partition({"train": ["a", "a"]})
+    with pytest.raises(ValueError, match="lists no tasks"):
+        check_partition({"train": []})
     assert HarborConfig(task_source="org/ds@1.0", agent="m:C").is_registry_source
     assert not HarborConfig(task_source="./org/ds@1.0", agent="m:C").is_registry_source
 

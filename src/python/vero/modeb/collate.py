@@ -163,15 +163,19 @@ def collate_task(group: TaskTrials, settings: CollationSettings, *, split: str, 
                             metrics=metrics or {}, output=output, error=error)
 
     if not trials:
-        return result(error=f"task {ref.label}: {note.explain()}")
+        # The harbor run is all there is to show: its stderr tail stays with the error sample.
+        run: dict[str, JsonValue] = {"job": note.job, "exit_code": note.exit_code,
+                                     "timed_out": note.timed_out, "stderr_tail": note.stderr_tail[-2000:]}
+        return result(output=run, error=f"task {ref.label}: {note.explain()}")
     best = best_trial(trials)
     trial_refs: list[JsonValue] = [ref for ref in sorted(t.ref for t in trials)]
     output: dict[str, JsonValue] = {"best_trial": best.ref, "trials": trial_refs,
                                     "exception": best.exception_type}
     if not scored:
         last = max(trials, key=lambda t: (t.finished_key, t.trial_name, t.job_name))
+        why = "; harbor timed out" if note.timed_out else ""
         return result(output=output, error=f"task {ref.label}: none of {len(trials)} trial(s) produced "
-                                           f"rewards; last {last.describe_failure()}")
+                                           f"rewards; last {last.describe_failure()}{why}")
     if settings.aggregate_attempts == "best":
         rewards = best.rewards or {}
         return result(score=reward_of(rewards, settings.reward_key), metrics=dict(sorted(rewards.items())),

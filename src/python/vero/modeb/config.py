@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from vero.core.benchmark import SPLIT_NAME_PATTERN
 from vero.models import StrictModel
@@ -72,15 +72,3 @@ def check_partition(partition: dict[str, list[str]]) -> dict[str, list[str]]:
                 raise ValueError(f"task {name!r} of split {split!r} is listed {where}; names must be unique")
             seen[name] = split
     return partition
-
-
-class ModeBBenchmark(StrictModel):
-    """A Mode B benchmark as the runner needs it: how to call Harbor and which tasks form each split."""
-
-    harbor: HarborConfig
-    partition: dict[str, list[str]]
-
-    @field_validator("partition")
-    @classmethod
-    def _valid_partition(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return check_partition(value)

@@ -181,7 +181,7 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
         "extra_args": list(extra_args) or None})
     config = loaded.harbor_config()
     names = loaded.split(split)
-    selected = list(sample_ids) or names
+    selected = list(dict.fromkeys(sample_ids)) or names
     harbor_cli.preflight(config, os.environ)   # a missing harbor or Compose fails before any checkout
     sha = resolve_commit(repo, commit)
     results_dir = results_dir or Path(".vero") / "runs" / f"{split}-{sha[:12]}"

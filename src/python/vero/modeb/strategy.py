@@ -112,6 +112,10 @@ class ModeBStrategy:
             raise VeroError(f"split {split!r} is not in the partition (splits: {splits})", where="split",
                             fix="choose a split of the partition")
         known = self._refs[split]
+        repeated = sorted({sample_id for sample_id in sample_ids if list(sample_ids).count(sample_id) > 1})
+        if repeated:
+            raise VeroError(f"sample ids requested more than once: {', '.join(map(repr, repeated))}",
+                            where="sample_ids", fix="request each task once")
         unknown = [sample_id for sample_id in sample_ids if sample_id not in known]
         if unknown:
             raise VeroError(f"not tasks of split {split!r}: {', '.join(repr(u) for u in unknown)}",
