@@ -1,9 +1,71 @@
-"""CLI commands of this package, attached to the `vero harbor` group by vero.cli."""
+"""CLI commands of this package, attached to the `vero harbor` group by vero.cli:
+`build`, `verify` and `run`."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
+
+from vero.build.compiler import build_task
+from vero.build.run import run_task
+from vero.build.seal import verify as verify_seal
+
+_CONFIG = click.option("-c", "--config", "config", required=True,
+                       type=click.Path(path_type=Path, dir_okay=False),
+                       help="build.yaml of the benchmark")
+_RUNTIME_PEX = click.option("--runtime-pex", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                            help="vero PEX to bake into the images (default: the PEX running this command)")
+
+
+@click.command("build")
+@_CONFIG
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="task directory to write (new, empty, or written by an earlier build)")
+@_RUNTIME_PEX
+def build_command(config: Path, out: Path, runtime_pex: Path | None) -> None:
+    """Compile build.yaml into a sealed Harbor task directory."""
+    result = build_task(config, out, runtime_pex)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"built {result.out}: {result.n_files} files, baseline {result.commit}, "
+               f"seal {result.root_digest}")
+
+
+@click.command("verify")
+@click.argument("task_dir", type=click.Path(path_type=Path, file_okay=False))
+def verify_command(task_dir: Path) -> None:
+    """Check a compiled task against its SEAL.json (exit 1 naming what changed)."""
+    report = verify_seal(task_dir)
+    if report.ok:
+        click.echo(f"ok: {report.n_files} files match the seal {report.root}")
+        return
+    for label, paths in (("edited", report.edited), ("missing", report.missing), ("extra", report.extra)):
+        for path in paths:
+            click.echo(f"{label}: {path}", err=True)
+    if report.root_mismatch:
+        click.echo("edited: SEAL.json (its root digest does not match its file list)", err=True)
+    click.echo(f"error: {task_dir}: does not match its seal", err=True)
+    sys.exit(1)
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@_CONFIG
+@click.option("-a", "--agent", required=True, help="the optimizer agent (harbor -a)")
+@click.option("-m", "--model", default=None, help="the optimizer's model (harbor -m)")
+@_RUNTIME_PEX
+@click.option("--harbor", "harbor_bin", default=None,
+              help="harbor CLI to run (default: $VERO_HARBOR_BIN, else `harbor` on PATH)")
+@click.argument("harbor_args", nargs=-1, type=click.UNPROCESSED)
+def run_command(config: Path, agent: str, model: str | None, runtime_pex: Path | None, harbor_bin: str | None,
+                harbor_args: tuple[str, ...]) -> None:
+    """Compile into a temporary dir and `harbor run` it; extra arguments go to harbor."""
+    sys.exit(run_task(config, agent, model, harbor_args, runtime_pex=runtime_pex, harbor=harbor_bin))
 
 
 def register(group: click.Group) -> None:
     """Attach this package's commands to `group`."""
+    group.add_command(build_command)
+    group.add_command(verify_command)
+    group.add_command(run_command)

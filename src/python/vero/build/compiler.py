@@ -1,0 +1,124 @@
+"""`vero harbor build`: build.yaml and its inputs -> a sealed Harbor task directory (SPEC §4).
+
+Order: load and validate the config, check the output path and every input (nothing written
+yet), write the whole task into a temporary sibling of the output, seal it, rename it into place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from vero.baseline import BASELINE_FILES
+from vero.build import layout
+from vero.build.agent_repo import SEED_DIR, ExportedBaseline, export_agent_repo
+from vero.build.config import BuildConfig, ModeABuild
+from vero.build.context import template_context
+from vero.build.inputs import Inputs, resolve_inputs
+from vero.build.loader import load_build_config
+from vero.build.output import MARKER, check_output, publish, staging_dir
+from vero.build.render import render
+from vero.build.seal import write_seal
+from vero.build.sidecar import write_sidecar_data
+from vero.build.tree import EXEC_MODE, TreeWriter
+from vero.errors import VeroError
+from vero.fsutil import canonical_json
+
+
+@dataclass
+class BuildResult:
+    """What a build produced."""
+
+    out: Path
+    commit: str
+    root_digest: str
+    n_files: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_runtime_pex(env: Mapping[str, str]) -> Path:
+    """The PEX this process runs from (`$PEX`); running from sources needs `--runtime-pex`."""
+    pex = env.get("PEX")
+    if not pex:
+        raise VeroError("no runtime PEX to bake: vero is not running from a PEX", where="--runtime-pex",
+                        fix="pass --runtime-pex dist/src.python.vero/vero.pex "
+                            "(from `./pants package src/python/vero:vero`)")
+    return Path(pex)
+
+
+def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
+               env: Mapping[str, str] | None = None) -> BuildResult:
+    """Compile `config_path` into `out`; see the module docstring. Raises VeroError on bad input."""
+    env = os.environ if env is None else env
+    loaded = load_build_config(config_path)
+    out = Path(out).absolute()
+    check_output(out)
+    inputs = resolve_inputs(loaded, runtime_pex or default_runtime_pex(env), out, env)
+    with staging_dir(out) as stage:
+        writer = TreeWriter(stage)
+        baseline = write_task(writer, inputs)
+        seal = write_seal(writer)
+        publish(stage, out)
+    return BuildResult(out=out, commit=baseline.commit, root_digest=seal.root, n_files=len(seal.files),
+                       warnings=baseline.warnings)
+
+
+def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
+    """Write every file of the task into `writer`'s (fresh) directory."""
+    config = inputs.loaded.config
+    where = str(inputs.loaded.path)
+    baseline = export_agent_repo(inputs.agent_repo, writer, where=f"{where}: agent_repo")
+    _check_baseline_files(writer, config, where)
+    writer.copy_file(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE)
+    sidecar_items, serve = write_sidecar_data(writer, inputs, baseline.commit)
+    writer.write_text(layout.SERVE_JSON_OUT, canonical_json(serve.model_dump(mode="json")))
+    context = template_context(config, baseline.commit, sidecar_items)
+    writer.write_text(layout.TASK_TOML, render("task.toml.j2", **context))
+    writer.write_text(layout.INSTRUCTION, render("instruction.md.j2", **context))
+    writer.write_text(layout.COMPOSE, render("docker-compose.yaml.j2", **context))
+    writer.write_text(layout.MAIN_DOCKERFILE, render("main.Dockerfile.j2", **context))
+    writer.write_text(layout.SIDECAR_DOCKERFILE, render("sidecar.Dockerfile.j2", **context))
+    writer.write_text(layout.WRAPPER_OUT, render("vero.sh.j2", **context), EXEC_MODE)
+    writer.write_text(layout.SEED_SH, render("seed.sh.j2", **context), EXEC_MODE)
+    writer.write_text(layout.TEST_SH, render("test.sh.j2", **context), EXEC_MODE)
+    if inputs.solution is not None:
+        writer.copy_tree(layout.SOLUTION_DIR, inputs.solution, where=f"{where}: solution")
+        writer.chmod(layout.SOLVE_SH, EXEC_MODE)
+    else:
+        writer.write_text(layout.SOLVE_SH, render("solve.sh.j2", **context), EXEC_MODE)
+    writer.write_text(MARKER, canonical_json({"created_by": "vero harbor build", "format": 1}))
+    return baseline
+
+
+def _baseline_path(writer: TreeWriter, rel: str) -> Path:
+    return writer.root / SEED_DIR / BASELINE_FILES / rel
+
+
+def _module_present(writer: TreeWriter, module: str) -> bool:
+    base = "/".join(module.split("."))
+    return any(_baseline_path(writer, c).is_file() for c in (f"{base}.py", f"{base}/__init__.py"))
+
+
+def _check_baseline_files(writer: TreeWriter, config: BuildConfig, where: str) -> None:
+    """Checks that need the exported baseline: the entry point's module and read_only_paths."""
+    if isinstance(config, ModeABuild):
+        field_name, target = "entrypoint", config.entrypoint
+    else:
+        field_name, target = "harbor.agent", config.harbor.agent
+    module = target.split(":")[0]
+    if not _module_present(writer, module):
+        base = module.replace(".", "/")
+        raise VeroError(f"{field_name}: module {module!r} is not in the agent repo "
+                        f"(looked for {base}.py and {base}/__init__.py)", where=where,
+                        fix=f"fix {field_name} or add the module to agent_repo (committed, for a git repo)")
+    for index, rel in enumerate(config.read_only_paths):
+        parts = PurePosixPath(rel).parts
+        for depth in range(1, len(parts) + 1):
+            path = _baseline_path(writer, "/".join(parts[:depth]))
+            if path.is_symlink() or not path.exists():
+                what = "is a symlink" if path.is_symlink() else "does not exist"
+                prefix = "/".join(parts[:depth])
+                raise VeroError(f"read_only_paths[{index}]: {prefix!r} {what} in the agent repo", where=where,
+                                fix="list existing files or directories of the agent repo")

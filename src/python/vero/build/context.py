@@ -1,0 +1,105 @@
+"""The values every template renders, computed from the config (templates escape them)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vero import __version__
+from vero.baseline import GIT_ENV, git_commit_argv
+from vero.build import layout
+from vero.build.config import BuildConfig, ModeABuild, ModeBBuild
+from vero.serve.config import ServeConfig
+
+
+def verifier_evaluations(config: BuildConfig) -> int:
+    """The most evaluations finalize can run: auto_best re-scores plus every target, and again
+    for the baseline when it is scored too."""
+    top_k = int(ServeConfig.model_fields["auto_best_top_k"].default)
+    return top_k + len(config.targets) * (2 if config.score_baseline else 1)
+
+
+def _split_rows(config: BuildConfig) -> list[dict[str, str]]:
+    budgets = {b.split: b for b in config.budgets}
+    rows = []
+    for entry in config.splits:
+        if entry.access == "no_access":
+            continue
+        budget = budgets.get(entry.split)
+        rows.append({
+            "split": entry.split,
+            "access": entry.access,
+            "view": "every sample" if entry.access == "viewable" else "aggregate only",
+            "runs": _limit(budget.total_run_budget if budget else 0),
+            "samples": _limit(budget.total_sample_budget if budget else 0),
+            "per_run": _limit(budget.max_samples_per_run if budget else None),
+        })
+    return rows
+
+
+def _limit(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
+
+
+def template_context(config: BuildConfig, commit: str, sidecar_items: list[str]) -> dict[str, Any]:
+    """Every value the templates render (each template escapes for its own format)."""
+    n_evals = verifier_evaluations(config)
+    context: dict[str, Any] = {
+        "vero_version": __version__,
+        "name": config.name,
+        "description": config.description,
+        "mode": config.mode,
+        "commit": commit,
+        "agent_user": layout.AGENT_USER,
+        "agent_uid": layout.AGENT_UID,
+        "harness_user": layout.HARNESS_USER,
+        "agent_timeout": config.agent_timeout,
+        "eval_timeout": config.timeout,
+        "verifier_evals": n_evals,
+        "verifier_timeout": n_evals * config.timeout + layout.VERIFIER_SLACK_SEC,
+        "build_timeout": layout.BUILD_TIMEOUT_SEC,
+        "base_image_main": config.base_image_main,
+        "base_image_sidecar": config.sidecar_image(),
+        "secrets": config.secrets,
+        "docker_socket": isinstance(config, ModeBBuild),
+        "read_only_paths": config.read_only_paths,
+        "git_env": [f"{key}={value}" for key, value in sorted(GIT_ENV.items())],
+        "git_argv": git_commit_argv(),
+        "repo_dir": layout.REPO_DIR,
+        "seed_dir": layout.SEED_DIR,
+        "seed_script": layout.SEED_SCRIPT,
+        "staging_dir": layout.SEED_STAGING,
+        "seed_marker": layout.SEED_MARKER,
+        "marker_dir": os.path.dirname(layout.SEED_MARKER),
+        "pex_path": layout.PEX_PATH,
+        "venv_dir": layout.VENV_DIR,
+        "token_dir": layout.TOKEN_DIR,
+        "token_file": layout.TOKEN_FILE,
+        "reward_dir": layout.REWARD_DIR,
+        "reward_file": layout.REWARD_FILE,
+        "eval_url": layout.EVAL_URL,
+        "health_probe": layout.HEALTH_PROBE,
+        "serve_json": layout.SERVE_JSON,
+        "sidecar_dir": layout.SIDECAR_DIR,
+        "sidecar_items": sidecar_items,
+        "sidecar_results_dir": layout.SIDECAR_RESULTS,
+        "optimizer_work": layout.OPTIMIZER_WORK,
+        "optimizer_repo": layout.OPTIMIZER_REPO,
+        "work_volume": layout.WORK_VOLUME,
+        "results_dir": layout.MAIN_RESULTS,
+        "admin_dir": layout.ADMIN_DIR,
+        "work_dir": layout.WORK_DIR,
+        "baseline_dir": layout.BASELINE_DIR,
+        "split_rows": _split_rows(config),
+        "k_anonymity_floor": config.k_anonymity_floor,
+        "reward_mode": config.reward_mode,
+        "submit_enabled": config.submit_enabled,
+        "selection_split": config.selection_split,
+        "reward_keys": [target.reward_key for target in config.targets],
+    }
+    if isinstance(config, ModeABuild):
+        context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,
+                       sample_timeout=config.sample_timeout)
+    else:
+        context.update(agent_class=config.harbor.agent)
+    return context

@@ -1,0 +1,73 @@
+"""Where things live: in the compiled task directory and inside the two containers.
+
+The container side follows docs/design.md (the container contract); `ServePaths` owns the
+sidecar paths that serve.json carries, and these constants are derived from it where they overlap.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from vero.serve.config import ServePaths
+
+_SERVE = ServePaths()
+
+# Users: the optimizer in main, candidate code in the sidecar.
+AGENT_USER = "agent"
+AGENT_UID = 1000
+HARNESS_USER = "harness"
+
+# main
+WORK_VOLUME = "/work"
+REPO_DIR = _SERVE.agent_repo
+MAIN_RESULTS = _SERVE.results_dir
+SEED_DIR = "/opt/vero/agent-seed"
+SEED_SCRIPT = "/opt/vero/main/seed.sh"
+SEED_STAGING = "/work/.agent-seeding"
+SEED_MARKER = "/run/vero/seeded"
+REWARD_DIR = "/logs/verifier"
+REWARD_FILE = f"{REWARD_DIR}/reward.json"
+
+# both
+PEX_PATH = "/opt/vero/bin/vero.pex"
+VENV_DIR = "/opt/vero/venv"
+TOKEN_FILE = _SERVE.token_file
+TOKEN_DIR = posixpath.dirname(TOKEN_FILE)
+EVAL_PORT = 8100
+EVAL_URL = f"http://eval-sidecar:{EVAL_PORT}"
+
+# sidecar: the optimizer's work volume is mounted read-only at OPTIMIZER_WORK and reached through
+# the symlink /work/agent, so the sidecar uses the same paths as main (/work/agent, /work/results):
+# with the volume itself at /work, Docker could not create the results mount point inside it.
+SIDECAR_DIR = "/opt/vero/sidecar"
+SERVE_JSON = f"{SIDECAR_DIR}/serve.json"
+OPTIMIZER_WORK = "/var/lib/vero/optimizer"
+OPTIMIZER_REPO = posixpath.join(OPTIMIZER_WORK, posixpath.relpath(REPO_DIR, WORK_VOLUME))
+SIDECAR_RESULTS = _SERVE.results_dir
+ADMIN_DIR = _SERVE.admin_dir
+WORK_DIR = _SERVE.work_dir
+BASELINE_DIR = _SERVE.baseline_dir
+DATASET_ITEM = "dataset"
+SCORER_ITEM = "scorer"
+INNER_TASKS_ITEM = "inner_tasks"
+HEALTH_PROBE = (f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{EVAL_PORT}/health', "
+                "timeout=4).read()")
+
+# The compiled task directory.
+TASK_TOML = "task.toml"
+INSTRUCTION = "instruction.md"
+COMPOSE = "environment/docker-compose.yaml"
+MAIN_DOCKERFILE = "environment/Dockerfile"
+SEED_SH = "environment/main/seed.sh"
+SIDECAR_DOCKERFILE = "environment/sidecar/Dockerfile"
+SIDECAR_OUT = "environment/sidecar"
+SERVE_JSON_OUT = "environment/sidecar/serve.json"
+PEX_OUT = "environment/bin/vero.pex"
+WRAPPER_OUT = "environment/bin/vero"
+TEST_SH = "tests/test.sh"
+SOLUTION_DIR = "solution"
+SOLVE_SH = "solution/solve.sh"
+
+# Harbor timeouts the compiler derives: image builds and start-up, and slack around finalize.
+BUILD_TIMEOUT_SEC = 900.0
+VERIFIER_SLACK_SEC = 120.0

@@ -1,0 +1,191 @@
+"""Writing the output tree: normalised modes, no timestamps, and a sha256 of every file as it is written.
+
+`TreeWriter` records each file's digest while copying, so sealing does not read the output again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import posixpath
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from vero.errors import VeroError
+
+CHUNK = 1 << 20
+FILE_MODE = 0o644
+EXEC_MODE = 0o755
+# Never part of any baked tree: VCS metadata and interpreter caches differ between machines.
+SKIPPED_NAMES = frozenset({".git", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the output: a regular file (sha256 of its bytes) or a symlink (its target)."""
+
+    mode: int
+    size: int
+    sha256: str
+    symlink: str | None = None
+
+
+def normalised_mode(mode: int) -> int:
+    """0755 when any execute bit is set, else 0644."""
+    return EXEC_MODE if mode & 0o111 else FILE_MODE
+
+
+def check_relpath(rel: str, where: str) -> PurePosixPath:
+    """A clean relative POSIX path, or a VeroError naming it."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts or str(pure) != rel.rstrip("/"):
+        raise VeroError(f"unsafe path {rel!r}", where=where, fix="use plain relative paths inside the tree")
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VeroError(f"file name {rel.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8",
+                        where=where, fix="rename the file") from None
+    return pure
+
+
+def check_symlink(rel: str, target: str, where: str) -> None:
+    """Refuse a symlink that is absolute or points outside the tree it belongs to."""
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    if target.startswith("/") or joined == ".." or joined.startswith("../"):
+        raise VeroError(f"symlink {rel!r} -> {target!r} points outside the tree", where=where,
+                        fix="replace it by a relative link inside the directory, or by a copy")
+
+
+class TreeWriter:
+    """Creates files under `root` (a directory vero owns) and records what it wrote."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.entries: dict[str, Entry] = {}
+
+    def _target(self, rel: str) -> Path:
+        check_relpath(rel, str(self.root))
+        if rel in self.entries:
+            raise VeroError(f"{rel!r} would be written twice", where=str(self.root),
+                            fix="report this as a vero bug")
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_bytes(self, rel: str, data: bytes, mode: int = FILE_MODE) -> None:
+        """Create `rel` with `data`."""
+        path = self._target(rel)
+        with open(path, "xb") as handle:
+            handle.write(data)
+        os.chmod(path, normalised_mode(mode))
+        self.entries[rel] = Entry(normalised_mode(mode), len(data), hashlib.sha256(data).hexdigest())
+
+    def write_text(self, rel: str, text: str, mode: int = FILE_MODE) -> None:
+        """Create `rel` with UTF-8 `text`."""
+        self.write_bytes(rel, text.encode("utf-8"), mode)
+
+    def copy_file(self, rel: str, src: Path, mode: int | None = None) -> None:
+        """Copy `src` to `rel`, hashing on the way; the mode is normalised from `src` unless given."""
+        path = self._target(rel)
+        digest = hashlib.sha256()
+        size = 0
+        with open(src, "rb") as source, open(path, "xb") as dest:
+            src_mode = os.fstat(source.fileno()).st_mode
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                dest.write(chunk)
+                size += len(chunk)
+        final = normalised_mode(src_mode if mode is None else mode)
+        os.chmod(path, final)
+        self.entries[rel] = Entry(final, size, digest.hexdigest())
+
+    def link(self, rel: str, existing: str) -> None:
+        """Make `rel` a hard link of the file `existing` written earlier (same bytes, same mode)."""
+        entry = self.entries[existing]
+        if entry.symlink is not None:
+            self.symlink(rel, entry.symlink)
+            return
+        os.link(self.root / existing, self._target(rel))
+        self.entries[rel] = entry
+
+    def symlink(self, rel: str, target: str) -> None:
+        """Create a relative symlink `rel` -> `target`."""
+        path = self._target(rel)
+        os.symlink(target, path)
+        data = target.encode("utf-8")
+        self.entries[rel] = Entry(0o777, len(data), hashlib.sha256(data).hexdigest(), symlink=target)
+
+    def chmod(self, rel: str, mode: int) -> None:
+        """Change the (normalised) mode of a regular file written earlier."""
+        entry = self.entries[rel]
+        if entry.symlink is not None:
+            raise VeroError(f"{rel!r} is a symlink; it has no mode of its own", where=str(self.root),
+                            fix="make it a regular file")
+        os.chmod(self.root / rel, normalised_mode(mode))
+        self.entries[rel] = dataclasses.replace(entry, mode=normalised_mode(mode))
+
+    def copy_tree(self, rel: str, src: Path, *, where: str) -> int:
+        """Copy the directory `src` to `rel` (see `walk_tree`); returns the number of files."""
+        count = 0
+        for sub, path, link in walk_tree(src, where=where):
+            dest = f"{rel}/{sub}" if rel else sub
+            if link is not None:
+                self.symlink(dest, link)
+            else:
+                self.copy_file(dest, path)
+            count += 1
+        return count
+
+
+def walk_tree(src: Path, *, where: str, strict: bool = True) -> list[tuple[str, Path, str | None]]:
+    """Every file under `src` as (relative path, path, symlink target or None), sorted.
+
+    Strict (for inputs): skips `.git` and `__pycache__` at any depth and refuses special files and
+    symlinks leaving `src`. Not strict (for auditing an output): lists everything, special files
+    included (as a path with no link target; callers must lstat before reading).
+    """
+    src = Path(src)
+    skipped = SKIPPED_NAMES if strict else frozenset()
+    found: list[tuple[str, Path, str | None]] = []
+    for dirpath, dirnames, filenames in os.walk(src, onerror=_walk_error(where)):
+        base = Path(dirpath)
+        kept = []
+        for name in sorted(dirnames):
+            if name in skipped:
+                continue
+            if (base / name).is_symlink():
+                filenames.append(name)
+            else:
+                kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if name in skipped:
+                continue
+            path = base / name
+            rel = path.relative_to(src).as_posix()
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                target = os.readlink(path)
+                if strict:
+                    check_relpath(rel, where)
+                    check_symlink(rel, target, where)
+                found.append((rel, path, target))
+            elif stat.S_ISREG(info.st_mode) or not strict:
+                if strict:
+                    check_relpath(rel, where)
+                found.append((rel, path, None))
+            else:
+                raise VeroError(f"{rel!r} is not a regular file, directory or symlink", where=where,
+                                fix="remove special files (sockets, fifos, devices) from the input")
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def _walk_error(where: str) -> Callable[[OSError], None]:
+    def raise_it(exc: OSError) -> None:
+        raise VeroError(f"cannot read {exc.filename}: {exc.strerror}", where=where,
+                        fix="check that the input exists and is readable")
+    return raise_it

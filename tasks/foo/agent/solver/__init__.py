@@ -1,0 +1,1 @@
+"""The foo benchmark's baseline candidate: answers short questions with a string."""

@@ -1,0 +1,86 @@
+"""SEAL.json and `vero harbor verify`: any edit after packaging is named."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.support.benchmarks import fake_runtime_pex, write_mode_a
+from vero.build.compiler import build_task
+from vero.build.seal import SEAL_FILE, load_seal, root_digest, verify
+from vero.cli import cli
+from vero.errors import VeroError
+
+
+@pytest.fixture()
+def task(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    build_task(write_mode_a(tmp_path / "bench"), out, fake_runtime_pex(tmp_path / "vero.pex"), {})
+    return out
+
+
+def _verify_cli(task: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["harbor", "verify", str(task)])
+    return result.exit_code, result.stdout + result.stderr
+
+
+def test_fresh_build_verifies(task: Path) -> None:
+    seal = load_seal(task)
+    assert seal.tools == {"vero": "0.1.0"}
+    assert seal.root == root_digest(seal.files)
+    assert SEAL_FILE not in seal.files and ".vero-task" in seal.files
+    assert seal.files["tests/test.sh"].mode == "0755"
+    code, output = _verify_cli(task)
+    assert code == 0 and f"{len(seal.files)} files match" in output
+
+
+def test_edited_file_is_named(task: Path) -> None:
+    path = task / "environment/sidecar/serve.json"
+    path.write_text(path.read_text().replace('"k_anonymity_floor": 5', '"k_anonymity_floor": 1'))
+    report = verify(task)
+    assert report.edited == ["environment/sidecar/serve.json"] and not report.ok
+    code, output = _verify_cli(task)
+    assert code == 1 and "edited: environment/sidecar/serve.json" in output and "Traceback" not in output
+
+
+def test_missing_extra_and_mode_changes(task: Path) -> None:
+    (task / "instruction.md").unlink()
+    (task / "environment/evil.sh").write_text("echo hi\n")
+    os.chmod(task / "tests/test.sh", 0o644)
+    report = verify(task)
+    assert report.missing == ["instruction.md"]
+    assert report.extra == ["environment/evil.sh"]
+    assert report.edited == ["tests/test.sh"]
+    code, output = _verify_cli(task)
+    assert code == 1
+    for line in ("missing: instruction.md", "extra: environment/evil.sh", "edited: tests/test.sh"):
+        assert line in output
+
+
+def test_special_files_and_symlinks_are_reported(task: Path) -> None:
+    os.mkfifo(task / "fifo")
+    os.symlink("/etc/passwd", task / "environment/link")
+    report = verify(task)
+    assert report.extra == ["environment/link", "fifo"]
+
+
+def test_tampered_seal_is_detected(task: Path) -> None:
+    seal = json.loads((task / SEAL_FILE).read_text())
+    seal["files"]["instruction.md"]["sha256"] = "0" * 64
+    (task / SEAL_FILE).write_text(json.dumps(seal))
+    report = verify(task)
+    assert report.root_mismatch and "instruction.md" in report.edited
+
+
+def test_no_or_broken_seal(tmp_path: Path, task: Path) -> None:
+    with pytest.raises(VeroError, match="not a task built by vero"):
+        verify(tmp_path)
+    (task / SEAL_FILE).write_text("{")
+    with pytest.raises(VeroError, match="unreadable SEAL.json"):
+        verify(task)
+    code, output = _verify_cli(tmp_path / "nope")
+    assert code == 2 and "not a directory" in output and "Traceback" not in output
