@@ -23,7 +23,7 @@ from pants.core.goals.package import (
     EnvironmentAwarePackageRequest,
     PackageFieldSet,
 )
-from pants.core.target_types import FileSourceField, ResourceSourceField
+from pants.core.target_types import FileSourceField
 from pants.core.util_rules.archive import CreateArchive
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.core.util_rules.system_binaries import (
@@ -72,6 +72,7 @@ from vero_pants.target_types import (
 )
 
 _OUT_DIR = "__vero_out"
+CODEGEN_PREFIX = "dist"
 _PEX_ROOT_CACHE = "vero_pex_root"
 # Secret values never enter the sandbox (nor the cache key, nor a remote cache): the plugin
 # checks that each declared secret is set on the host, and the compiler sees this stand-in.
@@ -318,31 +319,19 @@ async def infer_harbor_task_dependencies(request: InferHarborTaskDependencies) -
 
 
 class GenerateFilesFromHarborTaskRequest(GenerateSourcesRequest):
+    # Only `files`: consumers such as python_tests ask for files *and* resources at once, and
+    # two generators would be ambiguous; `archive` and `relocated_files` accept files too.
     input = HarborTaskConfigField
     output = FileSourceField
 
 
-class GenerateResourcesFromHarborTaskRequest(GenerateSourcesRequest):
-    input = HarborTaskConfigField
-    output = ResourceSourceField
-
-
-async def _generated(request: GenerateSourcesRequest) -> GeneratedSources:
-    field_set = HarborTaskFieldSet.create(request.protocol_target)
-    rendered = await Get(RenderedHarborTask, RenderHarborTaskRequest(field_set))
-    return GeneratedSources(await Get(Snapshot, Digest, rendered.digest))
-
-
 @rule(desc="Generate files from harbor_task", level=LogLevel.DEBUG)
 async def generate_files_from_harbor_task(request: GenerateFilesFromHarborTaskRequest) -> GeneratedSources:
-    return await _generated(request)
-
-
-@rule(desc="Generate resources from harbor_task", level=LogLevel.DEBUG)
-async def generate_resources_from_harbor_task(
-    request: GenerateResourcesFromHarborTaskRequest,
-) -> GeneratedSources:
-    return await _generated(request)
+    field_set = HarborTaskFieldSet.create(request.protocol_target)
+    rendered = await Get(RenderedHarborTask, RenderHarborTaskRequest(field_set))
+    # Consumers find the task where `package` puts it (dist/<path>/<name>/), and it cannot
+    # collide with the benchmark's own input files, which often live at <path>/<name>/.
+    return GeneratedSources(await Get(Snapshot, AddPrefix(rendered.digest, CODEGEN_PREFIX)))
 
 
 def rules() -> Iterable[Any]:
@@ -351,5 +340,4 @@ def rules() -> Iterable[Any]:
         UnionRule(PackageFieldSet, HarborTaskFieldSet),
         UnionRule(InferDependenciesRequest, InferHarborTaskDependencies),
         UnionRule(GenerateSourcesRequest, GenerateFilesFromHarborTaskRequest),
-        UnionRule(GenerateSourcesRequest, GenerateResourcesFromHarborTaskRequest),
     ]

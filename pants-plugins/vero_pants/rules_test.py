@@ -14,9 +14,10 @@ from pants.backend.python.goals import package_pex_binary
 from pants.backend.python.target_types import PexBinary, PythonSourcesGeneratorTarget
 from pants.backend.python.util_rules import pex_from_targets
 from pants.core.goals.package import BuiltPackage
-from pants.core.target_types import FilesGeneratorTarget
+from pants.core.target_types import FilesGeneratorTarget, FileSourceField
 from pants.core.target_types import rules as core_target_types_rules
 from pants.core.util_rules import archive, source_files, system_binaries
+from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.engine.addresses import Address
 from pants.engine.fs import DigestContents
 from pants.engine.internals.scheduler import ExecutionError
@@ -33,7 +34,7 @@ from vero_pants.rules import (
     read_build_config_facts,
 )
 from vero_pants.rules import rules as harbor_task_rules
-from vero_pants.target_types import HarborTaskTarget
+from vero_pants.target_types import HarborTaskConfigField, HarborTaskTarget
 
 PEX_CLI = os.environ.get("VERO_PEX_CLI", "")
 
@@ -133,6 +134,7 @@ def rule_runner(tmp_path: Path) -> RuleRunner:
             *system_binaries.rules(),
             QueryRule(BuiltPackage, [HarborTaskFieldSet]),
             QueryRule(InferredDependencies, [InferHarborTaskDependencies]),
+            QueryRule(SourceFiles, [SourceFilesRequest]),
         ],
         target_types=[HarborTaskTarget, FilesGeneratorTarget, PexBinary, PythonSourcesGeneratorTarget],
         isolated_local_store=True,
@@ -194,6 +196,16 @@ def test_package_runs_the_compiler_on_exactly_the_inputs(rule_runner: RuleRunner
     # the secret's value never enters the sandbox
     assert seen["secret"] == "set-on-host"
     assert files["t/x/environment/bin/vero.pex"].startswith(b"#!")
+
+
+def test_codegen_puts_the_task_where_package_does(rule_runner: RuleRunner) -> None:
+    target = rule_runner.get_target(Address("t", target_name="x"))
+    generated = rule_runner.request(
+        SourceFiles,
+        [SourceFilesRequest([target[HarborTaskConfigField]], for_sources_types=(FileSourceField,),
+                            enable_codegen=True)],
+    )
+    assert set(generated.snapshot.files) == {"dist/t/x/inputs.json", "dist/t/x/environment/bin/vero.pex"}
 
 
 def test_missing_input_names_the_path_and_target(rule_runner: RuleRunner) -> None:

@@ -66,5 +66,6 @@ class HarborTaskTarget(Target):
     )
     help = (
         "A sealed Harbor task compiled from an optimization benchmark. `package` writes "
-        "`dist/<path>/<output_name>/`; other targets may depend on it to receive the rendered files."
+        "`dist/<path>/<output_name>/`; other targets (tests, archives) may depend on it to receive the "
+        "compiled files at that same relative path, `dist/<path>/<output_name>/`, in their sandbox."
     )

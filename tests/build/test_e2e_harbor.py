@@ -20,9 +20,11 @@ from tests.support.benchmarks import FOO_DIR
 from tests.support.compose import compose, reap_stale_projects, remove_project
 from tests.support.tools import harbor_bin, require_base_image
 from vero.build.compiler import build_task
+from vero.build.seal import verify as verify_seal
 
 RUNTIME_PEX = Path("src.python.vero/vero.pex").absolute()  # runtime_package_dependencies
 FOO = Path("tasks/foo").absolute() if Path("tasks/foo/build.yaml").is_file() else FOO_DIR
+PANTS_BUILT = Path("dist/tasks/foo")  # the `//tasks:foo` dependency's codegen output
 TOKEN = "/var/lib/vero/token/admin-token"
 TRIAL_PREFIX = "vero-e2e-foo-"
 LIVE_PREFIX = "vero-e2e-live-"
@@ -45,12 +47,18 @@ def baseline_score(task_dir: Path, split: str) -> float:
     return float(total) / len(rows)
 
 
-def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("origin", ["vero-harbor-build", "pants-package"])
+def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path, origin: str) -> None:
     require_base_image()
     reap_stale_projects(TRIAL_PREFIX)
     # A unique task dir name: Harbor names the trial, and so the compose project, after it.
     task = tmp_path / f"{TRIAL_PREFIX}{uuid.uuid4().hex[:10]}"
-    build_task(FOO / "build.yaml", task, RUNTIME_PEX, {})
+    if origin == "pants-package":
+        # The `//tasks:foo` harbor_task, compiled by the Pants plugin (its codegen output).
+        assert verify_seal(PANTS_BUILT).ok, f"{PANTS_BUILT} is missing or does not match its seal"
+        shutil.copytree(PANTS_BUILT, task, symlinks=True)
+    else:
+        build_task(FOO / "build.yaml", task, RUNTIME_PEX, {})
     jobs = tmp_path / "jobs"
     job = f"vero-e2e-{uuid.uuid4().hex[:10]}"
     env = {**os.environ, "HARBOR_TELEMETRY": "0"}
