@@ -2,9 +2,9 @@
 
 Start-up order: directories (admin 0700, work 0711 so the harness user can reach its worktree
 but not list others), the trusted repo (restored from the baseline on first start, its SHA
-checked against `baseline_commit`), interrupted experiments marked, the dataset loaded and
-checked against the config, the ledger loaded (a corrupt one stops the start), the strategy
-built, and finally a fresh admin token.
+checked against `baseline_commit`), the dataset loaded and checked against the config, the
+ledger loaded (a corrupt one stops the start), experiments a previous stop cut short settled
+against the ledger's charges, the strategy built, and finally a fresh admin token.
 """
 
 from __future__ import annotations
@@ -180,8 +180,6 @@ class Sidecar:
         self.repo = _trusted_repo(config)
         _clean_work_dir(self.repo, Path(paths.work_dir))
         self.db = ExperimentDB(Path(paths.admin_dir) / "experiments")
-        for experiment_id in self.db.recover():
-            log.warning("experiment %s was interrupted by a previous stop", experiment_id)
         if config.mode == "A":
             assert config.mode_a is not None
             self.catalog: ModeADataset | Partition = load_mode_a_dataset(Path(config.mode_a.dataset_dir))
@@ -190,6 +188,8 @@ class Sidecar:
             self.catalog = make_partition(config.mode_b.partition, "serve.json: mode_b.partition")
         _check_splits(config, self.catalog)
         self.ledger = Ledger(Path(paths.admin_dir) / "ledger.json", config.budgets)
+        for experiment_id in self.db.recover(self.ledger.charges()):
+            log.warning("experiment %s was interrupted by a previous stop", experiment_id)
         self.strategy = _build_strategy(config, self.catalog, resolve_user(config.harness_user),
                                         _secret_env(config.secrets))
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)

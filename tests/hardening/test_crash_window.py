@@ -1,0 +1,148 @@
+"""The crash window between spending budget and recording the experiment, closed.
+
+A paid evaluation is written as a `pending` record first, the ledger's atomic spend names that
+record, and a start-up reconciles the two. These drills kill a real sidecar process at each
+point between those writes and check that the restarted sidecar has lost nothing, refilled
+nothing and counted nothing twice.
+
+Fault injection: no signal sent from outside can land exactly between two writes a few
+microseconds apart, so the sidecar is started through a launcher that wraps one vero method
+to SIGKILL its own process right after (or before) that method writes. Everything else is the
+real server, the real ledger and the real files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import pytest
+
+from tests.hardening.audit import assert_consistent, read_admin
+from tests.support.mode_a import IMPROVED_AGENT, ModeABench, commit_agent
+from tests.support.sidecar import serve_config, start_sidecar
+from vero.core.experiments import ExperimentDB
+
+LAUNCHER = """
+import os, signal, sys
+from vero.core.experiments import ExperimentDB
+from vero.core.ledger import Ledger
+owner = {{"Ledger": Ledger, "ExperimentDB": ExperimentDB}}[{owner!r}]
+original = getattr(owner, {method!r})
+def wrapped(*args, **kwargs):
+    result = original(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(owner, {method!r}, wrapped)
+from vero.cli import main
+main()
+"""
+
+
+def _killed_during_eval(root: Path, config: dict[str, object], owner: str, method: str,
+                        body: dict[str, object]) -> None:
+    doomed = start_sidecar(root, config, name=f"kill-after-{method}",
+                           code=LAUNCHER.format(owner=owner, method=method))
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(doomed.url + "/eval", json=body, timeout=60)
+    assert doomed.proc.wait(timeout=30) == -9, doomed.log_text()
+
+
+def test_kill_right_after_the_spend_keeps_a_record_of_the_paid_run(bench: ModeABench, root: Path) -> None:
+    improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    config = serve_config(root, bench)
+    _killed_during_eval(root, config, "Ledger", "reserve", {"split": "validation", "num_samples": 5})
+    # The kill landed in the window: the ledger paid for an experiment still recorded as pending.
+    state = read_admin(Path(root / "admin"))
+    paid = state.entry("validation")["charged_experiments"]
+    assert len(paid) == 1 and state.records[paid[0]]["status"] == "pending"
+
+    sidecar = start_sidecar(root, config, name="restarted")
+    try:
+        state = assert_consistent(sidecar.admin_dir)
+        record = state.records[paid[0]]
+        assert (record["status"], record["charged"], record["commit"]) == ("interrupted", True, improved)
+        assert "before this evaluation started" in record["error"]
+        assert record["aggregate"]["n_samples"] == 5 and record["aggregate"]["n_scored"] == 0
+        assert (state.entry("validation")["runs_used"], state.entry("validation")["samples_used"]) == (1, 5)
+        listed = httpx.get(sidecar.url + "/experiments", headers=sidecar.admin_headers()).json()
+        assert [r["experiment_id"] for r in listed] == paid
+        # The next evaluation is paid and recorded normally, next to the interrupted one.
+        again = httpx.post(sidecar.url + "/eval", json={"split": "validation", "num_samples": 5}, timeout=120)
+        assert again.status_code == 200, again.text
+        assert again.json()["remaining"]["samples_remaining"] == 30
+        state = assert_consistent(sidecar.admin_dir)
+        assert len(state.entry("validation")["charged_experiments"]) == 2
+    finally:
+        sidecar.stop()
+
+
+def test_kill_right_after_the_pending_record_leaves_no_trace(bench: ModeABench, root: Path) -> None:
+    commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    config = serve_config(root, bench)
+    _killed_during_eval(root, config, "ExperimentDB", "create", {"split": "train", "num_samples": 2})
+    state = read_admin(Path(root / "admin"))
+    assert [r["status"] for r in state.records.values()] == ["pending"]
+    assert state.entry("train")["runs_used"] == 0  # killed before the spend
+
+    sidecar = start_sidecar(root, config, name="restarted")
+    try:
+        state = assert_consistent(sidecar.admin_dir)
+        assert state.records == {}  # never paid, never run, never answered: removed
+        assert not any((sidecar.admin_dir / "experiments").iterdir())
+        status = httpx.get(sidecar.url + "/status").json()
+        train = next(s for s in status["splits"] if s["split"] == "train")
+        assert train["budget"]["runs_remaining"] == 2
+        assert "removed experiment" in sidecar.log_text()
+    finally:
+        sidecar.stop()
+
+
+def test_kill_right_after_claiming_the_free_baseline(bench: ModeABench, root: Path) -> None:
+    config = serve_config(root, bench)
+    _killed_during_eval(root, config, "Ledger", "claim_free_baseline",
+                        {"split": "train", "commit": bench.baseline_commit})
+    sidecar = start_sidecar(root, config, name="restarted")
+    try:
+        state = assert_consistent(sidecar.admin_dir)
+        (record,) = state.records.values()
+        assert (record["status"], record["free_baseline"], record["charged"]) == ("interrupted", True, False)
+        assert state.entry("train")["free_baseline_experiment"] == record["experiment_id"]
+        # Used is used: the baseline's next evaluation on this split is paid.
+        again = httpx.post(sidecar.url + "/eval", json={"split": "train", "commit": bench.baseline_commit},
+                           timeout=120)
+        assert again.status_code == 200 and not again.json()["free_baseline"]
+        assert again.json()["remaining"]["runs_remaining"] == 1
+        assert_consistent(sidecar.admin_dir)
+    finally:
+        sidecar.stop()
+
+
+def test_recover_settles_every_leftover_against_the_ledger(tmp_path: Path) -> None:
+    db = ExperimentDB(tmp_path)
+
+    def create(status: Literal["pending", "running"]) -> str:
+        return db.create(origin="agent", purpose="eval", split="train", dataset_id="d" * 64, commit="c" * 40,
+                         requested_ref="main", sample_ids=["a", "b"], full_split=True,
+                         charged=status == "running", status=status).experiment_id
+
+    paid, unpaid, free, running = create("pending"), create("pending"), create("pending"), create("running")
+    done = db.get(create("running"))
+    assert done is not None
+    db.finish(done, [])
+    # A crash between mkdir and the first rename leaves a directory with only a temp file.
+    unwritten = tmp_path / "0000000000001-aaaaaaaaaaaa"
+    unwritten.mkdir()
+    (unwritten / ".record.json.x1y2.tmp").write_text('{"half')
+
+    recovered = ExperimentDB(tmp_path).recover({paid: "run", free: "free_baseline", running: "run"})
+    assert sorted(recovered) == sorted([paid, free, running])
+    records = {r.experiment_id: r for r in ExperimentDB(tmp_path).all()}
+    assert set(records) == {paid, free, running, done.experiment_id}
+    assert (records[paid].status, records[paid].charged) == ("interrupted", True)
+    assert not records[paid].free_baseline
+    assert (records[free].charged, records[free].free_baseline) == (False, True)
+    assert records[running].status == "interrupted" and records[done.experiment_id].status == "done"
+    assert not (tmp_path / unpaid).exists() and not unwritten.exists()
+    assert ExperimentDB(tmp_path).recover({}) == []
