@@ -2,10 +2,11 @@
 
 Order for an optimizer ("agent") request, each step rejecting before anything is spent:
 dataset and split known -> samples resolved -> tier gate and k-anonymity floor -> commit
-validated and copied into the trusted repo -> `pending` experiment record -> budget, the
+validated and copied into the trusted repo -> [under one lock: no differencing against
+earlier evaluations of a non_viewable split -> `pending` experiment record] -> budget, the
 spend naming the experiment (the first evaluation of the baseline commit on a split is free;
 a refusal removes the pending record) -> record `running` -> clean worktree -> strategy ->
-record done. Admin requests (finalize) skip the gate and the budget.
+record done. Admin requests (finalize) skip the gate, the differencing check and the budget.
 
 An evaluation that ends abnormally is settled: failed or interrupted, or removed if it was
 never paid for. When even that write fails (a full disk) the record is settled again before
@@ -42,6 +43,8 @@ from vero.models import StrictModel
 log = logging.getLogger(__name__)
 
 DEFAULT_REF = "HEAD"
+# An agent evaluation in these states has disclosed, or may still disclose, its aggregate.
+DISCLOSING = ("pending", "running", "done")
 
 
 class EvalRequest(StrictModel):
@@ -90,6 +93,9 @@ class Engine:
         self.agent_repo = Path(agent_repo)
         self.work_dir = Path(work_dir)
         self.baseline_commit = baseline_commit
+        # One sidecar process serves an admin volume, so a thread lock makes the differencing
+        # check and the pending record it admits one step.
+        self._admission = threading.Lock()
         self._unsettled: dict[str, tuple[str, Literal["failed", "interrupted"]]] = {}
         self._unsettled_lock = threading.Lock()
 
@@ -151,10 +157,15 @@ class Engine:
 
     def _admit(self, *, purpose: str, split: str, dataset_id: str, commit: str, ref: str,
                sample_ids: list[str], full: bool) -> ExperimentRecord:
-        """Pay for an evaluation: pending record -> ledger spend naming it -> running."""
-        record = self.db.create(origin="agent", purpose=purpose, split=split, dataset_id=dataset_id,
-                                commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
-                                charged=False, status="pending")
+        """Check differencing, then pay: pending record -> ledger spend naming it -> running."""
+        with self._admission:
+            earlier = [r.sample_ids for r in self.db.all()
+                       if r.origin == "agent" and r.split == split and r.dataset_id == dataset_id
+                       and r.status in DISCLOSING]
+            self.policy.check_disclosure(split, sample_ids, earlier, self.catalog.sample_ids(split))
+            record = self.db.create(origin="agent", purpose=purpose, split=split, dataset_id=dataset_id,
+                                    commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
+                                    charged=False, status="pending")
         try:
             free = commit == self.baseline_commit and self.ledger.claim_free_baseline(
                 split, dataset_id, record.experiment_id)
