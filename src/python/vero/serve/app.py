@@ -3,9 +3,9 @@
 Every error is JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read by
 `vero.serve.body`: 413 when too large, 415 when not JSON), unknown split or dataset 400, tier
 gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by shutdown
-503. A request the app did not expect is a 500 with no internals in the body; bad input never
-reaches that path. Blocking work runs in worker threads, so /health and /status answer while
-evaluations run.
+503, a full disk 507 (whatever failed to be written). A request the app did not expect is a
+500 with no internals in the body; bad input never reaches that path. Blocking work runs in
+worker threads, so /health and /status answer while evaluations run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # pants: no-infer-dep
 from vero.core.engine import EvalRequest
 from vero.core.experiments import ExperimentRecord
 from vero.core.rejections import Rejected
+from vero.core.storage import is_disk_full
 from vero.core.strategy import EvaluationCancelled
 from vero.errors import VeroError
 from vero.serve.body import MAX_BODY_BYTES, read_model
@@ -86,6 +87,14 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         chosen = limiter.get("eval") if evaluation else None
         return await anyio.to_thread.run_sync(func, *args, limiter=chosen)
 
+    def out_of_space(what: str) -> JSONResponse:
+        paths = sidecar.config.paths
+        log.error("out of disk space: %s", what)
+        return _error(507, f"the eval sidecar is out of disk space: {what}",
+                      f"free space on the sidecar's volumes (admin {paths.admin_dir}, results "
+                      f"{paths.results_dir}, work {paths.work_dir}) and retry; `vero harbor status` shows "
+                      "the budget actually spent")
+
     def require_admin(request: Request) -> None:
         if not token_matches(request.headers.get("authorization"), sidecar.token):
             raise _Unauthorized
@@ -100,6 +109,8 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.exception_handler(VeroError)
     async def on_vero_error(_: Request, exc: VeroError) -> JSONResponse:
+        if is_disk_full(exc):
+            return out_of_space(exc.what)
         log.error("request failed: %s", exc.render())
         return _error(500, exc.what, exc.fix)
 
@@ -113,6 +124,8 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            return out_of_space(exc.strerror or str(exc))
         log.exception("unexpected error", exc_info=exc)
         return _error(500, "internal error in the eval sidecar", "see the sidecar log")
 

@@ -225,7 +225,16 @@ class Sidecar:
         disclosure = disclose(outcome.tier, experiment_id=record.experiment_id, split=record.split,
                               commit=record.commit, aggregate=record.aggregate, results=outcome.results,
                               inputs=inputs)
-        view = write_agent_view(Path(self.config.paths.results_dir), disclosure) if disclosure else None
+        results_dir = Path(self.config.paths.results_dir)
+        try:
+            view = write_agent_view(results_dir, disclosure) if disclosure else None
+        except OSError as exc:
+            # The run is paid and recorded; its aggregate (all any tier shows) must not be lost.
+            raise VeroError(f"evaluation {record.experiment_id} finished (mean score "
+                            f"{record.aggregate.mean_score:g} over {record.aggregate.n_samples} samples) but "
+                            f"its results could not be written: {exc.strerror}", where=str(results_dir),
+                            fix="free space on the results volume; the next evaluation writes its view "
+                                "again") from exc
         return EvalResponse(experiment_id=record.experiment_id, split=record.split, commit=record.commit,
                             tier=outcome.tier, aggregate=record.aggregate, free_baseline=record.free_baseline,
                             remaining=outcome.remaining, results_dir=str(view) if view else None)
