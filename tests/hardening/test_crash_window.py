@@ -13,16 +13,20 @@ real server, the real ledger and the real files.
 
 from __future__ import annotations
 
+import itertools
+import json
+import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import pytest
 
-from tests.hardening.audit import assert_consistent, read_admin
+from tests.hardening.audit import assert_consistent, read_admin, temp_files
 from tests.support.mode_a import IMPROVED_AGENT, ModeABench, commit_agent
 from tests.support.sidecar import serve_config, start_sidecar
 from vero.core.experiments import ExperimentDB
+from vero.serve.results_view import recover_views
 
 LAUNCHER = """
 import os, signal, sys
@@ -35,6 +39,29 @@ def wrapped(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
     return result
 setattr(owner, {method!r}, wrapped)
+from vero.cli import main
+main()
+"""
+
+
+# Kills the process at its N-th rename of an evaluation (instead of doing it): every atomic write
+# (records, ledger, samples, the results view) ends in one, so N = 1, 2, ... walks a kill through
+# every point between two writes.
+KILL_AT_WRITE = """
+import os, signal
+from vero.core.engine import Engine
+state = {{"armed": False, "writes": 0}}
+real_replace, real_evaluate = os.replace, Engine.evaluate
+def replace(*args, **kwargs):
+    if state["armed"]:
+        state["writes"] += 1
+        if state["writes"] == {target}:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(*args, **kwargs)
+def evaluate(self, *args, **kwargs):
+    state["armed"] = True
+    return real_evaluate(self, *args, **kwargs)
+os.replace, Engine.evaluate = replace, evaluate
 from vero.cli import main
 main()
 """
@@ -146,3 +173,79 @@ def test_recover_settles_every_leftover_against_the_ledger(tmp_path: Path) -> No
     assert records[running].status == "interrupted" and records[done.experiment_id].status == "done"
     assert not (tmp_path / unpaid).exists() and not unwritten.exists()
     assert ExperimentDB(tmp_path).recover({}) == []
+
+
+def _view(results: Path) -> dict[str, Any]:
+    """The train view, checked whole: its summary and exactly the samples it counts."""
+    assert sorted(p.name for p in results.iterdir()) == ["train"]  # no staging or aside copy left
+    summary = json.loads((results / "train" / "summary.json").read_text())
+    samples = [json.loads(p.read_text()) for p in (results / "train" / "samples").iterdir()]
+    assert len(samples) == summary["aggregate"]["n_samples"]
+    assert all(sample["score"] == 1.0 for sample in samples)
+    return dict(summary)
+
+
+def test_a_kill_at_any_write_of_an_evaluation_loses_nothing(bench: ModeABench, root: Path) -> None:
+    commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    budgets = [{"split": "train", "total_run_budget": 10}]
+    prepared = root / "prepared"
+    prepared.mkdir()
+    first = start_sidecar(prepared, serve_config(prepared, bench, budgets=budgets))
+    try:
+        assert httpx.post(first.url + "/eval", json={"split": "train", "num_samples": 1},
+                          timeout=120).status_code == 200
+    finally:
+        first.stop()
+    first_view = _view(prepared / "results")
+
+    for target in itertools.count(1):
+        run = root / f"kill-{target}"
+        shutil.copytree(prepared, run, symlinks=True)
+        config = serve_config(run, bench, budgets=budgets)
+        doomed = start_sidecar(run, config, name="doomed", code=KILL_AT_WRITE.format(target=target))
+        try:
+            response = httpx.post(doomed.url + "/eval", json={"split": "train", "num_samples": 2},
+                                  timeout=120)
+        except httpx.HTTPError:
+            assert doomed.proc.wait(timeout=30) == -9, doomed.log_text()
+        else:  # fewer writes than `target`: the evaluation went through them all
+            assert response.status_code == 200, response.text
+            doomed.stop()
+            break
+        restarted = start_sidecar(run, config, name="restarted")
+        try:
+            state = assert_consistent(restarted.admin_dir)
+            assert temp_files(restarted.admin_dir) == []
+            assert len(state.records) in (1, 2) and state.entry("train")["runs_used"] == len(state.records)
+            # The optimizer sees the earlier view or the new one, whole: never a mix, never none.
+            view = _view(restarted.results_dir)
+            assert view == first_view or (view["aggregate"]["n_samples"] == 2
+                                          and state.records[view["experiment_id"]]["status"] == "done")
+            again = httpx.post(restarted.url + "/eval", json={"split": "train", "num_samples": 3},
+                               timeout=120)
+            assert again.status_code == 200, again.text
+            assert _view(restarted.results_dir)["aggregate"]["n_samples"] == 3
+            assert_consistent(restarted.admin_dir)
+        finally:
+            restarted.stop()
+        shutil.rmtree(run)
+    # pending, ledger, running, 2 samples, done, summary, 2 view samples, 2 renames of the swap
+    assert target == 12
+
+
+def test_recover_views_touches_only_its_own_leftovers(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    (results / ".a.b.old.x1y2_z3" / "view").mkdir(parents=True)
+    (results / ".a.b.old.x1y2_z3" / "view" / "summary.json").write_text("{}")
+    (results / ".a.b.new.q9w8e7r6").mkdir()
+    (results / "kept").mkdir()
+    (results / ".kept.old.abc123" / "view").mkdir(parents=True)  # "kept" exists: only the copy goes
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (results / ".c.old.zzzzzzzz").symlink_to(elsewhere)
+    (results / ".d.draft.abc").mkdir()  # not a name the view writer makes
+    assert recover_views(results) == ["a.b"]
+    assert sorted(p.name for p in results.iterdir()) == [".c.old.zzzzzzzz", ".d.draft.abc", "a.b", "kept"]
+    assert (results / "a.b" / "summary.json").read_text() == "{}"
+    assert elsewhere.is_dir()
+    assert recover_views(results) == []

@@ -119,12 +119,11 @@ class ExperimentDB:
         return self.fail(record, error, status=status)
 
     def _remove(self, experiment_id: str) -> None:
-        # Only what `create` makes: the record, a temp file a crash left mid-write, the directory.
+        # Only what `create` makes: the record and its directory (rmdir refuses anything more).
         directory = self._dir(experiment_id)
         if not directory.is_dir():
             return
-        for leftover in [directory / RECORD, *directory.glob(f".{RECORD}.*.tmp")]:
-            leftover.unlink(missing_ok=True)
+        (directory / RECORD).unlink(missing_ok=True)
         directory.rmdir()
         fsync_dir(self.root)
 
@@ -165,11 +164,16 @@ class ExperimentDB:
         return sorted(records, key=lambda r: (r.created_at, r.experiment_id))
 
     def _remove_unwritten(self) -> None:
-        """Remove directories of records whose first write a crash cut short (no record.json)."""
+        """Remove what writes cut short by a crash left: temp files of atomic writes, and the
+        directories of records whose first write never landed (no record.json)."""
         if not self.root.is_dir():
             return
         for child in sorted(self.root.iterdir()):
-            if _ID.fullmatch(child.name) and child.is_dir() and not (child / RECORD).exists():
+            if not (_ID.fullmatch(child.name) and child.is_dir()):
+                continue
+            for leftover in [*child.glob(".*.tmp"), *(child / "samples").glob(".*.tmp")]:
+                leftover.unlink()
+            if not (child / RECORD).exists():
                 try:
                     self._remove(child.name)
                 except OSError as exc:  # not only create's files in it: leave it to the admin

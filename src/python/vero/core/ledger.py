@@ -86,9 +86,12 @@ class Ledger:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._budgets = {budget.split: budget for budget in budgets}
         self._thread_lock = threading.Lock()
-        # Fail at start, not at the first evaluation, when the file is corrupt.
+        # Fail at start, not at the first evaluation, when the file is corrupt. Under the lock no
+        # write is under way, so a temp file is what a killed writer left.
         with self._locked():
             self._read()
+            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                leftover.unlink()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

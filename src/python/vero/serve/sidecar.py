@@ -1,10 +1,11 @@
 """The sidecar's state: built once at start from a ServeConfig, shared by every request.
 
 Start-up order: directories (admin 0700, work 0711 so the harness user can reach its worktree
-but not list others), the trusted repo (restored from the baseline on first start, its SHA
-checked against `baseline_commit`), the dataset loaded and checked against the config, the
-ledger loaded (a corrupt one stops the start), experiments a previous stop cut short settled
-against the ledger's charges, the strategy built, and finally a fresh admin token.
+but not list others; a results view that a previous stop left half-swapped is put back), the
+trusted repo (restored from the baseline on first start, its SHA checked against
+`baseline_commit`), the dataset loaded and checked against the config, the ledger loaded (a
+corrupt one stops the start), experiments a previous stop cut short settled against the
+ledger's charges, the strategy built, and finally a fresh admin token.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
 from vero.models import StrictModel
 from vero.serve.config import ServeConfig
-from vero.serve.results_view import write_agent_view
+from vero.serve.results_view import recover_views, write_agent_view
 from vero.serve.token import write_admin_token
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ class Sidecar:
         self.config = config
         paths = config.paths
         _prepare_dirs(config)
+        for split in recover_views(Path(paths.results_dir)):
+            log.warning("put back the results view of split %s, which a previous stop left aside", split)
         self.repo = _trusted_repo(config)
         _clean_work_dir(self.repo, Path(paths.work_dir))
         self.db = ExperimentDB(Path(paths.admin_dir) / "experiments")
