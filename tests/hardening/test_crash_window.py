@@ -26,6 +26,7 @@ from tests.hardening.audit import assert_consistent, read_admin, temp_files
 from tests.support.mode_a import IMPROVED_AGENT, ModeABench, commit_agent
 from tests.support.sidecar import serve_config, start_sidecar
 from vero.core.experiments import ExperimentDB
+from vero.errors import VeroError
 from vero.serve.results_view import recover_views
 
 LAUNCHER = """
@@ -249,3 +250,16 @@ def test_recover_views_touches_only_its_own_leftovers(tmp_path: Path) -> None:
     assert (results / "a.b" / "summary.json").read_text() == "{}"
     assert elsewhere.is_dir()
     assert recover_views(results) == []
+
+
+def test_cached_records_follow_the_file(tmp_path: Path) -> None:
+    reader, writer = ExperimentDB(tmp_path), ExperimentDB(tmp_path)
+    created = reader.create(origin="agent", purpose="eval", split="train", dataset_id="d" * 64,
+                            commit="c" * 40, requested_ref="main", sample_ids=["a"], full_split=True,
+                            charged=True)
+    assert reader.get(created.experiment_id) is reader.get(created.experiment_id)  # parsed once
+    writer.finish(created, [])
+    assert [r.status for r in reader.all()] == ["done"]  # the rename brought a new file: read again
+    (tmp_path / created.experiment_id / "record.json").write_text("{")
+    with pytest.raises(VeroError, match="corrupt experiment record"):
+        reader.all()

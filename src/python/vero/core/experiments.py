@@ -15,6 +15,7 @@ removes its pending record at once. No paid run is ever without a record.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from vero.core.ledger import ChargeKind
 from vero.core.records import Aggregate, SampleResult, aggregate
@@ -41,7 +42,9 @@ _ID = re.compile(r"^[0-9]{13}-[0-9a-f]{12}$")
 
 
 class ExperimentRecord(StrictModel):
-    """One evaluation of one commit on some samples of one split."""
+    """One evaluation of one commit on some samples of one split (immutable: `model_copy` it)."""
+
+    model_config = ConfigDict(frozen=True)
 
     experiment_id: str
     origin: Origin
@@ -67,6 +70,9 @@ class ExperimentDB:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._lock = threading.Lock()
+        # Parsed records by id, with the (inode, mtime, size) they were read at: every admission
+        # scans the history, which must not mean parsing every record again.
+        self._parsed: dict[str, tuple[tuple[int, int, int], ExperimentRecord]] = {}
 
     def _dir(self, experiment_id: str) -> Path:
         if not _ID.fullmatch(experiment_id):
@@ -139,28 +145,35 @@ class ExperimentDB:
 
     def get(self, experiment_id: str) -> ExperimentRecord | None:
         """One record, or None. A corrupt record is a loud error."""
-        path = self._dir(experiment_id) / RECORD
+        path = os.path.join(self._dir(experiment_id), RECORD)
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                version = (info.st_ino, info.st_mtime_ns, info.st_size)  # a rename brings a new inode
+                cached = self._parsed.get(experiment_id)
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                raw = handle.read()
         except FileNotFoundError:
+            self._parsed.pop(experiment_id, None)
             return None
         try:
-            return ExperimentRecord.model_validate_json(raw)
+            record = ExperimentRecord.model_validate_json(raw)
         except ValidationError as exc:
             raise VeroError(f"corrupt experiment record: {exc.errors()[0]['msg']}", where=str(path),
                             fix="inspect or restore the file; records are never rewritten silently") from None
+        self._parsed[experiment_id] = (version, record)
+        return record
 
     def all(self) -> list[ExperimentRecord]:
         """Every record, oldest first."""
-        if not self.root.is_dir():
+        try:
+            with os.scandir(self.root) as entries:
+                names = [entry.name for entry in entries if _ID.fullmatch(entry.name)]
+        except FileNotFoundError:
             return []
-        records = []
-        for child in sorted(self.root.iterdir()):
-            # A directory without record.json is a crash between mkdir and the first write.
-            if _ID.fullmatch(child.name) and (child / RECORD).is_file():
-                record = self.get(child.name)
-                if record is not None:
-                    records.append(record)
+        # A directory without record.json (a crash between mkdir and the first write) gives None.
+        records = [record for record in map(self.get, names) if record is not None]
         return sorted(records, key=lambda r: (r.created_at, r.experiment_id))
 
     def _remove_unwritten(self) -> None:
