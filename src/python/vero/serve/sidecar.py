@@ -236,8 +236,8 @@ class Sidecar:
             raise VeroError(f"evaluation {record.experiment_id} finished (mean score "
                             f"{record.aggregate.mean_score:g} over {record.aggregate.n_samples} samples) but "
                             f"its results could not be written: {exc.strerror}", where=str(results_dir),
-                            fix="free space on the results volume; the next evaluation writes its view "
-                                "again") from exc
+                            fix="check the results volume (free space, permissions); the next evaluation "
+                                "writes its view again") from exc
         return EvalResponse(experiment_id=record.experiment_id, split=record.split, commit=record.commit,
                             tier=outcome.tier, aggregate=record.aggregate, free_baseline=record.free_baseline,
                             remaining=outcome.remaining, results_dir=str(view) if view else None)
