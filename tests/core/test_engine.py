@@ -130,7 +130,10 @@ def test_scores_and_records(setup: Setup) -> None:
     assert outcome.tier == "non_viewable"
     assert outcome.remaining is not None and outcome.remaining.samples_remaining == 11
     partial = commit_agent(setup.bench.agent_repo, PARTIAL_AGENT)
-    second = engine.evaluate(EvalRequest(split="validation", commit=partial))
+    # The whole validation split minus the first 5 would isolate the last 3 samples' sum.
+    with pytest.raises(Forbidden, match="single out a group of 3"):
+        engine.evaluate(EvalRequest(split="validation", commit=partial))
+    second = engine.evaluate(EvalRequest(split="train", commit=partial))
     assert second.record.aggregate is not None and second.record.aggregate.mean_score == 0.5
     assert second.record.full_split
     stored = engine.db.store(second.record.experiment_id).all()

@@ -92,19 +92,24 @@ def python_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
-def vero_argv(*args: str) -> list[str]:
-    """Command line of the `vero` CLI run from these sources."""
-    return [sys.executable, "-c", "from vero.cli import main; main()", *args]
+CLI_CODE = "from vero.cli import main; main()"
 
 
-def start_sidecar(root: Path, config: dict[str, Any], name: str = "sidecar", wait: float = 60.0) -> Sidecar:
+def vero_argv(*args: str, code: str = CLI_CODE) -> list[str]:
+    """Command line of the `vero` CLI run from these sources (`code` may patch vero first, then
+    run the CLI: fault injection for drills)."""
+    return [sys.executable, "-c", code, *args]
+
+
+def start_sidecar(root: Path, config: dict[str, Any], name: str = "sidecar", wait: float = 60.0,
+                  code: str = CLI_CODE) -> Sidecar:
     """Write `config` to `root/<name>.json`, start the server and wait until /health answers."""
     config_path = root / f"{name}.json"
     config_path.write_text(json.dumps(config))
     log = root / f"{name}.log"
     with log.open("ab") as handle:
-        proc = subprocess.Popen(vero_argv("harbor", "serve", "--config", str(config_path)), stdout=handle,
-                                stderr=subprocess.STDOUT, env=python_env())
+        proc = subprocess.Popen(vero_argv("harbor", "serve", "--config", str(config_path), code=code),
+                                stdout=handle, stderr=subprocess.STDOUT, env=python_env())
     url = f"http://127.0.0.1:{config['port']}"
     sidecar = Sidecar(proc=proc, url=url, config=config, log=log)
     deadline = time.monotonic() + wait

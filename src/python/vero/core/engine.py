@@ -2,9 +2,15 @@
 
 Order for an optimizer ("agent") request, each step rejecting before anything is spent:
 dataset and split known -> samples resolved -> tier gate and k-anonymity floor -> commit
-validated and copied into the trusted repo -> budget (the first evaluation of the baseline
-commit on a split is free) -> experiment record -> clean worktree -> strategy -> record done.
-Admin requests (finalize) skip the gate and the budget.
+validated and copied into the trusted repo -> [under one lock: no differencing against
+earlier evaluations of a non_viewable split -> `pending` experiment record] -> budget, the
+spend naming the experiment (the first evaluation of the baseline commit on a split is free;
+a refusal removes the pending record) -> record `running` -> clean worktree -> strategy ->
+record done. Admin requests (finalize) skip the gate, the differencing check and the budget.
+
+An evaluation that ends abnormally is settled: failed or interrupted, or removed if it was
+never paid for. When even that write fails (a full disk) the record is settled again before
+the next evaluation, and at the next start in any case (`ExperimentDB.recover`).
 
 Sample selection: `sample_ids` picks exactly those (unique, all in the split);
 `num_samples` = N picks the first N samples in split order (deterministic, so repeated
@@ -13,9 +19,12 @@ evaluations of a subset compare like with like); neither means the whole split.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -31,7 +40,11 @@ from vero.core.tiers import TierPolicy
 from vero.errors import VeroError
 from vero.models import StrictModel
 
+log = logging.getLogger(__name__)
+
 DEFAULT_REF = "HEAD"
+# An agent evaluation in these states has disclosed, or may still disclose, its aggregate.
+DISCLOSING = ("pending", "running", "done")
 
 
 class EvalRequest(StrictModel):
@@ -80,6 +93,11 @@ class Engine:
         self.agent_repo = Path(agent_repo)
         self.work_dir = Path(work_dir)
         self.baseline_commit = baseline_commit
+        # One sidecar process serves an admin volume, so a thread lock makes the differencing
+        # check and the pending record it admits one step.
+        self._admission = threading.Lock()
+        self._unsettled: dict[str, tuple[str, Literal["failed", "interrupted"]]] = {}
+        self._unsettled_lock = threading.Lock()
 
     def resolve_samples(self, split: str, sample_ids: Sequence[str] | None,
                         num_samples: int | None) -> tuple[list[str], bool]:
@@ -125,38 +143,83 @@ class Engine:
             self.policy.check_agent_request(split, len(sample_ids), len(self.catalog.sample_ids(split)))
         ref = request.commit if request.commit is not None else DEFAULT_REF
         commit = self.repo.import_commit(self.agent_repo, ref)
-        charged = free = False
+        self._settle_leftovers()
         if origin == "agent":
-            if commit == self.baseline_commit and self.ledger.claim_free_baseline(split, dataset_id):
-                free = True
-            else:
-                self.ledger.reserve(split, dataset_id, len(sample_ids))
-                charged = True
-        record = self.db.create(origin=origin, purpose=purpose, split=split, dataset_id=dataset_id,
-                                commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
-                                charged=charged, free_baseline=free)
-        results = self._run(record, progress)
-        record = self.db.finish(record, results)
+            record = self._admit(purpose=purpose, split=split, dataset_id=dataset_id, commit=commit, ref=ref,
+                                 sample_ids=sample_ids, full=full)
+        else:
+            record = self.db.create(origin=origin, purpose=purpose, split=split, dataset_id=dataset_id,
+                                    commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
+                                    charged=False)
+        record, results = self._run(record, progress)
         remaining = self.ledger.remaining(split, dataset_id) if origin == "agent" else None
         return EvalOutcome(record=record, results=results, tier=self.policy.tier(split), remaining=remaining)
 
-    def _run(self, record: ExperimentRecord, progress: ProgressCallback | None) -> list[SampleResult]:
+    def _admit(self, *, purpose: str, split: str, dataset_id: str, commit: str, ref: str,
+               sample_ids: list[str], full: bool) -> ExperimentRecord:
+        """Check differencing, then pay: pending record -> ledger spend naming it -> running."""
+        with self._admission:
+            earlier = [r.sample_ids for r in self.db.all()
+                       if r.origin == "agent" and r.split == split and r.dataset_id == dataset_id
+                       and r.status in DISCLOSING]
+            self.policy.check_disclosure(split, sample_ids, earlier, self.catalog.sample_ids(split))
+            record = self.db.create(origin="agent", purpose=purpose, split=split, dataset_id=dataset_id,
+                                    commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
+                                    charged=False, status="pending")
+        try:
+            free = commit == self.baseline_commit and self.ledger.claim_free_baseline(
+                split, dataset_id, record.experiment_id)
+            if not free:
+                self.ledger.reserve(split, dataset_id, len(sample_ids), record.experiment_id)
+            return self.db.start(record, charged=not free, free_baseline=free)
+        except BaseException as exc:
+            self._settle(record, f"could not start: {exc}", "failed")
+            raise
+
+    def _run(self, record: ExperimentRecord, progress: ProgressCallback | None,
+             ) -> tuple[ExperimentRecord, list[SampleResult]]:
         try:
             with self.repo.worktree(record.commit, self.work_dir) as worktree:
-                return self.strategy.evaluate(EvaluationContext(
+                results = self.strategy.evaluate(EvaluationContext(
                     commit=record.commit, split=record.split, worktree=worktree,
                     sample_ids=record.sample_ids, store=self.db.store(record.experiment_id),
                     progress=progress))
+            return self.db.finish(record, results), results
         except EvaluationCancelled as exc:
-            self.db.fail(record, exc.what, status="interrupted")
+            self._settle(record, exc.what, "interrupted")
             raise
         except VeroError as exc:
-            self.db.fail(record, exc.what)
+            self._settle(record, exc.what, "failed")
             raise
         except Exception as exc:
-            self.db.fail(record, f"{type(exc).__name__}: {exc}")
+            self._settle(record, f"{type(exc).__name__}: {exc}", "failed")
             raise VeroError(f"evaluation {record.experiment_id} failed: {type(exc).__name__}: {exc}",
                             fix="see the sidecar log") from exc
+
+    def _settle(self, record: ExperimentRecord, error: str, status: Literal["failed", "interrupted"]) -> None:
+        """Write the end of an abnormal evaluation; if that fails too, retry before the next one."""
+        try:
+            charge = self.ledger.charges().get(record.experiment_id) if record.status == "pending" else None
+            self.db.settle(record, error, status=status, charge=charge)
+        except (OSError, VeroError) as exc:
+            log.warning("cannot settle experiment %s yet (%s); retrying before the next evaluation",
+                        record.experiment_id, exc)
+            with self._unsettled_lock:
+                self._unsettled[record.experiment_id] = (error, status)
+            return
+        with self._unsettled_lock:
+            self._unsettled.pop(record.experiment_id, None)
+
+    def _settle_leftovers(self) -> None:
+        with self._unsettled_lock:
+            leftovers = dict(self._unsettled)
+        for experiment_id, (error, status) in leftovers.items():
+            record = self.db.get(experiment_id)
+            if record is None:
+                with self._unsettled_lock:
+                    self._unsettled.pop(experiment_id, None)
+                continue
+            self._settle(record, error, status)
 
     def split_status(self, split: str) -> SplitStatus:
         """Tier, evaluability, size and budget of one split, as the optimizer may see them."""

@@ -4,33 +4,47 @@ Layout under the database root: `<experiment id>/record.json` (an `ExperimentRec
 `<experiment id>/samples/` (a `SampleStore` with one file per sample). An evaluation that was
 running when the process died is marked `interrupted` at the next start, with an aggregate
 over what was requested (samples that never finished count as errors).
+
+A paid evaluation is written as `pending` *before* the ledger spends on it (the spend names
+the experiment id), then `running`. So a crash at any point leaves a consistent pair: a
+pending record the ledger paid for becomes `interrupted` (charged) at start; one the ledger
+never paid for was never answered nor run, and is removed; a request the ledger refuses
+removes its pending record at once. No paid run is ever without a record.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from vero.core.ledger import ChargeKind
 from vero.core.records import Aggregate, SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.errors import VeroError
-from vero.fsutil import atomic_write_model
+from vero.fsutil import atomic_write_model, fsync_dir
 from vero.models import StrictModel
 
-ExperimentStatus = Literal["running", "done", "failed", "interrupted"]
+log = logging.getLogger(__name__)
+
+ExperimentStatus = Literal["pending", "running", "done", "failed", "interrupted"]
 Origin = Literal["agent", "admin"]
 RECORD = "record.json"
 _ID = re.compile(r"^[0-9]{13}-[0-9a-f]{12}$")
 
 
 class ExperimentRecord(StrictModel):
-    """One evaluation of one commit on some samples of one split."""
+    """One evaluation of one commit on some samples of one split (immutable: `model_copy` it)."""
+
+    model_config = ConfigDict(frozen=True)
 
     experiment_id: str
     origin: Origin
@@ -56,6 +70,9 @@ class ExperimentDB:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._lock = threading.Lock()
+        # Parsed records by id, with the (inode, mtime, size) they were read at: every admission
+        # scans the history, which must not mean parsing every record again.
+        self._parsed: dict[str, tuple[tuple[int, int, int], ExperimentRecord]] = {}
 
     def _dir(self, experiment_id: str) -> Path:
         if not _ID.fullmatch(experiment_id):
@@ -64,15 +81,57 @@ class ExperimentDB:
 
     def create(self, *, origin: Origin, purpose: str, split: str, dataset_id: str, commit: str,
                requested_ref: str, sample_ids: list[str], full_split: bool, charged: bool,
-               free_baseline: bool = False) -> ExperimentRecord:
-        """Persist a new `running` record and return it."""
+               free_baseline: bool = False,
+               status: Literal["pending", "running"] = "running") -> ExperimentRecord:
+        """Persist a new `running` (or `pending`: not paid yet) record and return it.
+
+        If the write fails (e.g. a full disk) nothing is left behind.
+        """
         experiment_id = f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:12]}"
         record = ExperimentRecord(experiment_id=experiment_id, origin=origin, purpose=purpose, split=split,
                                   dataset_id=dataset_id, commit=commit, requested_ref=requested_ref,
                                   sample_ids=sample_ids, full_split=full_split, charged=charged,
-                                  free_baseline=free_baseline, created_at=time.time())
-        self.save(record)
+                                  free_baseline=free_baseline, status=status, created_at=time.time())
+        try:
+            self.save(record)
+        except BaseException:
+            self._remove(experiment_id)
+            raise
         return record
+
+    def start(self, record: ExperimentRecord, *, charged: bool, free_baseline: bool) -> ExperimentRecord:
+        """Mark a `pending` record `running` once the ledger has paid for it."""
+        running = record.model_copy(update={"status": "running", "charged": charged,
+                                            "free_baseline": free_baseline})
+        self.save(running)
+        return running
+
+    def settle(self, record: ExperimentRecord, error: str, *, status: Literal["failed", "interrupted"],
+               charge: ChargeKind | None) -> ExperimentRecord | None:
+        """The final state of an evaluation that ended abnormally; None when nothing is left of it.
+
+        `charge` is what the ledger says it paid for this experiment. A `pending` record the
+        ledger never paid for is removed (the request leaves no trace); a paid one, and a
+        `running` one, is marked `status` with `error`. Finished records are left as they are.
+        """
+        if record.status == "pending":
+            if charge is None:
+                self._remove(record.experiment_id)
+                return None
+            record = record.model_copy(update={"charged": charge == "run",
+                                               "free_baseline": charge == "free_baseline"})
+        elif record.status != "running":
+            return record
+        return self.fail(record, error, status=status)
+
+    def _remove(self, experiment_id: str) -> None:
+        # Only what `create` makes: the record and its directory (rmdir refuses anything more).
+        directory = self._dir(experiment_id)
+        if not directory.is_dir():
+            return
+        (directory / RECORD).unlink(missing_ok=True)
+        directory.rmdir()
+        fsync_dir(self.root)
 
     def save(self, record: ExperimentRecord) -> None:
         """Write `record` atomically (admin-only mode)."""
@@ -86,29 +145,52 @@ class ExperimentDB:
 
     def get(self, experiment_id: str) -> ExperimentRecord | None:
         """One record, or None. A corrupt record is a loud error."""
-        path = self._dir(experiment_id) / RECORD
+        path = os.path.join(self._dir(experiment_id), RECORD)
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                version = (info.st_ino, info.st_mtime_ns, info.st_size)  # a rename brings a new inode
+                cached = self._parsed.get(experiment_id)
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                raw = handle.read()
         except FileNotFoundError:
+            self._parsed.pop(experiment_id, None)
             return None
         try:
-            return ExperimentRecord.model_validate_json(raw)
+            record = ExperimentRecord.model_validate_json(raw)
         except ValidationError as exc:
             raise VeroError(f"corrupt experiment record: {exc.errors()[0]['msg']}", where=str(path),
                             fix="inspect or restore the file; records are never rewritten silently") from None
+        self._parsed[experiment_id] = (version, record)
+        return record
 
     def all(self) -> list[ExperimentRecord]:
         """Every record, oldest first."""
-        if not self.root.is_dir():
+        try:
+            with os.scandir(self.root) as entries:
+                names = [entry.name for entry in entries if _ID.fullmatch(entry.name)]
+        except FileNotFoundError:
             return []
-        records = []
-        for child in sorted(self.root.iterdir()):
-            # A directory without record.json is a crash between mkdir and the first write.
-            if _ID.fullmatch(child.name) and (child / RECORD).is_file():
-                record = self.get(child.name)
-                if record is not None:
-                    records.append(record)
+        # A directory without record.json (a crash between mkdir and the first write) gives None.
+        records = [record for record in map(self.get, names) if record is not None]
         return sorted(records, key=lambda r: (r.created_at, r.experiment_id))
+
+    def _remove_unwritten(self) -> None:
+        """Remove what writes cut short by a crash left: temp files of atomic writes, and the
+        directories of records whose first write never landed (no record.json)."""
+        if not self.root.is_dir():
+            return
+        for child in sorted(self.root.iterdir()):
+            if not (_ID.fullmatch(child.name) and child.is_dir()):
+                continue
+            for leftover in [*child.glob(".*.tmp"), *(child / "samples").glob(".*.tmp")]:
+                leftover.unlink()
+            if not (child / RECORD).exists():
+                try:
+                    self._remove(child.name)
+                except OSError as exc:  # not only create's files in it: leave it to the admin
+                    log.warning("left %s in place: %s", child, exc.strerror)
 
     def finish(self, record: ExperimentRecord, results: list[SampleResult]) -> ExperimentRecord:
         """Mark `record` done with the aggregate of `results`."""
@@ -137,12 +219,26 @@ class ExperimentDB:
                 started_at=record.created_at, duration_s=0.0))
         return aggregate(results)
 
-    def recover(self) -> list[str]:
-        """Mark records left `running` by a killed process as `interrupted`; return their ids."""
+    def recover(self, charges: Mapping[str, ChargeKind] | None = None) -> list[str]:
+        """Settle what a killed process left (call at start); return the ids marked `interrupted`.
+
+        `charges` are the experiments the ledger paid for (`Ledger.charges()`). A `running`
+        record becomes `interrupted`; so does a `pending` one the ledger paid for (with the
+        charge it got); a `pending` one the ledger never paid for is removed.
+        """
+        charges = charges or {}
         with self._lock:
+            self._remove_unwritten()
             recovered = []
             for record in self.all():
-                if record.status == "running":
-                    self.fail(record, "the sidecar stopped during this evaluation", status="interrupted")
+                if record.status not in ("pending", "running"):
+                    continue
+                when = "before this evaluation started" if record.status == "pending" else \
+                    "during this evaluation"
+                if self.settle(record, f"the sidecar stopped {when}", status="interrupted",
+                               charge=charges.get(record.experiment_id)) is None:
+                    log.warning("removed experiment %s: the sidecar stopped before it was paid for",
+                                record.experiment_id)
+                else:
                     recovered.append(record.experiment_id)
             return recovered

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vero.core.rejections import BadInput
+from vero.core.storage import tool_failed_for_space
 from vero.errors import VeroError
 
 FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
@@ -98,6 +99,9 @@ class TrustedRepo:
                                 capture_output=True, text=True, check=False, umask=0o022,
                                 stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
+            full = tool_failed_for_space(result.stderr, self.path)
+            if full is not None:
+                raise full
             raise VeroError(f"git {args[0]} failed: {result.stderr.strip()[-500:]}", where=str(self.path),
                             fix="check the trusted repository on the admin volume")
         return result
@@ -143,6 +147,10 @@ class TrustedRepo:
                 "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
                 "--", str(source), f"{ref}:{incoming}", env=env, check=False)
             if fetched.returncode != 0:
+                # A full admin volume is the sidecar's problem, not a bad ref.
+                full = tool_failed_for_space(fetched.stderr, self.path)
+                if full is not None:
+                    raise full
                 raise BadInput(f"cannot fetch {ref!r} from the agent repo: {_tail(fetched.stderr)}",
                                where=str(source),
                                fix="commit your work and pass an existing commit SHA or branch")

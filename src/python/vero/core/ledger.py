@@ -7,6 +7,10 @@ rejected request writes nothing; spent units are never refunded; a missing file 
 ledger, a corrupt one is a loud error (never a silent refill).
 
 A split without a configured `Budget` cannot be spent on (fail closed).
+
+Each spend names the experiment it pays for, in the same atomic write, so a crash between the
+spend and the experiment's next record write can be reconciled at start: the ledger says which
+experiments were paid for (see `ExperimentDB.recover`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pydantic import Field, ValidationError
 
@@ -36,6 +40,12 @@ class LedgerEntry(StrictModel):
     runs_used: int = Field(default=0, ge=0)
     samples_used: int = Field(default=0, ge=0)
     free_baseline_used: bool = False
+    charged_experiments: list[str] = Field(default_factory=list,
+                                           description="experiments paid from this entry, oldest first")
+    free_baseline_experiment: str | None = None
+
+
+ChargeKind: TypeAlias = Literal["run", "free_baseline"]
 
 
 class LedgerState(StrictModel):
@@ -76,9 +86,12 @@ class Ledger:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._budgets = {budget.split: budget for budget in budgets}
         self._thread_lock = threading.Lock()
-        # Fail at start, not at the first evaluation, when the file is corrupt.
+        # Fail at start, not at the first evaluation, when the file is corrupt. Under the lock no
+        # write is under way, so a temp file is what a killed writer left.
         with self._locked():
             self._read()
+            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                leftover.unlink()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -130,8 +143,21 @@ class Ledger:
         with self._locked():
             return self._remaining(self._read().entry(split, dataset_id))
 
-    def reserve(self, split: str, dataset_id: str, n_samples: int) -> Remaining:
-        """Spend one run and `n_samples` samples, or raise `BudgetExceeded` having spent nothing."""
+    def charges(self) -> dict[str, ChargeKind]:
+        """Every experiment the ledger has paid for (or given the free baseline evaluation)."""
+        with self._locked():
+            state = self._read()
+        found: dict[str, ChargeKind] = {}
+        for entry in state.entries:
+            found.update(dict.fromkeys(entry.charged_experiments, "run"))
+            if entry.free_baseline_experiment is not None:
+                found[entry.free_baseline_experiment] = "free_baseline"
+        return found
+
+    def reserve(self, split: str, dataset_id: str, n_samples: int,
+                experiment_id: str | None = None) -> Remaining:
+        """Spend one run and `n_samples` samples for `experiment_id`, or raise `BudgetExceeded`
+        having spent nothing."""
         if n_samples < 1:
             raise ValueError("a reservation covers at least one sample")
         with self._locked():
@@ -158,16 +184,20 @@ class Ledger:
                                      fix=f"request at most {before.samples_remaining} samples")
             entry.runs_used += 1
             entry.samples_used += n_samples
+            if experiment_id is not None:
+                entry.charged_experiments.append(experiment_id)
             self._write(state)
             return self._remaining(entry)
 
-    def claim_free_baseline(self, split: str, dataset_id: str) -> bool:
-        """Use the one free baseline evaluation of `(split, dataset_id)`; False when already used."""
+    def claim_free_baseline(self, split: str, dataset_id: str, experiment_id: str | None = None) -> bool:
+        """Use the one free baseline evaluation of `(split, dataset_id)` for `experiment_id`;
+        False when already used."""
         with self._locked():
             state = self._read()
             entry = state.entry(split, dataset_id)
             if entry.free_baseline_used:
                 return False
             entry.free_baseline_used = True
+            entry.free_baseline_experiment = experiment_id
             self._write(state)
             return True

@@ -3,7 +3,9 @@
 - `viewable`: the optimizer may evaluate any subset; it sees the aggregate and, per sample,
   the result (score, metrics, output, error) and the label-stripped input row.
 - `non_viewable`: the optimizer may evaluate the whole split or a subset of at least
-  `k_anonymity_floor` samples; it sees the aggregate only.
+  `k_anonymity_floor` samples; it sees the aggregate only. Aggregates of overlapping sets
+  can be subtracted (the first 6 samples minus the first 5 is sample 6), so every evaluation
+  is also checked against the earlier ones (`check_disclosure`).
 - `no_access`: the optimizer cannot evaluate it at all; only admin (finalize) scores it.
 
 A split that is not listed is `no_access` (fail closed).
@@ -11,7 +13,7 @@ A split that is not listed is `no_access` (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pydantic import JsonValue
 
@@ -51,6 +53,37 @@ class TierPolicy:
                 f"split {split!r} is non_viewable: a subset must cover at least {self.k_anonymity_floor} "
                 f"samples (requested {n_requested})",
                 fix=f"request at least {self.k_anonymity_floor} samples, or the whole split")
+
+
+    def check_disclosure(self, split: str, requested: Collection[str], earlier: Sequence[Collection[str]],
+                         everything: Sequence[str]) -> None:
+        """Raise `Forbidden` if the aggregate of `requested`, next to the aggregates of the
+        `earlier` sample sets of a non_viewable split, could isolate fewer than k samples.
+
+        The sets split the samples into groups: samples that lie in exactly the same sets. Sums
+        and differences of the aggregates tell nothing finer than the sum over each group, so
+        every group inside some set must hold at least k samples (or be the whole split, which
+        is always allowed). Repeating a set, and disjoint sets of k or more, always pass; a set
+        that overlaps an earlier one partly must leave k or more samples on each side.
+        """
+        if self.tier(split) != "non_viewable":
+            return
+        family = list(dict.fromkeys(frozenset(ids) for ids in [*earlier, requested]))
+        membership: dict[str, list[int]] = {}
+        for index, ids in enumerate(family):
+            for sample_id in ids:
+                membership.setdefault(sample_id, []).append(index)
+        groups: dict[tuple[int, ...], int] = {}
+        for indices in membership.values():
+            groups[tuple(indices)] = groups.get(tuple(indices), 0) + 1
+        smallest = min(groups.values())
+        if smallest < min(self.k_anonymity_floor, len(everything)):
+            raise Forbidden(
+                f"split {split!r} is non_viewable: next to earlier evaluations of this split, these "
+                f"samples would single out a group of {smallest} (the floor is {self.k_anonymity_floor})",
+                fix="evaluate exactly the samples of an earlier evaluation again, or samples disjoint from "
+                    f"earlier ones; a partial overlap must leave at least {self.k_anonymity_floor} samples "
+                    "on each side (num_samples=N always means the first N samples)")
 
 
 class DisclosedSample(StrictModel):

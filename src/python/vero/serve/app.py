@@ -1,10 +1,11 @@
 """The sidecar's HTTP API (SPEC §5) and the server that runs it.
 
-Every error is JSON `{"error": ..., "fix": ...}`: bad input 422, unknown split or dataset 400,
-tier gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by
-shutdown 503. A request the app did not expect is a 500 with no internals in the body; bad
-input never reaches that path. Blocking work runs in worker threads, so /health and /status
-answer while evaluations run.
+Every error is JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read by
+`vero.serve.body`: 413 when too large, 415 when not JSON), unknown split or dataset 400, tier
+gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by shutdown
+503, a full disk 507 (whatever failed to be written). A request the app did not expect is a
+500 with no internals in the body; bad input never reaches that path. Blocking work runs in
+worker threads, so /health and /status answer while evaluations run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, TypeVar
 import anyio  # pants: no-infer-dep (ships with fastapi)
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException  # pants: no-infer-dep
 from starlette.types import ASGIApp, Receive, Scope, Send  # pants: no-infer-dep
@@ -27,8 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # pants: no-infer-dep
 from vero.core.engine import EvalRequest
 from vero.core.experiments import ExperimentRecord
 from vero.core.rejections import Rejected
+from vero.core.storage import is_disk_full
 from vero.core.strategy import EvaluationCancelled
 from vero.errors import VeroError
+from vero.serve.body import MAX_BODY_BYTES, read_model
 from vero.serve.config import ServeConfig
 from vero.serve.finalize import FinalizeReport, finalize
 from vero.serve.sidecar import EvalResponse, Sidecar, StatusResponse, Submission, SubmitRequest
@@ -37,7 +39,6 @@ from vero.serve.token import token_matches
 log = logging.getLogger(__name__)
 
 STATUS_BY_KIND = {"bad_input": 422, "unknown": 400, "forbidden": 403, "budget": 429, "conflict": 409}
-MAX_BODY_BYTES = 4 * 1024 * 1024
 EVAL_THREADS = 64
 T = TypeVar("T")
 
@@ -48,7 +49,8 @@ def _error(status: int, message: str, fix: str | None = None) -> JSONResponse:
 
 
 class _BodyLimit:
-    """Refuse bodies larger than MAX_BODY_BYTES before reading them (413)."""
+    """Refuse a declared Content-Length above MAX_BODY_BYTES before reading (413); bodies without
+    one (chunked) are capped while they are read (`vero.serve.body`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -65,16 +67,6 @@ class _BodyLimit:
 
 class _Unauthorized(Exception):
     pass
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return "invalid request"
-    first = errors[0]
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{location}: {first.get('msg', 'invalid')}{more}"
 
 
 def create_app(sidecar: Sidecar) -> FastAPI:
@@ -95,6 +87,14 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         chosen = limiter.get("eval") if evaluation else None
         return await anyio.to_thread.run_sync(func, *args, limiter=chosen)
 
+    def out_of_space(what: str) -> JSONResponse:
+        paths = sidecar.config.paths
+        log.error("out of disk space: %s", what)
+        return _error(507, f"the eval sidecar is out of disk space: {what}",
+                      f"free space on the sidecar's volumes (admin {paths.admin_dir}, results "
+                      f"{paths.results_dir}, work {paths.work_dir}) and retry; `vero harbor status` shows "
+                      "the budget actually spent")
+
     def require_admin(request: Request) -> None:
         if not token_matches(request.headers.get("authorization"), sidecar.token):
             raise _Unauthorized
@@ -109,6 +109,8 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.exception_handler(VeroError)
     async def on_vero_error(_: Request, exc: VeroError) -> JSONResponse:
+        if is_disk_full(exc):
+            return out_of_space(exc.what)
         log.error("request failed: %s", exc.render())
         return _error(500, exc.what, exc.fix)
 
@@ -116,16 +118,14 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     async def on_unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
         return _error(403, "missing or invalid admin token", "send Authorization: Bearer <admin token>")
 
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_message(exc))
-
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            return out_of_space(exc.strerror or str(exc))
         log.exception("unexpected error", exc_info=exc)
         return _error(500, "internal error in the eval sidecar", "see the sidecar log")
 
@@ -138,11 +138,13 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         return await in_thread(sidecar.status)
 
     @app.post("/eval")
-    async def evaluate(body: EvalRequest) -> EvalResponse:
+    async def evaluate(request: Request) -> EvalResponse:
+        body = await read_model(request, EvalRequest)
         return await in_thread(sidecar.evaluate, body, evaluation=True)
 
     @app.post("/submit")
-    async def submit(body: SubmitRequest) -> Submission:
+    async def submit(request: Request) -> Submission:
+        body = await read_model(request, SubmitRequest)
         return await in_thread(sidecar.submit, body)
 
     @app.post("/finalize")

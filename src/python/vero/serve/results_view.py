@@ -4,12 +4,14 @@ After each optimizer evaluation the split's directory `<results_dir>/<split>/` i
 by the new evaluation's view: `summary.json` always, `samples/<sample>.json` only for a
 viewable split. The new directory is built beside the old one and swapped in by renames, so
 the destination is cleared first and a reader never sees a mix of two evaluations.
-Admin evaluations and no_access splits write nothing.
+Admin evaluations and no_access splits write nothing. A process killed between the two
+renames leaves the old view aside; `recover_views` puts it back at the next start.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -21,6 +23,9 @@ from vero.fsutil import atomic_write_model, fsync_dir
 
 SUMMARY = "summary.json"
 SAMPLES = "samples"
+_STAGING, _ASIDE = "new", "old"
+# mkdtemp's random part has no dots; a split name may.
+_LEFTOVER = re.compile(rf"\.(?P<split>.+)\.(?P<kind>{_STAGING}|{_ASIDE})\.[a-z0-9_]+")
 
 _lock = threading.Lock()
 
@@ -31,7 +36,7 @@ def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     split = disclosure.summary.split
     target = results_dir / split
-    staging = Path(tempfile.mkdtemp(prefix=f".{split}.new.", dir=results_dir))
+    staging = Path(tempfile.mkdtemp(prefix=f".{split}.{_STAGING}.", dir=results_dir))
     try:
         staging.chmod(0o755)
         atomic_write_model(staging / SUMMARY, disclosure.summary)
@@ -44,7 +49,7 @@ def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
         with _lock:
             old: Path | None = None
             if target.exists() or target.is_symlink():
-                old = Path(tempfile.mkdtemp(prefix=f".{split}.old.", dir=results_dir))
+                old = Path(tempfile.mkdtemp(prefix=f".{split}.{_ASIDE}.", dir=results_dir))
                 os.replace(target, old / "view")
             os.replace(staging, target)
             fsync_dir(results_dir)
@@ -55,3 +60,22 @@ def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
             shutil.rmtree(staging)
         raise
     return target
+
+
+def recover_views(results_dir: Path) -> list[str]:
+    """Clean up after a killed `write_agent_view` (call at start); return the splits whose view
+    was put back. Only the `.<split>.new.*` / `.<split>.old.*` directories it makes are touched."""
+    results_dir = Path(results_dir)
+    restored = []
+    # Sorted, so a split's staging copy (".new.") goes before its old view (".old.") comes back.
+    for path in sorted(results_dir.iterdir()):
+        leftover = _LEFTOVER.fullmatch(path.name)
+        if leftover is None or path.is_symlink() or not path.is_dir():
+            continue
+        kind, target = leftover["kind"], results_dir / leftover["split"]
+        if kind == _ASIDE and (path / "view").is_dir() and not (target.exists() or target.is_symlink()):
+            os.replace(path / "view", target)
+            restored.append(target.name)
+        shutil.rmtree(path)
+    fsync_dir(results_dir)
+    return restored

@@ -1,10 +1,11 @@
 """The sidecar's state: built once at start from a ServeConfig, shared by every request.
 
 Start-up order: directories (admin 0700, work 0711 so the harness user can reach its worktree
-but not list others), the trusted repo (restored from the baseline on first start, its SHA
-checked against `baseline_commit`), interrupted experiments marked, the dataset loaded and
-checked against the config, the ledger loaded (a corrupt one stops the start), the strategy
-built, and finally a fresh admin token.
+but not list others; a results view that a previous stop left half-swapped is put back), the
+trusted repo (restored from the baseline on first start, its SHA checked against
+`baseline_commit`), the dataset loaded and checked against the config, the ledger loaded (a
+corrupt one stops the start), experiments a previous stop cut short settled against the
+ledger's charges, the strategy built, and finally a fresh admin token.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
 from vero.models import StrictModel
 from vero.serve.config import ServeConfig
-from vero.serve.results_view import write_agent_view
+from vero.serve.results_view import recover_views, write_agent_view
 from vero.serve.token import write_admin_token
 
 log = logging.getLogger(__name__)
@@ -177,11 +178,11 @@ class Sidecar:
         self.config = config
         paths = config.paths
         _prepare_dirs(config)
+        for split in recover_views(Path(paths.results_dir)):
+            log.warning("put back the results view of split %s, which a previous stop left aside", split)
         self.repo = _trusted_repo(config)
         _clean_work_dir(self.repo, Path(paths.work_dir))
         self.db = ExperimentDB(Path(paths.admin_dir) / "experiments")
-        for experiment_id in self.db.recover():
-            log.warning("experiment %s was interrupted by a previous stop", experiment_id)
         if config.mode == "A":
             assert config.mode_a is not None
             self.catalog: ModeADataset | Partition = load_mode_a_dataset(Path(config.mode_a.dataset_dir))
@@ -190,6 +191,8 @@ class Sidecar:
             self.catalog = make_partition(config.mode_b.partition, "serve.json: mode_b.partition")
         _check_splits(config, self.catalog)
         self.ledger = Ledger(Path(paths.admin_dir) / "ledger.json", config.budgets)
+        for experiment_id in self.db.recover(self.ledger.charges()):
+            log.warning("experiment %s was interrupted by a previous stop", experiment_id)
         self.strategy = _build_strategy(config, self.catalog, resolve_user(config.harness_user),
                                         _secret_env(config.secrets))
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
@@ -225,7 +228,16 @@ class Sidecar:
         disclosure = disclose(outcome.tier, experiment_id=record.experiment_id, split=record.split,
                               commit=record.commit, aggregate=record.aggregate, results=outcome.results,
                               inputs=inputs)
-        view = write_agent_view(Path(self.config.paths.results_dir), disclosure) if disclosure else None
+        results_dir = Path(self.config.paths.results_dir)
+        try:
+            view = write_agent_view(results_dir, disclosure) if disclosure else None
+        except OSError as exc:
+            # The run is paid and recorded; its aggregate (all any tier shows) must not be lost.
+            raise VeroError(f"evaluation {record.experiment_id} finished (mean score "
+                            f"{record.aggregate.mean_score:g} over {record.aggregate.n_samples} samples) but "
+                            f"its results could not be written: {exc.strerror}", where=str(results_dir),
+                            fix="check the results volume (free space, permissions); the next evaluation "
+                                "writes its view again") from exc
         return EvalResponse(experiment_id=record.experiment_id, split=record.split, commit=record.commit,
                             tier=outcome.tier, aggregate=record.aggregate, free_baseline=record.free_baseline,
                             remaining=outcome.remaining, results_dir=str(view) if view else None)

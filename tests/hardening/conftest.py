@@ -1,0 +1,22 @@
+"""Fixtures for the hardening drills: a generated Mode A benchmark and a root the harness user
+can traverse (see tests/support)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mode_a import ModeABench, make_mode_a_bench, shared_tmp
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> ModeABench:
+    return make_mode_a_bench(tmp_path / "bench", {"train": 6, "validation": 8, "test": 6})
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    with shared_tmp() as path:
+        yield path
