@@ -19,6 +19,7 @@ from pydantic import JsonValue
 
 from vero.core.benchmark import AccessTier, SplitAccess
 from vero.core.records import Aggregate, SampleResult
+from vero.core.redaction import Redactor
 from vero.core.rejections import Forbidden
 from vero.models import StrictModel
 
@@ -117,17 +118,22 @@ class Disclosure(StrictModel):
 
 def disclose(tier: AccessTier, *, experiment_id: str, split: str, commit: str, aggregate: Aggregate,
              results: Sequence[SampleResult], inputs: Mapping[str, JsonValue] | None = None,
-             ) -> Disclosure | None:
-    """The optimizer's view of an evaluation under `tier`; None for no_access."""
+             redactor: Redactor | None = None) -> Disclosure | None:
+    """The optimizer's view of an evaluation under `tier`; None for no_access.
+
+    Candidate-controlled text (outputs, errors) passes through `redactor` when given.
+    """
     if tier == "no_access":
         return None
     summary = DisclosedSummary(experiment_id=experiment_id, split=split, commit=commit, tier=tier,
                                aggregate=aggregate)
     if tier == "non_viewable":
         return Disclosure(summary=summary)
+    redact = redactor or Redactor({})
     samples = [
-        DisclosedSample(sample_id=r.sample_id, score=r.score, metrics=r.metrics, output=r.output,
-                        error=r.error, duration_s=r.duration_s, input=(inputs or {}).get(r.sample_id))
+        DisclosedSample(sample_id=r.sample_id, score=r.score, metrics=r.metrics, output=redact.json(r.output),
+                        error=None if r.error is None else redact.text(r.error), duration_s=r.duration_s,
+                        input=redact.json((inputs or {}).get(r.sample_id)))
         for r in results
     ]
     return Disclosure(summary=summary, samples=samples)

@@ -30,6 +30,7 @@ from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger, Remaining
 from vero.core.mode_a import ModeAStrategy
 from vero.core.records import Aggregate
+from vero.core.redaction import MIN_REDACTED_LENGTH, Redactor
 from vero.core.rejections import Conflict
 from vero.core.sandbox import SandboxUser, resolve_user
 from vero.core.scorer import load_scorer
@@ -193,8 +194,12 @@ class Sidecar:
         self.ledger = Ledger(Path(paths.admin_dir) / "ledger.json", config.budgets)
         for experiment_id in self.db.recover(self.ledger.charges()):
             log.warning("experiment %s was interrupted by a previous stop", experiment_id)
-        self.strategy = _build_strategy(config, self.catalog, resolve_user(config.harness_user),
-                                        _secret_env(config.secrets))
+        secret_env = _secret_env(config.secrets)
+        self.redactor = Redactor(secret_env)
+        for name in Redactor.too_short(secret_env):
+            log.warning("secret %s is shorter than %d characters: it cannot be redacted from results", name,
+                        MIN_REDACTED_LENGTH)
+        self.strategy = _build_strategy(config, self.catalog, resolve_user(config.harness_user), secret_env)
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
         self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
                              strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
@@ -227,7 +232,7 @@ class Sidecar:
             inputs = {sid: strategy.agent_input(record.split, sid) for sid in record.sample_ids}
         disclosure = disclose(outcome.tier, experiment_id=record.experiment_id, split=record.split,
                               commit=record.commit, aggregate=record.aggregate, results=outcome.results,
-                              inputs=inputs)
+                              inputs=inputs, redactor=self.redactor)
         results_dir = Path(self.config.paths.results_dir)
         try:
             view = write_agent_view(results_dir, disclosure) if disclosure else None
