@@ -48,7 +48,8 @@ def test_a_leaky_candidate_cannot_show_the_secret(bench: ModeABench, root: Path,
         assert not any(SECRET in text for text in shown)
         assert any("[redacted VERO_TEST_API_KEY]" in text for text in shown)
         # The trusted side still holds the real output: redaction is only for the optimizer's view.
-        stored = [p.read_text() for p in (Path(sidecar.config.paths.admin_dir) / "experiments").rglob("*.json")]
+        experiments = Path(sidecar.config.paths.admin_dir) / "experiments"
+        stored = [p.read_text() for p in experiments.rglob("*.json")]
         assert any(SECRET in text for text in stored)
     finally:
         sidecar.close()

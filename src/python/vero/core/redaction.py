@@ -21,10 +21,9 @@ class Redactor:
     """Replaces each secret value (longest first) with `[redacted NAME]`."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        self._pairs = sorted(
-            ((value, f"[redacted {name}]") for name, value in secrets.items() if len(value) >= MIN_REDACTED_LENGTH),
-            key=lambda pair: -len(pair[0]),
-        )
+        pairs = [(value, f"[redacted {name}]") for name, value in secrets.items()
+                 if len(value) >= MIN_REDACTED_LENGTH]
+        self._pairs = sorted(pairs, key=lambda pair: -len(pair[0]))
 
     @staticmethod
     def too_short(secrets: Mapping[str, str]) -> list[str]:
