@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.results import record
 from tests.support.mode_a import (
     ENTRYPOINT,
     IMPROVED_AGENT,
@@ -111,6 +112,8 @@ def main() -> None:
             plain_ms, admit_ms, eval_ms = measure(Path(scratch), work, n_records, args.repeats)
         print(f"{n_records:>8} {plain_ms:>9.2f} {admit_ms:>9.2f} {admit_ms / plain_ms:>12.2f} "
               f"{eval_ms:>17.1f} {admit_ms / eval_ms:>11.3f}")
+        record("admission_overhead", f"admission vs a 1-sample eval, {n_records} earlier records",
+               admit_ms / eval_ms, f"{admit_ms:.1f} vs {eval_ms:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.results import record
 from vero.modeb.collate import RunNote, collate
 from vero.modeb.config import CollationSettings
 from vero.modeb.tasks import TaskRef
@@ -134,6 +135,8 @@ def main() -> None:
         print(f"floor (glob + read + json.loads): {n_files} files in {floor_s:.3f}s {best}")
         print(f"collation (read_jobs + collate):  {n_samples} samples in {collate_s:.3f}s {best}")
         print(f"ratio collation/floor: {collate_s / floor_s:.2f}")
+        record("collate", f"collation vs read+parse floor, {args.tasks} tasks x {args.attempts} attempts",
+               collate_s / floor_s, f"{collate_s:.2f} vs {floor_s:.2f} s")
     finally:
         shutil.rmtree(workdir)
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.results import record
 from vero.build.compiler import build_task
 from vero.build.config import ModeABuild
 from vero.build.dataset import inspect_dataset
@@ -162,6 +163,9 @@ def main() -> None:
         print(f"  of which dataset validation (sidecar loader):    {t_validate:.2f} s")
         print(f"ratio compile / floor: {t_compile / t_floor:.2f}x  (best of {args.repeat} interleaved runs; "
               f"median ratio {statistics.median(runs['compile']) / statistics.median(runs['floor']):.2f}x)")
+        record("compile", f"vero harbor build vs I/O floor, {total / 1e6:.0f} MB in {len(files)} files",
+               t_compile / t_floor,
+               f"{t_compile:.2f} vs {t_floor:.2f} s (dataset validation {t_validate:.2f} s)")
 
 
 if __name__ == "__main__":

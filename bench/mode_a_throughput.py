@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.results import record
 from tests.support.mode_a import (
     ENTRYPOINT,
     IMPROVED_AGENT,
@@ -140,6 +141,10 @@ def main() -> None:
             engine_s, bare_s = statistics.median(engine), statistics.median(bare)
             print(f"{concurrency:>11} {engine_s:>9.2f} {args.samples / engine_s:>9.1f} {bare_s:>8.2f} "
                   f"{args.samples / bare_s:>8.1f} {bare_s / engine_s:>6.2f}")
+            record("mode_a_throughput", f"engine vs bare loop samples/s, concurrency {concurrency}",
+                   bare_s / engine_s,
+                   f"{args.samples / engine_s:.1f} vs {args.samples / bare_s:.1f} samples/s, "
+                   f"{args.work_ms:g} ms entrypoint")
     print(f"medians of {args.repeats} interleaved runs; "
           "ratio = engine samples/s divided by bare-loop samples/s (1.0 = no overhead)")
 

@@ -2,7 +2,7 @@
 
 Run from the repository root with any Python 3 (it drives ./pants, so not under `./pants run`):
 
-    python3 bench/pants_cache.py [--targets //tasks:foo ...] [--edit tasks/foo/agent/README.md]
+    python3 -m bench.pants_cache [--targets //tasks:foo ...] [--edit tasks/foo/agent/README.md]
 
 Prints the time of each scenario and its ratio to a clean build measured in the same run:
 clean build (no process cache, no pantsd) twice, with a byte-for-byte comparison of the two
@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.results import record
 
 # pantsd learns of edits through inotify; a command issued within milliseconds of an edit can
 # still be served from memory, which no human typing a command would see.
@@ -104,6 +106,8 @@ def main() -> None:
     print(f"{'scenario':<{width}}  {'seconds':>8}  {'ratio':>6}  notes")
     for name, seconds, notes in rows:
         print(f"{name:<{width}}  {seconds:8.2f}  {seconds / clean1:6.3f}  {notes}")
+        if name != rows[0][0]:
+            record("pants_cache", f"{name} vs clean build", seconds / clean1, f"{seconds:.1f} s; {notes}")
     if not same:
         sys.exit("the two clean builds differ")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.results import record
 from tests.support.mode_a import (
     ENTRYPOINT,
     IMPROVED_AGENT,
@@ -145,6 +146,13 @@ def main() -> None:
     served = len(latencies["/eval"]) * n / wall
     print(f"sample throughput under load {served:.1f}/s vs scoring alone {n / alone:.1f}/s "
           f"(ratio {served / (n / alone):.2f})")
+    status = latencies["/status"]
+    record("serve_load", "/eval (one client) vs scoring alone, time", single_eval / alone,
+           f"{single_eval * 1000:.0f} vs {alone * 1000:.0f} ms")
+    record("serve_load", f"samples/s under {args.clients} clients vs scoring alone", served / (n / alone),
+           f"/status p50 {percentile(status, 50) * 1000:.0f} ms, p99 {percentile(status, 99) * 1000:.0f} ms; "
+           f"/eval p50 {percentile(latencies['/eval'], 50) * 1000:.0f} ms, "
+           f"p99 {percentile(latencies['/eval'], 99) * 1000:.0f} ms; {len(failures)} failures")
     for failure in failures[:5]:
         print("  failure:", failure)
 
