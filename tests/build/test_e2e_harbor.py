@@ -47,18 +47,8 @@ def baseline_score(task_dir: Path, split: str) -> float:
     return float(total) / len(rows)
 
 
-@pytest.mark.parametrize("origin", ["vero-harbor-build", "pants-package"])
-def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path, origin: str) -> None:
-    require_base_image()
-    reap_stale_projects(TRIAL_PREFIX)
-    # A unique task dir name: Harbor names the trial, and so the compose project, after it.
-    task = tmp_path / f"{TRIAL_PREFIX}{uuid.uuid4().hex[:10]}"
-    if origin == "pants-package":
-        # The `//tasks:foo` harbor_task, compiled by the Pants plugin (its codegen output).
-        assert verify_seal(PANTS_BUILT).ok, f"{PANTS_BUILT} is missing or does not match its seal"
-        shutil.copytree(PANTS_BUILT, task, symlinks=True)
-    else:
-        build_task(FOO / "build.yaml", task, RUNTIME_PEX, {})
+def _harbor_oracle_trial(task: Path, tmp_path: Path) -> Path:
+    """Run the oracle on `task` with the real harbor CLI; return the one trial's directory."""
     jobs = tmp_path / "jobs"
     job = f"vero-e2e-{uuid.uuid4().hex[:10]}"
     env = {**os.environ, "HARBOR_TELEMETRY": "0"}
@@ -73,16 +63,64 @@ def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path, origin: str)
         assert result["exception_info"] is None, result["exception_info"]
         reward = json.loads((trials[0] / "verifier/reward.json").read_text())
         assert result["verifier_result"]["rewards"] == reward
-        # The sidecar's trusted baseline score equals the one computed here from the same files.
-        expected_baseline = baseline_score(task, "test")
-        baseline = json.loads((trials[0] / "verifier/baseline.json").read_text())
-        assert baseline == {"accuracy": expected_baseline}
-        assert reward["accuracy"] > expected_baseline, (reward, expected_baseline)
-        oracle_log = (trials[0] / "agent/oracle.txt").read_text()
-        assert '"source"' not in oracle_log and '"split": "validation"' in oracle_log
+        return trials[0]
     finally:
         for trial in (jobs / job).glob("*/"):
             remove_project(f"{trial.name.lower()}__env")
+
+
+@pytest.mark.parametrize("origin", ["vero-harbor-build", "pants-package"])
+def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path, origin: str) -> None:
+    require_base_image()
+    reap_stale_projects(TRIAL_PREFIX)
+    # A unique task dir name: Harbor names the trial, and so the compose project, after it.
+    task = tmp_path / f"{TRIAL_PREFIX}{uuid.uuid4().hex[:10]}"
+    if origin == "pants-package":
+        # The `//tasks:foo` harbor_task, compiled by the Pants plugin (its codegen output).
+        assert verify_seal(PANTS_BUILT).ok, f"{PANTS_BUILT} is missing or does not match its seal"
+        shutil.copytree(PANTS_BUILT, task, symlinks=True)
+    else:
+        build_task(FOO / "build.yaml", task, RUNTIME_PEX, {})
+    trial = _harbor_oracle_trial(task, tmp_path)
+    reward = json.loads((trial / "verifier/reward.json").read_text())
+    # The sidecar's trusted baseline score equals the one computed here from the same files.
+    expected_baseline = baseline_score(task, "test")
+    baseline = json.loads((trial / "verifier/baseline.json").read_text())
+    assert baseline == {"accuracy": expected_baseline}
+    assert reward["accuracy"] > expected_baseline, (reward, expected_baseline)
+    report = json.loads((trial / "verifier/finalize.json").read_text())
+    assert report["rewards"] == reward and report["candidate"] is not None
+    oracle_log = (trial / "agent/oracle.txt").read_text()
+    assert '"source"' not in oracle_log and '"split": "validation"' in oracle_log
+
+
+FORGER = """#!/usr/bin/env bash
+# A dishonest optimizer: no improvement, but a process that outlives the agent phase and keeps
+# writing a perfect reward where Harbor's verifier will look for it.
+nohup setsid bash -c 'while true; do
+  echo "{\\"accuracy\\": 0.999}" > /logs/verifier/.forged 2>/dev/null &&
+    mv -f /logs/verifier/.forged /logs/verifier/reward.json 2>/dev/null
+  echo 0.999 > /logs/verifier/reward.txt 2>/dev/null
+  sleep 0.02
+done' >/dev/null 2>&1 &
+sleep 1
+"""
+
+
+def test_an_optimizer_process_left_running_cannot_forge_the_reward(tmp_path: Path) -> None:
+    require_base_image()
+    reap_stale_projects(TRIAL_PREFIX)
+    bench = tmp_path / "foo"
+    shutil.copytree(FOO, bench)
+    (bench / "solution" / "solve.sh").write_text(FORGER)
+    task = tmp_path / f"{TRIAL_PREFIX}{uuid.uuid4().hex[:10]}"
+    build_task(bench / "build.yaml", task, RUNTIME_PEX, {})
+    trial = _harbor_oracle_trial(task, tmp_path)
+    reward = json.loads((trial / "verifier/reward.json").read_text())
+    # Nothing was submitted or evaluated: finalize scores nothing (or the baseline), never 0.999.
+    assert reward["accuracy"] < 0.999, reward
+    assert reward == json.loads((trial / "verifier/finalize.json").read_text())["rewards"]
+    assert not (trial / "verifier/reward.txt").exists()
 
 
 # --- trust boundary on a live compose project ---------------------------------------------------------

@@ -109,6 +109,9 @@ def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...
     baseline = report.get("baseline")
     if isinstance(baseline, dict):
         _write(output.with_name("baseline.json"), baseline)
+    # The whole report (candidate, source, ranking) stays with the trial: the sidecar's own copy
+    # goes away with its volume.
+    _write(output.with_name("finalize.json"), report)
     for error in report.get("errors") or []:
         click.echo(f"warning: {error}", err=True)
     _print(report)
