@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.mode_a import (
+    BASELINE_AGENT,
     ENTRYPOINT,
     IMPROVED_AGENT,
     LABEL_FIELDS,
     PARTIAL_AGENT,
     ModeABench,
     commit_agent,
+    git,
     make_mode_a_bench,
     shared_tmp,
 )
@@ -193,3 +195,21 @@ def test_split_status_reports_exhausted_budgets(setup: Setup) -> None:
     engine.ledger.claim_free_baseline("train", engine.catalog.dataset_id)
     assert not engine.split_status("train").evaluable
     assert engine.split_status("validation").tier == "non_viewable"
+
+
+def test_read_only_paths_are_enforced_on_commits(setup: Setup) -> None:
+    engine, bench = setup.engine, setup.bench
+    engine.read_only_paths = ("agent.py", "*.md")
+    changed = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    with pytest.raises(Forbidden, match=r"changes read-only path\(s\): agent.py"):
+        engine.evaluate(EvalRequest(split="train", commit=changed))
+    assert _spent(setup, "train") == (0, 0)
+    # Back to the baseline's agent.py, plus a new file: allowed. Paths are literal, not globs.
+    (bench.agent_repo / "agent.py").write_text(BASELINE_AGENT)
+    (bench.agent_repo / "notes.md").write_text("notes\n")
+    git(bench.agent_repo, "add", "agent.py", "notes.md")
+    git(bench.agent_repo, "commit", "-q", "--no-verify", "-m", "revert, add notes")
+    outcome = engine.evaluate(EvalRequest(split="train"))
+    assert outcome.record.status == "done"
+    # Admin evaluations (finalize's re-scores) are not refused by the check.
+    assert engine.evaluate(EvalRequest(split="train", commit=changed), origin="admin").record.status == "done"

@@ -60,6 +60,7 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         targets=config.targets,
         submit_enabled=config.submit_enabled,
         score_baseline=config.score_baseline,
+        read_only_paths=config.read_only_paths,
         k_anonymity_floor=config.k_anonymity_floor,
         secrets=config.secrets,
         max_concurrency=config.max_concurrency,

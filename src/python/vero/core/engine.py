@@ -34,7 +34,7 @@ from vero.core.experiments import ExperimentDB, ExperimentRecord, Origin
 from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger, Remaining
 from vero.core.records import SampleResult
-from vero.core.rejections import BadInput, UnknownSplit
+from vero.core.rejections import BadInput, Forbidden, UnknownSplit
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, EvaluationStrategy, ProgressCallback
 from vero.core.tiers import TierPolicy
 from vero.errors import VeroError
@@ -83,7 +83,7 @@ class Engine:
 
     def __init__(self, *, catalog: SplitCatalog, policy: TierPolicy, ledger: Ledger, db: ExperimentDB,
                  strategy: EvaluationStrategy, repo: TrustedRepo, agent_repo: Path, work_dir: Path,
-                 baseline_commit: str) -> None:
+                 baseline_commit: str, read_only_paths: Sequence[str] = ()) -> None:
         self.catalog = catalog
         self.policy = policy
         self.ledger = ledger
@@ -93,6 +93,7 @@ class Engine:
         self.agent_repo = Path(agent_repo)
         self.work_dir = Path(work_dir)
         self.baseline_commit = baseline_commit
+        self.read_only_paths = tuple(read_only_paths)
         # One sidecar process serves an admin volume, so a thread lock makes the differencing
         # check and the pending record it admits one step.
         self._admission = threading.Lock()
@@ -143,6 +144,8 @@ class Engine:
             self.policy.check_agent_request(split, len(sample_ids), len(self.catalog.sample_ids(split)))
         ref = request.commit if request.commit is not None else DEFAULT_REF
         commit = self.repo.import_commit(self.agent_repo, ref)
+        if origin == "agent":
+            self.check_read_only_paths(commit)
         self._settle_leftovers()
         if origin == "agent":
             record = self._admit(purpose=purpose, split=split, dataset_id=dataset_id, commit=commit, ref=ref,
@@ -154,6 +157,18 @@ class Engine:
         record, results = self._run(record, progress)
         remaining = self.ledger.remaining(split, dataset_id) if origin == "agent" else None
         return EvalOutcome(record=record, results=results, tier=self.policy.tier(split), remaining=remaining)
+
+    def check_read_only_paths(self, commit: str) -> None:
+        """Refuse a candidate that changes a read-only path relative to the baseline.
+
+        The lock in the optimizer's work tree (seed.sh) is advisory; this check is what holds.
+        """
+        changed = self.repo.changed_paths(self.baseline_commit, commit, self.read_only_paths)
+        if changed:
+            shown = ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else "")
+            raise Forbidden(f"commit {commit[:12]} changes read-only path(s): {shown}",
+                            fix=f"restore them from the baseline (git checkout {self.baseline_commit[:12]} -- "
+                                "<path>) and commit again; read-only paths must stay as the baseline has them")
 
     def _admit(self, *, purpose: str, split: str, dataset_id: str, commit: str, ref: str,
                sample_ids: list[str], full: bool) -> ExperimentRecord:

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,6 +123,15 @@ class TrustedRepo:
         result = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
                            check=False)
         return result.stdout.strip() if result.returncode == 0 else None
+
+    def changed_paths(self, base: str, commit: str, paths: Sequence[str]) -> list[str]:
+        """Files under `paths` (literal, relative to the repo root) that differ between two commits."""
+        if not paths:
+            return []
+        result = self._git("diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", "--no-textconv",
+                           validate_ref(base), validate_ref(commit), "--",
+                           *(f":(literal){path}" for path in paths))
+        return sorted(name for name in result.stdout.split("\0") if name)
 
     def import_commit(self, source: Path, ref: str) -> str:
         """Copy the commit `ref` names in the untrusted repo `source` into this repo; return its SHA.

@@ -59,6 +59,8 @@ class ServeConfig(StrictModel):
     targets: list[Target]
     submit_enabled: bool = True
     score_baseline: bool = False
+    read_only_paths: list[str] = Field(default_factory=list,
+                                       description="repo paths a candidate must leave as the baseline has them")
     k_anonymity_floor: int = Field(default=5, ge=1)
     secrets: list[str] = Field(default_factory=list)
     max_concurrency: int = Field(default=4, ge=1)

@@ -203,7 +203,8 @@ class Sidecar:
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
         self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
                              strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
-                             work_dir=Path(paths.work_dir), baseline_commit=config.baseline_commit)
+                             work_dir=Path(paths.work_dir), baseline_commit=config.baseline_commit,
+                             read_only_paths=config.read_only_paths)
         self.submission_path = Path(paths.admin_dir) / SUBMISSION
         self._submit_lock = threading.Lock()
         self.token = write_admin_token(Path(paths.token_file))
@@ -266,6 +267,7 @@ class Sidecar:
                            fix="the best evaluated candidate is selected automatically")
         ref = request.commit if request.commit is not None else "HEAD"
         commit = self.repo.import_commit(Path(self.config.paths.agent_repo), ref)
+        self.engine.check_read_only_paths(commit)
         submission = Submission(commit=commit, requested_ref=ref, submitted_at=time.time())
         with self._submit_lock:
             atomic_write_model(self.submission_path, submission, mode=0o600)
