@@ -355,3 +355,44 @@ def test_stop_interrupts_an_evaluation_and_keeps_finished_samples(tmp_path: Path
         with pytest.raises(EvaluationCancelled):
             strategy.evaluate(context)
     strategy.close()
+
+
+# Detaches a grandchild into its own session (out of the sample's process group, which the
+# sandbox kills) and records its pid: a candidate trying to leave something running.
+DETACHING_AGENT = """
+import os, time
+def solve(row):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(os.path.join(os.environ["VERO_TEST_PIDS"], str(os.getpid())), "w"):
+                pass
+            time.sleep(300)
+        os._exit(0)
+    time.sleep(0.2)
+    return {"answer": 0}
+"""
+
+
+@needs_root
+def test_processes_a_candidate_detaches_do_not_outlive_the_evaluation(tmp_path: Path,
+                                                                     worktree_parent: Path) -> None:
+    pids_dir = worktree_parent / "pids"
+    pids_dir.mkdir(mode=0o777)
+    pids_dir.chmod(0o777)
+    repo, commit, parent = _checkout(tmp_path, worktree_parent, DETACHING_AGENT)
+    bench_dataset = load_mode_a_dataset(tmp_path / "bench" / "dataset")
+    strategy = _strategy(bench_dataset, tmp_path / "bench" / "scorer.py", resolve_user("nobody"), parent,
+                         label_fields=LABEL_FIELDS, secret_env={"VERO_TEST_PIDS": str(pids_dir)})
+    try:
+        with repo.worktree(commit, parent) as worktree:
+            ids = bench_dataset.sample_ids("test")[:3]
+            results = strategy.evaluate(EvaluationContext(commit=commit, split="test", worktree=worktree,
+                                                          sample_ids=ids, store=SampleStore(tmp_path / "s")))
+    finally:
+        strategy.close()
+    assert all(r.error is None for r in results), [r.error for r in results]
+    detached = [int(p.name) for p in pids_dir.iterdir()]
+    assert len(detached) == 3
+    for pid in detached:
+        assert not Path(f"/proc/{pid}").exists(), f"detached candidate process {pid} survived the evaluation"

@@ -2,14 +2,17 @@
 
 When a harness user is configured the sidecar must be root: the command is wrapped in
 `setpriv` (new uid/gid, no supplementary groups, no capabilities, no_new_privs, killed if
-the sidecar dies). A timeout kills the whole process group, and so does a normal exit (no
-stray background process outlives its sample). stdout/stderr go to temp files of which only
+the sidecar dies). A timeout kills the whole process group, and so does a normal exit.
+A candidate can still leave its group (`setsid`) and outlive its sample: the sidecar is
+made a child subreaper, so such orphans become its children, and `kill_orphans` ends every
+one of them that runs as the harness user. stdout/stderr go to temp files of which only
 the tail is kept, so a chatty candidate cannot exhaust the sidecar's memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import signal
@@ -120,6 +123,55 @@ class ProcessGroups:
             groups = list(self._groups)
         for pgid in groups:
             _kill_group(pgid)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants of this process its children instead of init's (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _children_of_uid(uid: int) -> list[int]:
+    """Pids of this process's children whose real uid is `uid`."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as handle:
+                fields = dict(line.split(":\t", 1) for line in handle if ":\t" in line)
+        except OSError:
+            continue  # exited meanwhile
+        if fields.get("PPid", "").strip() == me and fields.get("Uid", "").split()[:1] == [str(uid)]:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_orphans(uid: int, rounds: int = 50) -> int:
+    """SIGSTOP, SIGKILL and reap every child of this process running as `uid`; return how many.
+
+    Only safe while no sample of that user is running (its own process is such a child too).
+    """
+    killed = 0
+    for _ in range(rounds):
+        pids = _children_of_uid(uid)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)  # a stopped process cannot fork a replacement
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            killed += 1
+    return killed
 
 
 def _feed(stdin: IO[bytes] | None, data: bytes) -> None:
