@@ -223,10 +223,11 @@ async def render_harbor_task(
         raise HarborTaskError(
             f"{fs.address}: the compiler needs `git`; install it (looked in {', '.join(_GIT_SEARCH_PATH)})."
         )
-    missing_secrets = [name for name in facts.secrets if name not in host_env]
+    # Compose's `${NAME:?}` guard refuses an empty value too.
+    missing_secrets = [name for name in facts.secrets if not host_env.get(name)]
     if missing_secrets:
         raise HarborTaskError(
-            f"{fs.address}: {fs.config.file_path} declares secret(s) that are not set in the environment: "
+            f"{fs.address}: {fs.config.file_path} declares secret(s) that are not set (or empty) in the environment: "
             f"{', '.join(missing_secrets)}. Export them before packaging (only their presence is checked; "
             "the values never enter the build)."
         )

@@ -215,7 +215,8 @@ def test_missing_input_names_the_path_and_target(rule_runner: RuleRunner) -> Non
     assert "t:y" in message and "`dataset: nowhere` -> t/nowhere" in message
 
 
-def test_missing_secret_is_named(rule_runner: RuleRunner) -> None:
-    _set_options(rule_runner, env={})
-    with pytest.raises(ExecutionError, match="not set in the environment: API_KEY"):
+@pytest.mark.parametrize("env", [{}, {"API_KEY": ""}])
+def test_missing_or_empty_secret_is_named(rule_runner: RuleRunner, env: dict[str, str]) -> None:
+    _set_options(rule_runner, env=env)
+    with pytest.raises(ExecutionError, match=r"not set \(or empty\) in the environment: API_KEY"):
         _package(rule_runner, "x")

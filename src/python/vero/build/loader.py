@@ -21,7 +21,7 @@ from vero.build.config import MODELS, BuildConfig, ModeABuild, ModeBBuild
 from vero.errors import VeroError
 
 MAX_REPORTED_ERRORS = 12
-FIX = "edit build.yaml (see SPEC §3 for every field)"
+FIX = "edit build.yaml (every field is described in docs/guide.md)"
 
 Loc = tuple[int | str, ...]
 
