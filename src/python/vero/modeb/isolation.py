@@ -76,7 +76,7 @@ class IsolationSpec(StrictModel):
 def vero_package_dir() -> Path:
     """The directory of the running vero package (it must be real files, not a zip)."""
     package = Path(vero.__file__).resolve().parent
-    if not (package / "modeb" / "isolated_agent.py").is_file():
+    if not (package / "modeb").is_dir():
         raise VeroError(f"vero's package at {package} is not a plain directory", where="Mode B isolation",
                         fix="run vero from its venv or sources (the sidecar image unpacks the PEX)")
     return package
