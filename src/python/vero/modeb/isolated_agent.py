@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harbor.agents.base import BaseAgent  # pants: no-infer-dep
+from harbor.models.trial.paths import EnvironmentPaths  # pants: no-infer-dep
 
 from vero.modeb.isolation import IsolationSpec
 from vero.modeb.relay import Ready, Start
@@ -82,7 +83,8 @@ class IsolatedAgent(BaseAgent):  # type: ignore[misc]
             raise
 
     async def run(self, instruction: str, environment: Any, context: Any) -> None:
-        """Run the candidate's `run`; its process ends afterwards, also on a timeout (cancellation)."""
+        """Run the candidate's `run`; its process ends afterwards, also on a timeout (cancellation),
+        and the verifier's directories in the task container are emptied."""
         if self._process is None:
             raise CandidateAgentError("run() was called before setup()")
         try:
@@ -90,6 +92,20 @@ class IsolatedAgent(BaseAgent):  # type: ignore[misc]
                                       instruction=instruction, context=context)
         finally:
             await self._close()
+            await self._clear_verifier_dirs(environment)
+
+    async def _clear_verifier_dirs(self, environment: Any) -> None:
+        """Empty /logs/verifier and /tests in the task container, as root.
+
+        Harbor 0.24 does not clear them before a single-step shared-mode verifier runs, so an
+        agent could plant a `reward.json` there that outranks the verifier's `reward.txt` (seen
+        in tests/build/test_e2e_modeb.py). Harbor's multi-step trials clear them the same way.
+        A process the agent left running in the container could still race the verifier: inner
+        tasks that must resist that use `[verifier] environment_mode = "separate"`.
+        """
+        paths = EnvironmentPaths.for_os(environment.os)
+        await environment.empty_dirs([paths.verifier_dir], chmod=True)
+        await environment.empty_dirs([paths.tests_dir], chmod=False)
 
     async def _close(self) -> None:
         process, self._process = self._process, None
