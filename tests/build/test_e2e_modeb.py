@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.compose import compose, reap_stale_projects, remove_project
+from tests.support.compose import compose, compose_config, reap_stale_projects, remove_project
 from tests.support.tools import harbor_bin, require_base_image
 from vero.build.compiler import build_task
 
@@ -60,6 +60,25 @@ def nested_projects() -> set[str]:
 def remove_tree(path: Path) -> None:
     """Remove a host dir the nested runs wrote into (root-owned files; we are root in CI)."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_compose_file_gives_each_outer_trial_a_same_path_jobs_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose interpolates the base dir (default or VERO_NESTED_DIR) and the project name."""
+    harbor_bin()
+    task = tmp_path / "task"
+    build_task(BAR / "build.yaml", task, RUNTIME_PEX, {})
+    monkeypatch.delenv("VERO_NESTED_DIR", raising=False)
+    for extra, base in (({}, "/tmp/vero-nested"), ({"VERO_NESTED_DIR": "/srv/nested"}, "/srv/nested")):
+        model = compose_config(task, extra)
+        side = model["services"]["eval-sidecar"]
+        jobs = f"{base}/vero-config-check"  # the project name compose_config uses
+        binds = {(v["source"], v["target"]) for v in side["volumes"] if v["type"] == "bind"}
+        assert binds == {("/var/run/docker.sock", "/var/run/docker.sock"), (jobs, jobs)}
+        assert side["environment"]["VERO_NESTED_JOBS_DIR"] == jobs
+        assert side["stop_grace_period"] == "1m30s"
+        assert all(v["type"] == "volume" for v in model["services"]["main"]["volumes"])
+    assert "useradd --system --uid 61000 --gid 61000" in (task / "environment/sidecar/Dockerfile").read_text()
 
 
 def test_oracle_run_scores_candidates_with_a_nested_harbor(tmp_path: Path) -> None:
