@@ -104,8 +104,13 @@ class IsolatedAgent(BaseAgent):  # type: ignore[misc]
         tasks that must resist that use `[verifier] environment_mode = "separate"`.
         """
         paths = EnvironmentPaths.for_os(environment.os)
-        await environment.empty_dirs([paths.verifier_dir], chmod=True)
-        await environment.empty_dirs([paths.tests_dir], chmod=False)
+        try:
+            await environment.empty_dirs([paths.verifier_dir], chmod=True)
+            await environment.empty_dirs([paths.tests_dir], chmod=False)
+        except Exception as exc:
+            # Not fatal here (the container may be gone; then the verifier fails on its own), and
+            # it must not hide the exception the run itself ended with.
+            self.logger.warning("could not empty the verifier's directories: %s", exc)
 
     async def _close(self) -> None:
         process, self._process = self._process, None
