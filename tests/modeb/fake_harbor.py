@@ -116,7 +116,8 @@ def main() -> None:
     with open(scenario["log"], "a") as log:
         log.write(json.dumps({"argv": argv, "stdin_is_null": stdin_is_null, "pgid": os.getpgid(0),
                               "pid": os.getpid(), "env": {k: os.environ.get(k) for k in (
-                                  "PYTHONPATH", "HARBOR_TELEMETRY", "LITELLM_LOCAL_MODEL_COST_MAP")}}) + "\n")
+                                  "PYTHONPATH", "HARBOR_TELEMETRY", "LITELLM_LOCAL_MODEL_COST_MAP")},
+                              "isolation": os.environ.get("VERO_ISOLATION")}) + "\n")
     run = FakeRun(argv, scenario)
     run.start_job()
     finish: dict[str, dict[str, float]] = scenario.get("finish", {})

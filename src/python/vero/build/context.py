@@ -62,6 +62,12 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "base_image_sidecar": config.sidecar_image(),
         "secrets": config.secrets,
         "docker_socket": isinstance(config, ModeBBuild),
+        "socket_path": layout.DOCKER_SOCKET,
+        "nested_jobs_var": layout.NESTED_JOBS_VAR,
+        "nested_jobs_dir": layout.NESTED_JOBS_DIR,
+        "harness_id": layout.MODE_B_HARNESS_ID,
+        "sidecar_stop_grace": (layout.MODE_B_SIDECAR_STOP_GRACE if isinstance(config, ModeBBuild)
+                               else layout.SIDECAR_STOP_GRACE),
         "read_only_paths": config.read_only_paths,
         "git_env": [f"{key}={value}" for key, value in sorted(GIT_ENV.items())],
         "git_argv": git_commit_argv(),

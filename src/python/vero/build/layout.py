@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
+from vero.modeb.nested import DEFAULT_SOCKET, NESTED_JOBS_ENV
 from vero.serve.config import ServePaths
 
 _SERVE = ServePaths()
@@ -50,6 +51,19 @@ BASELINE_DIR = _SERVE.baseline_dir
 DATASET_ITEM = "dataset"
 SCORER_ITEM = "scorer"
 INNER_TASKS_ITEM = "inner_tasks"
+# Mode B: the nested harbor's jobs dir is a host dir mounted at the same path (harbor bind-mounts
+# trial dirs into the inner tasks' containers through the socket), one per outer trial: Compose
+# interpolates the project name harbor gives each trial. VERO_NESTED_DIR on the host moves the base.
+NESTED_BASE_VAR = "VERO_NESTED_DIR"
+NESTED_BASE_DEFAULT = "/tmp/vero-nested"
+NESTED_JOBS_DIR = f"${{{NESTED_BASE_VAR}:-{NESTED_BASE_DEFAULT}}}/${{COMPOSE_PROJECT_NAME}}"
+NESTED_JOBS_VAR = NESTED_JOBS_ENV
+DOCKER_SOCKET = DEFAULT_SOCKET
+# A fixed harness uid/gid in the Mode B sidecar, far from the usual ids of a host's docker group.
+MODE_B_HARNESS_ID = 61000
+# Mode B: on SIGTERM the sidecar stops its nested harbor, which cancels and tears down its trials.
+SIDECAR_STOP_GRACE = "10s"
+MODE_B_SIDECAR_STOP_GRACE = "90s"
 HEALTH_PROBE = (f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{EVAL_PORT}/health', "
                 "timeout=4).read()")
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
+from vero.modeb.isolation import QUIET_ENV
 from vero.modeb.tasks import TaskRef, TaskSource
-
-# Harbor phones home and LiteLLM fetches a cost map unless told otherwise (reference/harbor.md).
-QUIET_ENV = {"HARBOR_TELEMETRY": "0", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 def new_job_name(split: str, commit: str) -> str:
@@ -25,10 +23,11 @@ def new_job_name(split: str, commit: str) -> str:
 
 
 def harbor_argv(config: HarborConfig, source: TaskSource, refs: Sequence[TaskRef], *, jobs_dir: Path,
-                job_name: str) -> list[str]:
-    """Every flag of SPEC §6: source and include filters, agent, concurrency, attempts, retries,
-    model, jobs dir, unique job name, non-interactive and quiet, then `extra_args`."""
-    argv = [*config.harbor_command, "run", *source.harbor_args(refs), "-a", config.agent,
+                job_name: str, agent: str | None = None) -> list[str]:
+    """Every flag of SPEC §6: source and include filters, agent (`config.agent` unless `agent` is
+    given), concurrency, attempts, retries, model, jobs dir, unique job name, non-interactive and
+    quiet, then `extra_args`."""
+    argv = [*config.harbor_command, "run", *source.harbor_args(refs), "-a", agent or config.agent,
             "-e", config.environment, "-n", str(config.n_concurrent), "-k", str(config.n_attempts),
             "-r", str(config.max_retries), "-o", str(jobs_dir), "--job-name", job_name, "-y", "-q"]
     if config.model is not None:

@@ -99,11 +99,13 @@ def stop_group(pgid: int, grace: float, wait: Callable[[float], bool] | None = N
 
 def run_group(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float | None,
               kill_grace: float, log_path: Path | None, on_start: Callable[[int], None] | None = None,
-              poll: Callable[[], None] | None = None, poll_interval: float = 1.0) -> ProcessOutcome:
+              poll: Callable[[], None] | None = None, poll_interval: float = 1.0,
+              should_stop: Callable[[], bool] | None = None) -> ProcessOutcome:
     """Run `argv` in a new session with stdin from /dev/null; stdout and stderr go to `log_path`.
 
-    Never raises for a non-zero exit. A timeout or a KeyboardInterrupt stops the whole group
-    (SIGTERM, then SIGKILL after `kill_grace`) and is reported in the outcome.
+    Never raises for a non-zero exit. A timeout, a KeyboardInterrupt or `should_stop()` turning
+    true stops the whole group (SIGTERM, then SIGKILL after `kill_grace`); the outcome says which
+    (`should_stop` counts as interrupted).
     """
     started = time.monotonic()
     log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - closed below
@@ -134,6 +136,10 @@ def run_group(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout
             while not reaped(poll_interval):
                 if poll is not None:
                     poll()
+                if should_stop is not None and should_stop():
+                    interrupted = True
+                    stop_group(proc.pid, kill_grace, reaped)
+                    break
                 if timeout is not None and time.monotonic() - started > timeout:
                     timed_out = True
                     stop_group(proc.pid, kill_grace, reaped)

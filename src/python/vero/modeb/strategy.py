@@ -3,27 +3,48 @@
 Per evaluation (SPEC §6): skip samples already finished cleanly in the store (an error sample
 is re-run), stop harbor runs a dead owner left behind and adopt the tasks they finished, run
 ONE `harbor run` for the rest, collate its trials and persist every result.
+
+With an `Isolation`, harbor runs `vero.modeb.isolated_agent:IsolatedAgent` and the candidate's
+agent runs in its own unprivileged process (see `vero.modeb.isolation`); without one (the runner,
+a developer's machine) harbor imports the candidate's agent into its own process.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import re
+import shutil
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
-from vero.core.strategy import EvaluationContext, Progress
+from vero.core.sandbox import SandboxUser
+from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
-from vero.modeb import harbor_cli, runs
+from vero.modeb import harbor_cli, nested, runs
 from vero.modeb.collate import PASS_SCORE, RunNote, best_trial, collate, match_trials, reward_of
 from vero.modeb.config import CollationSettings, HarborConfig
+from vero.modeb.isolation import ISOLATED_AGENT, Isolation
 from vero.modeb.process import ProcessOutcome, run_group
 from vero.modeb.tasks import TaskRef, TaskSource
 from vero.modeb.trials import Trial, job_dirs, read_job, read_trial, trial_dirs
 
+if TYPE_CHECKING:
+    from vero.core.datasets import Partition
+    from vero.serve.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
 JOBS_SUBDIR = ".harbor-jobs"
+# Per-store jobs dirs under a shared `jobs_root`: `<commit12>-<sha256(store dir)[:16]>`.
+_STORE_JOBS = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True)
@@ -78,15 +99,20 @@ class _ProgressWatcher:
 class ModeBStrategy:
     """Scores a candidate's Harbor agent on the partition's tasks with a nested `harbor run`.
 
-    Sample ids are the partition's task names as written. `jobs_dir` holds Harbor's job
-    directories; by default it lives inside the sample store (`<store>/.harbor-jobs`), so the
-    trials of an evaluation stay with its results. `env` is the base environment of harbor
-    (default: this process's).
+    Sample ids are the partition's task names as written. Harbor's job directories go to
+    `jobs_dir` when given; else, with `jobs_root`, to a subdirectory of it per sample store
+    (so evaluations of different commits never adopt each other's trials); else inside the
+    sample store (`<store>/.harbor-jobs`). `env` is the base environment of harbor (default:
+    this process's). `isolation` runs candidate code outside harbor's process.
+    `clean_jobs_on_close` removes the per-store dirs under `jobs_root` in `close()`.
     """
 
     def __init__(self, config: HarborConfig, partition: Mapping[str, Sequence[str]], *, base_dir: Path,
-                 jobs_dir: Path | None = None, env: Mapping[str, str] | None = None,
-                 poll_interval: float = 1.0) -> None:
+                 jobs_dir: Path | None = None, jobs_root: Path | None = None,
+                 env: Mapping[str, str] | None = None, isolation: Isolation | None = None,
+                 clean_jobs_on_close: bool = False, poll_interval: float = 1.0) -> None:
+        if jobs_dir is not None and jobs_root is not None:
+            raise ValueError("pass jobs_dir or jobs_root, not both")
         program = config.harbor_command[0]
         if "/" in program and not Path(program).is_absolute():
             # harbor runs in the jobs dir: a relative program path is relative to the config's dir.
@@ -101,9 +127,46 @@ class ModeBStrategy:
             resolved = self.source.resolve(list(names), where=f"partition.{split}")
             self._refs[split] = {ref.sample_id: ref for ref in resolved}
         self.jobs_dir = jobs_dir
+        self.jobs_root = jobs_root
         self.env = env
+        self.isolation = isolation
+        self.clean_jobs_on_close = clean_jobs_on_close
         self.poll_interval = poll_interval
         self.last_report: EvaluationReport | None = None
+        self._stopping = threading.Event()
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def stop(self) -> None:
+        """Stop every running harbor (SIGTERM to its group, SIGKILL after `kill_grace`) and start no
+        new one; evaluations in flight persist what finished and raise EvaluationCancelled.
+        Only sets a flag, so it is safe in a signal handler."""
+        self._stopping.set()
+
+    def close(self, wait: float | None = None) -> None:
+        """Stop, wait for running evaluations (at most `kill_grace` + 60 s), remove the isolation
+        shim and, with `clean_jobs_on_close`, the per-store jobs dirs under `jobs_root`."""
+        self.stop()
+        deadline = time.monotonic() + (self.config.kill_grace + 60.0 if wait is None else wait)
+        with self._idle:
+            while self._active and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            busy = self._active
+        if self.isolation is not None:
+            self.isolation.close()
+        if self.clean_jobs_on_close and self.jobs_root is not None and not busy:
+            for entry in sorted(self.jobs_root.iterdir()):
+                if _STORE_JOBS.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    def jobs_dir_for(self, context: EvaluationContext) -> Path:
+        """Where the job directories of `context`'s evaluation go (see the class docstring)."""
+        if self.jobs_dir is not None:
+            return self.jobs_dir
+        if self.jobs_root is not None:
+            digest = hashlib.sha256(str(context.store.directory.absolute()).encode()).hexdigest()[:16]
+            return self.jobs_root / f"{context.commit[:12]}-{digest}"
+        return context.store.directory / JOBS_SUBDIR
 
     def refs_for(self, split: str, sample_ids: Sequence[str]) -> list[TaskRef]:
         """The resolved tasks of `sample_ids` in `split`; unknown ids are one VeroError."""
@@ -124,9 +187,21 @@ class ModeBStrategy:
 
     def evaluate(self, context: EvaluationContext) -> list[SampleResult]:
         """Run and score every pending sample of `context`, resuming from its store."""
+        with self._idle:
+            self._active += 1
+        try:
+            return self._evaluate(context)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _evaluate(self, context: EvaluationContext) -> list[SampleResult]:
         refs = self.refs_for(context.split, list(context.sample_ids))
+        if self._stopping.is_set():
+            raise _cancelled()
         store = context.store
-        jobs_dir = self.jobs_dir if self.jobs_dir is not None else store.directory / JOBS_SUBDIR
+        jobs_dir = self.jobs_dir_for(context)
         jobs_dir.mkdir(parents=True, exist_ok=True)
         done_ids = store.done_ids([ref.sample_id for ref in refs])
         pending = [ref for ref in refs if ref.sample_id not in done_ids]
@@ -146,6 +221,8 @@ class ModeBStrategy:
             job_name, outcome = self._run_pending(context, pending, jobs_dir, base)
         self.last_report = EvaluationReport(job_name=job_name, outcome=outcome,
                                             adopted=tuple(sorted(adopted)), reaped=reaped)
+        if outcome is not None and outcome.interrupted and self._stopping.is_set():
+            raise _cancelled()
         results = self._stored(store, refs)
         if outcome is not None and outcome.interrupted:
             raise HarborInterrupted()
@@ -183,9 +260,15 @@ class ModeBStrategy:
     def _run_pending(self, context: EvaluationContext, pending: Sequence[TaskRef], jobs_dir: Path,
                      base: Progress) -> tuple[str, ProcessOutcome]:
         env = harbor_cli.harbor_env(context.worktree, self.env)
+        agent = self.config.agent
+        if self.isolation is not None:
+            # The worktree leaves harbor's path: only the isolated process imports candidate code.
+            env = self.isolation.harbor_env(self.config.agent, context.worktree, env)
+            agent = ISOLATED_AGENT
         harbor_cli.preflight(self.config, env)
         job_name = harbor_cli.new_job_name(context.split, context.commit)
-        argv = harbor_cli.harbor_argv(self.config, self.source, pending, jobs_dir=jobs_dir, job_name=job_name)
+        argv = harbor_cli.harbor_argv(self.config, self.source, pending, jobs_dir=jobs_dir, job_name=job_name,
+                                      agent=agent)
         record = runs.HarborRunRecord(job_name=job_name, argv=argv, started_at=time.time())
         watcher = _ProgressWatcher(jobs_dir / job_name, pending, self.settings, self.config.n_attempts, base)
         shown = [base]
@@ -203,7 +286,8 @@ class ModeBStrategy:
 
         outcome = run_group(argv, env=env, cwd=jobs_dir, timeout=self.config.timeout,
                             kill_grace=self.config.kill_grace, log_path=jobs_dir / f"{job_name}.log",
-                            on_start=started, poll=poll, poll_interval=self.poll_interval)
+                            on_start=started, poll=poll, poll_interval=self.poll_interval,
+                            should_stop=self._stopping.is_set)
         runs.save(jobs_dir, record.ended(outcome))
         job_dir = jobs_dir / job_name
         trials = read_job(job_dir)[0] if job_dir.is_dir() else []
@@ -214,3 +298,35 @@ class ModeBStrategy:
         for result in results:
             context.store.put(result)
         return job_name, outcome
+
+
+def _cancelled() -> EvaluationCancelled:
+    return EvaluationCancelled("the sidecar is shutting down; the nested harbor run was stopped",
+                               fix="evaluate again after the restart (finished tasks are kept)")
+
+
+def build_strategy(config: ServeConfig, partition: Partition, *, user: SandboxUser | None,
+                   secret_env: Mapping[str, str]) -> ModeBStrategy:
+    """The eval sidecar's Mode B strategy (the contract `vero.serve.sidecar` calls).
+
+    Harbor's jobs go under the nested jobs dir (`vero.modeb.nested`), one subdirectory per
+    evaluation, removed when the sidecar shuts down. With a harness user, candidate agents run
+    isolated as that user (and the Docker socket must be closed to it); the declared secrets
+    reach harbor and the candidate's process. Without one (development outside a container),
+    harbor imports the candidate's agent itself.
+    """
+    assert config.mode_b is not None
+    harbor = config.mode_b.harbor
+    if harbor.timeout is None and config.timeout is not None:
+        harbor = harbor.model_copy(update={"timeout": config.timeout})
+    jobs_root = nested.nested_jobs_dir(os.environ, Path(config.paths.admin_dir) / "harbor-jobs")
+    isolation = None
+    if user is not None:
+        if harbor.environment == "docker":
+            nested.check_socket_closed_to(user, nested.docker_socket(os.environ))
+        isolation = Isolation(user=user, scratch_root=Path(config.paths.work_dir),
+                              forward_env=list(secret_env))
+    else:
+        log.warning("no harness user: harbor imports candidate agents into its own process")
+    return ModeBStrategy(harbor, partition.splits, base_dir=Path("/"), jobs_root=jobs_root,
+                         env={**os.environ, **secret_env}, isolation=isolation, clean_jobs_on_close=True)

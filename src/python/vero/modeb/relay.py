@@ -1,0 +1,306 @@
+"""The pipe protocol between the trusted `IsolatedAgent` (inside harbor) and the candidate's process.
+
+A frame is a 4-byte big-endian length and one UTF-8 JSON object. The candidate's process asks
+for environment operations (`Request`) and reports each phase (`Done`); the trusted side answers
+(`Reply`). Everything the trusted side reads is hostile until one of these strict models accepted
+it: sizes are bounded, paths and names are checked, unknown fields are errors.
+
+Runs in vero's interpreter and in harbor's (CPython >= 3.11): stdlib and pydantic only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import struct
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
+
+from vero.models import StrictModel
+
+MAX_TRANSFER_BYTES = 64 * 1024 * 1024
+# base64 of the largest transfer plus room for the JSON around it.
+MAX_FRAME_BYTES = MAX_TRANSFER_BYTES * 4 // 3 + 1024 * 1024
+MAX_PATH_CHARS = 4096
+MAX_COMMAND_CHARS = 1_000_000
+MAX_ENV_ENTRIES = 1000
+MAX_TIMEOUT_SEC = 7 * 24 * 3600
+_HEADER = struct.Struct(">I")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+
+
+class ProtocolError(Exception):
+    """A frame that is too large, truncated or not a valid message."""
+
+
+def _no_nul(value: str, what: str) -> str:
+    if "\0" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    return value
+
+
+def check_container_path(value: str) -> str:
+    """A path inside the task container: absolute, no NUL, bounded."""
+    _no_nul(value, "path")
+    if not value.startswith("/"):
+        raise ValueError("container paths must be absolute")
+    if len(value) > MAX_PATH_CHARS:
+        raise ValueError(f"path longer than {MAX_PATH_CHARS} characters")
+    return value
+
+
+def check_file_name(value: str) -> str:
+    """One path component: the base name an uploaded or downloaded file keeps."""
+    _no_nul(value, "file name")
+    if value in ("", ".", "..") or "/" in value or len(value) > 255:
+        raise ValueError(f"not a plain file name: {value!r}")
+    return value
+
+
+def decode_data(value: str) -> bytes:
+    """The bytes of a base64 `data` field (strict alphabet, bounded)."""
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ProtocolError(f"data is not base64: {exc}") from None
+    if len(data) > MAX_TRANSFER_BYTES:
+        raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
+    return data
+
+
+def encode_data(data: bytes) -> str:
+    """`data` as a base64 field, refusing transfers over the limit."""
+    if len(data) > MAX_TRANSFER_BYTES:
+        raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
+    return base64.b64encode(data).decode("ascii")
+
+
+_Data = Annotated[str, Field(max_length=MAX_TRANSFER_BYTES * 4 // 3 + 4)]
+
+
+# --- candidate -> trusted ---------------------------------------------------------------------
+
+
+class ExecCall(StrictModel):
+    """`environment.exec(...)` in the task container."""
+
+    op: Literal["exec"]
+    command: str = Field(max_length=MAX_COMMAND_CHARS)
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout_sec: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SEC)
+    user: str | int | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        return _no_nul(value, "command")
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, value: str | None) -> str | None:
+        return None if value is None else check_container_path(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_ENV_ENTRIES:
+            raise ValueError(f"more than {MAX_ENV_ENTRIES} environment variables")
+        for key, item in value.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"invalid environment variable name {key[:80]!r}")
+            _no_nul(item, f"environment variable {key}")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, int) and not 0 <= value < 2**31:
+            raise ValueError("uid out of range")
+        if isinstance(value, str) and (len(value) > 65 or not _USER_NAME.fullmatch(value)):
+            raise ValueError(f"invalid user {value[:80]!r}")
+        return value
+
+
+class UploadCall(StrictModel):
+    """`upload_file` (one regular file named `name`) or `upload_dir` (a directory's contents), as a tar."""
+
+    op: Literal["upload"]
+    kind: Literal["file", "dir"]
+    target: str
+    name: str | None = None
+    data: _Data
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return check_container_path(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_file_name(value)
+
+
+class DownloadCall(StrictModel):
+    """`download_file` / `download_dir` from the task container; the reply carries a tar."""
+
+    op: Literal["download"]
+    kind: Literal["file", "dir"]
+    source: str
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        return check_container_path(value)
+
+
+Call = Annotated[Union[ExecCall, UploadCall, DownloadCall], Field(discriminator="op")]
+
+
+class Ready(StrictModel):
+    """The candidate's agent was imported and constructed."""
+
+    type: Literal["ready"]
+    name: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(default=None, max_length=200)
+
+
+class Request(StrictModel):
+    """One environment operation; answered by a `Reply` with the same id."""
+
+    type: Literal["request"]
+    id: int = Field(ge=0, lt=2**53)
+    call: Call
+
+
+class ErrorInfo(StrictModel):
+    """An exception of the candidate's agent, as text."""
+
+    type: str = Field(max_length=200)
+    message: str = Field(max_length=4000)
+    traceback: str = Field(default="", max_length=20_000)
+
+
+class Done(StrictModel):
+    """A phase ended: `start` (import and construction), `setup` or `run`."""
+
+    type: Literal["done"]
+    phase: Literal["start", "setup", "run"]
+    ok: bool
+    error: ErrorInfo | None = None
+    context: dict[str, JsonValue] | None = None
+    logs: _Data | None = None
+
+
+CandidateMessage = Annotated[Union[Ready, Request, Done], Field(discriminator="type")]
+_CANDIDATE_MESSAGE: TypeAdapter[Ready | Request | Done] = TypeAdapter(CandidateMessage)
+
+
+def parse_candidate_message(frame: bytes) -> Ready | Request | Done:
+    """Validate one frame from the candidate's process; a bad one is a ProtocolError."""
+    try:
+        return _CANDIDATE_MESSAGE.validate_json(frame)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(message)"
+        raise ProtocolError(f"invalid message at {where}: {first['msg']}") from None
+
+
+# --- trusted -> candidate ---------------------------------------------------------------------
+
+
+class Start(StrictModel):
+    """Import `candidate` (`module:Class`) and construct it with these arguments."""
+
+    type: Literal["start"] = "start"
+    candidate: str
+    model_name: str | None = None
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+    extra_env: dict[str, str] = Field(default_factory=dict)
+    mcp_servers: list[dict[str, JsonValue]] = Field(default_factory=list)
+    skills_dir: str | None = None
+
+
+class EnvironmentState(StrictModel):
+    """What the candidate's stand-in environment shows of the real one."""
+
+    default_user: str | int | None = None
+    session_id: str = ""
+    environment_name: str = ""
+    task_env_config: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class PhaseCall(StrictModel):
+    """Run `setup(environment)` or `run(instruction, environment, context)`."""
+
+    type: Literal["call"] = "call"
+    phase: Literal["setup", "run"]
+    instruction: str | None = None
+    environment: EnvironmentState
+
+
+class ExecOutput(StrictModel):
+    """The result of an exec in the task container."""
+
+    stdout: str | None = None
+    stderr: str | None = None
+    return_code: int
+
+
+class Reply(StrictModel):
+    """The answer to one `Request`: `ok` with a result, or a refusal/failure message."""
+
+    type: Literal["reply"] = "reply"
+    id: int
+    ok: bool
+    error: str | None = None
+    exec_output: ExecOutput | None = None
+    name: str | None = None
+    data: str | None = None
+
+
+TrustedMessage = Annotated[Union[Start, PhaseCall, Reply], Field(discriminator="type")]
+_TRUSTED_MESSAGE: TypeAdapter[Start | PhaseCall | Reply] = TypeAdapter(TrustedMessage)
+
+
+def parse_trusted_message(frame: bytes) -> Start | PhaseCall | Reply:
+    """Parse one frame from the trusted side (in the candidate's process)."""
+    try:
+        return _TRUSTED_MESSAGE.validate_json(frame)
+    except ValidationError as exc:
+        raise ProtocolError(f"invalid message from the trusted side: {exc.errors()[0]['msg']}") from None
+
+
+# --- framing ----------------------------------------------------------------------------------
+
+
+def encode_frame(message: StrictModel) -> bytes:
+    """One frame: length header and the message as compact JSON."""
+    body = message.model_dump_json(exclude_none=True).encode("utf-8")
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
+    return _HEADER.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame, or None at a clean end of stream; truncation and oversize are ProtocolErrors."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ProtocolError("the stream ended inside a frame header") from None
+        return None
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {length} bytes is larger than {MAX_FRAME_BYTES}")
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("the stream ended inside a frame") from None

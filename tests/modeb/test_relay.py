@@ -1,0 +1,399 @@
+"""The isolation relay without Docker: the trusted `CandidateProcess` drives a real candidate process
+(`python -m vero.modeb.candidate_host`, harbor's classes replaced by plain stand-ins since harbor is
+not installed here) against `LocalEnvironment`, a stand-in for harbor's docker environment that
+runs commands for real in a directory. What this proves: the agent API round trip (exec, uploads,
+downloads, logs, context), the request policy, that hostile frames end the phase, and that a
+crashing or hanging candidate is reported and killed. Running as another user and the real
+harbor are covered by tests/build/test_e2e_modeb.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import struct
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
+from vero.modeb.isolation import SCRATCH_PREFIX, Isolation
+from vero.modeb.relay import (
+    MAX_FRAME_BYTES,
+    ProtocolError,
+    Request,
+    Start,
+    encode_frame,
+    parse_candidate_message,
+    read_frame,
+)
+from vero.modeb.relay_server import CandidateAgentError, CandidateProcess
+
+LOG = logging.getLogger("test-relay")
+
+
+class Context(BaseModel):
+    """The fields of harbor's AgentContext these tests look at."""
+
+    n_input_tokens: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class LocalEnvironment:
+    """Harbor's environment API on a local directory standing in for the container's root."""
+
+    def __init__(self, root: Path, default_user: str | None = None) -> None:
+        self.root = root
+        self.default_user = default_user
+        self.session_id = "trial__env"
+        self.environment_name = "local"
+        self.task_env_config = None
+        self.users: list[Any] = []
+
+    def path(self, container_path: str) -> Path:
+        return self.root / container_path.lstrip("/")
+
+    async def exec(self, command: str, cwd: str | None = None, env: dict[str, str] | None = None,
+                   timeout_sec: int | None = None, user: str | int | None = None) -> Any:
+        self.users.append(user)
+        workdir = self.path(cwd) if cwd else self.root
+        workdir.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", command, cwd=workdir, env={"PATH": os.environ["PATH"], **(env or {})},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_sec)
+        return SimpleNamespace(stdout=out.decode(), stderr=err.decode(), return_code=proc.returncode)
+
+    async def upload_file(self, source: Path, target: str) -> None:
+        self.path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, self.path(target))
+
+    async def upload_dir(self, source: Path, target: str) -> None:
+        shutil.copytree(source, self.path(target), symlinks=True, dirs_exist_ok=True)
+
+    async def download_file(self, source: str, target: Path) -> None:
+        # Like `docker cp`: a link in the container arrives as a link.
+        shutil.copy2(self.path(source), target, follow_symlinks=False)
+
+    async def download_dir(self, source: str, target: Path) -> None:
+        shutil.copytree(self.path(source), target, symlinks=True, dirs_exist_ok=True)
+
+
+HEADER = '''
+import asyncio, json, os, struct
+from pathlib import Path
+
+
+class Base:
+    def __init__(self, logs_dir, model_name=None, logger=None, extra_env=None, **kwargs):
+        self.logs_dir, self.model_name, self.extra_env, self.kwargs = logs_dir, model_name, extra_env, kwargs
+        self.report = {}
+
+    @staticmethod
+    def name():
+        return "test-agent"
+
+    def version(self):
+        return "2.0"
+
+    async def setup(self, environment):
+        (self.logs_dir / "setup.txt").write_text("set up")
+
+    def save(self):
+        (self.logs_dir / "report.json").write_text(json.dumps(self.report))
+
+    async def attempt(self, key, coroutine):
+        try:
+            result = await coroutine
+            self.report[key] = "ok" if result is None else getattr(result, "stdout", "ok")
+        except Exception as exc:
+            self.report[key] = f"{type(exc).__name__}: {exc}"
+
+    def raw(self, environment, body):
+        frame = body if isinstance(body, bytes) else json.dumps(body).encode()
+        os.write(environment._channel.out_fd, struct.pack(">I", len(frame)) + frame)
+'''
+
+AGENTS = {
+    "honest": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        result = await environment.exec("echo $GREETING; pwd", env={"GREETING": instruction}, cwd="/work")
+        payload = Path(os.environ["HOME"]) / "payload"
+        (payload / "sub").mkdir(parents=True)
+        (payload / "a.txt").write_text("A")
+        (payload / "sub" / "b.txt").write_text("B")
+        await environment.upload_dir(payload, "/work/payload")
+        await environment.upload_file(payload / "a.txt", "/work/single.txt")
+        back = Path(os.environ["HOME"]) / "back"
+        await environment.download_dir("/work/payload", back)
+        await environment.download_file("/work/single.txt", back / "single-copy.txt")
+        self.report = {"stdout": result.stdout, "rc": result.return_code,
+                       "b": (back / "sub/b.txt").read_text(),
+                       "single": (back / "single-copy.txt").read_text(), "kwargs": self.kwargs,
+                       "extra_env": self.extra_env, "model": self.model_name, "home": os.environ["HOME"],
+                       "secret": os.environ.get("VERO_TEST_SECRET"),
+                       "private": os.environ.get("VERO_TEST_PRIVATE"),
+                       "user": environment.default_user, "session": environment.session_id}
+        self.save()
+        context.n_input_tokens = 42
+        context.metadata = {"skill": "greet"}
+''',
+    "users": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        await self.attempt("as_root", environment.exec("id", user="root"))
+        await self.attempt("as_default", environment.exec("echo default"))
+        await self.attempt("as_agent", environment.exec("echo agent", user="agent"))
+        self.save()
+''',
+    "links": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        home = Path(os.environ["HOME"])
+        await self.attempt("file_link", environment.download_file("/secret-link", home / "got"))
+        await self.attempt("dir_with_link", environment.download_dir("/shared", home / "shared"))
+        self.report["shared"] = sorted(p.name for p in (home / "shared").iterdir())
+        self.save()
+''',
+    "crash_init": '''
+class Agent(Base):
+    def __init__(self, *args, **kwargs):
+        raise ValueError("no model configured")
+''',
+    "raises": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        self.report = {"before": "raising"}
+        self.save()
+        raise RuntimeError("boom")
+''',
+    "exits": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        os._exit(3)
+''',
+    "hangs": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        (Path(os.environ["HOME"]).parents[1] / "hang.pid").write_text(str(os.getpid()))
+        await asyncio.sleep(3600)
+''',
+    "bad_context": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        context.n_input_tokens = "lots"
+''',
+    "flood": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        results = await asyncio.gather(*(environment.exec("sleep 3") for _ in range(20)),
+                                       return_exceptions=True)
+        self.report = {"ok": sum(not isinstance(r, Exception) for r in results),
+                       "refused": sorted({str(r) for r in results if isinstance(r, Exception)})}
+        self.save()
+''',
+    "raw_path": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        self.raw(environment, {"type": "request", "id": 7, "call": {"op": "upload", "kind": "file",
+                 "target": "/x", "name": "../../etc/cron.d/pwn", "data": ""}})
+        await asyncio.sleep(30)
+''',
+    "raw_huge": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        os.write(environment._channel.out_fd, struct.pack(">I", 2**31))
+        await asyncio.sleep(30)
+''',
+    "raw_type": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        self.raw(environment, {"type": "reply", "id": 1, "ok": True})
+        await asyncio.sleep(30)
+''',
+}
+
+
+@pytest.fixture()
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    worktree = tmp_path / "worktree"
+    worktree.mkdir()
+    for name, body in AGENTS.items():
+        (worktree / f"{name}_agent.py").write_text(HEADER + textwrap.dedent(body))
+    monkeypatch.setenv("VERO_TEST_SECRET", "forwarded")
+    monkeypatch.setenv("VERO_TEST_PRIVATE", "kept back")
+    isolation = Isolation(user=None, scratch_root=tmp_path / "work", forward_env=["VERO_TEST_SECRET"])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    container = tmp_path / "container"
+    container.mkdir()
+    yield SimpleNamespace(tmp=tmp_path, worktree=worktree, isolation=isolation, logs=logs,
+                          container=container)
+    isolation.close()
+
+
+async def drive(world: SimpleNamespace, agent: str, environment: Any, context: Any = None,
+                run_timeout: float | None = None, **start: Any) -> CandidateProcess:
+    spec = world.isolation.spec(f"{agent}_agent:Agent", world.worktree)
+    process = await CandidateProcess.start(spec, Start(candidate=spec.candidate, **start), LOG)
+    try:
+        await process.ready()
+        await process.phase("setup", environment, logs_dir=world.logs)
+        run = process.phase("run", environment, logs_dir=world.logs, instruction="hello", context=context)
+        await asyncio.wait_for(run, run_timeout)
+    finally:
+        await process.close(world.logs)
+    return process
+
+
+def report(world: SimpleNamespace) -> Any:
+    return json.loads((world.logs / "report.json").read_text())
+
+
+def test_the_agent_api_round_trips_through_the_pipe(world: SimpleNamespace) -> None:
+    environment = LocalEnvironment(world.container)
+    context = Context()
+    process = asyncio.run(drive(world, "honest", environment, context, model_name="m/x",
+                                kwargs={"temperature": 0.5}, extra_env={"K": "v"}))
+    seen = report(world)
+    assert seen["stdout"].splitlines() == ["hello", str(world.container / "work")] and seen["rc"] == 0
+    assert (world.container / "work/payload/sub/b.txt").read_text() == "B"
+    assert (world.container / "work/single.txt").read_text() == "A"
+    assert seen["b"] == "B" and seen["single"] == "A"
+    assert seen["kwargs"] == {"temperature": 0.5} and seen["extra_env"] == {"K": "v"}
+    assert seen["model"] == "m/x"
+    assert seen["secret"] == "forwarded" and seen["private"] is None
+    assert seen["session"] == "trial__env" and seen["user"] is None
+    assert Path(seen["home"]).parent.name.startswith(SCRATCH_PREFIX)
+    # Logs of both phases came back; the context fields were copied into harbor's object.
+    assert (world.logs / "setup.txt").read_text() == "set up"
+    assert context.n_input_tokens == 42 and context.metadata == {"skill": "greet"}
+    # The process is gone and its scratch dir removed.
+    assert process.proc.returncode is not None
+    assert not Path(seen["home"]).exists()
+    assert [p.name for p in (world.tmp / "work").iterdir()] == [world.isolation.shim.name]
+
+
+def test_exec_runs_only_as_the_tasks_agent_user(world: SimpleNamespace) -> None:
+    environment = LocalEnvironment(world.container, default_user="agent")
+    asyncio.run(drive(world, "users", environment))
+    seen = report(world)
+    assert seen["as_root"] == "RelayError: refused: exec as 'root': this task's agent runs as 'agent'"
+    assert seen["as_default"] == "default\n" and seen["as_agent"] == "agent\n"
+    assert environment.users == [None, "agent"]
+
+
+def test_downloads_never_follow_links_to_trusted_files(world: SimpleNamespace) -> None:
+    trusted = world.tmp / "trusted-secret"
+    trusted.write_text("held-out answer")
+    (world.container / "secret-link").symlink_to(trusted)
+    (world.container / "shared").mkdir()
+    (world.container / "shared" / "ok.txt").write_text("fine")
+    (world.container / "shared" / "leak").symlink_to(trusted)
+    asyncio.run(drive(world, "links", LocalEnvironment(world.container)))
+    seen = report(world)
+    assert seen["file_link"].startswith("RelayError: cannot read") and "symbolic links" in seen["file_link"]
+    assert seen["dir_with_link"] == "ok" and seen["shared"] == ["ok.txt"]
+    leaked = [p for p in world.tmp.rglob("*") if p.is_file() and not p.is_symlink() and p != trusted
+              and "held-out answer" in p.read_text(errors="replace")]
+    assert leaked == []
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    ("raw_path", "invalid message at request.call.upload.name: Value error, not a plain file name"),
+    ("raw_huge", "broke the protocol: frame of 2147483648 bytes"),
+    ("raw_type", "broke the protocol: invalid message at (message)"),
+])
+def test_hostile_frames_end_the_phase(world: SimpleNamespace, agent: str, message: str) -> None:
+    with pytest.raises(CandidateAgentError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        asyncio.run(drive(world, agent, LocalEnvironment(world.container), run_timeout=20))
+    assert not (world.tmp / "etc").exists()
+
+
+def test_failures_of_the_candidate_are_reported(world: SimpleNamespace) -> None:
+    environment = LocalEnvironment(world.container)
+    with pytest.raises(CandidateAgentError, match="raised ValueError: no model configured"):
+        asyncio.run(drive(world, "crash_init", environment))
+    with pytest.raises(CandidateAgentError, match="raised RuntimeError: boom"):
+        asyncio.run(drive(world, "raises", environment))
+    assert report(world) == {"before": "raising"}  # logs written before the exception still came back
+    with pytest.raises(CandidateAgentError, match=r"process ended \(exit code 3\)"):
+        asyncio.run(drive(world, "exits", environment))
+
+
+def test_a_hanging_candidate_is_killed_when_harbor_gives_up(world: SimpleNamespace) -> None:
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(drive(world, "hangs", LocalEnvironment(world.container), run_timeout=3))
+    pid = int((world.tmp / "work" / "hang.pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    left = sorted(p.name for p in (world.tmp / "work").iterdir())
+    assert left == sorted(["hang.pid", world.isolation.shim.name])
+
+
+def test_an_invalid_context_is_ignored(world: SimpleNamespace) -> None:
+    context = Context()
+    asyncio.run(drive(world, "bad_context", LocalEnvironment(world.container), context))
+    assert context.n_input_tokens is None
+
+
+def test_requests_in_flight_are_bounded(world: SimpleNamespace) -> None:
+    asyncio.run(drive(world, "flood", LocalEnvironment(world.container)))
+    seen = report(world)
+    assert seen == {"ok": 8, "refused": ["more than 8 requests in flight"]}
+
+
+# --- the protocol itself ------------------------------------------------------------------------
+
+
+def exec_frame(**call: Any) -> bytes:
+    body = {"type": "request", "id": 1, "call": {"op": "exec", "command": "true", **call}}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    ({"command": "a\0b"}, "NUL"),
+    ({"cwd": "relative"}, "absolute"),
+    ({"env": {"A=B": "x"}}, "invalid environment variable name"),
+    ({"env": {"A": "x\0"}}, "NUL"),
+    ({"user": "root; rm -rf /"}, "invalid user"),
+    ({"user": -1}, "uid out of range"),
+    ({"timeout_sec": 0}, "greater than or equal to 1"),
+    ({"timeout_sec": "5"}, "valid integer"),
+    ({"shell": True}, "Extra inputs are not permitted"),
+])
+def test_requests_are_validated_strictly(call: dict[str, Any], error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        parse_candidate_message(exec_frame(**call))
+
+
+def test_frames_round_trip_and_refuse_truncation_and_oversize() -> None:
+    message = parse_candidate_message(exec_frame(cwd="/app", env={"A": "1"}, user="agent", timeout_sec=5))
+    assert isinstance(message, Request)
+
+    async def read(data: bytes) -> list[bytes | None]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        frames: list[bytes | None] = []
+        while True:
+            frame = await read_frame(reader)
+            frames.append(frame)
+            if frame is None:
+                return frames
+
+    frame = encode_frame(message)
+    assert asyncio.run(read(frame + frame)) == [frame[4:], frame[4:], None]
+    with pytest.raises(ProtocolError, match="inside a frame"):
+        asyncio.run(read(frame[:-1]))
+    with pytest.raises(ProtocolError, match="header"):
+        asyncio.run(read(b"\0\0"))
+    with pytest.raises(ProtocolError, match="larger than"):
+        asyncio.run(read(struct.pack(">I", MAX_FRAME_BYTES + 1)))
