@@ -338,6 +338,12 @@ class RuleAgent(BaseAgent):
         planted = await environment.exec(
             f"mkdir -p /logs/verifier && echo {forged} > /logs/verifier/reward.json && echo planted")
         probes["plant_reward"] = (planted.stdout or "").strip()
+        # A process left running in the task container, forging the reward while the verifier runs.
+        loop = (f"while true; do echo {forged} > /logs/verifier/.f && "
+                "mv -f /logs/verifier/.f /logs/verifier/reward.json; sleep 0.02; done")
+        started = await environment.exec(
+            f"nohup setsid bash -c {shlex.quote(loop)} >/dev/null 2>&1 & echo started")
+        probes["background_forger"] = (started.stdout or "").strip()
         (self.logs_dir / "probe.json").write_text(json.dumps(probes))
         context.metadata = {"probes": len(probes)}
 '''
@@ -357,6 +363,7 @@ def test_a_hostile_candidate_is_contained(live: Live) -> None:
     for probe in probes:
         assert probe.pop("uid") == 61000 and probe.pop("harbor_found") is True
         assert probe.pop("plant_reward") == "planted"   # inside its own task container: allowed, and useless
+        assert probe.pop("background_forger") == "started"  # killed before the verifier runs
         allowed = {name: value for name, value in probe.items() if not value.startswith("denied")}
         assert allowed == {}, allowed
         assert len(probe) == 15, probe

@@ -39,6 +39,30 @@ def _is_json(value: Any) -> bool:
     return True
 
 
+# Every process that `docker exec` started (each gets its own session) dies, and so does
+# everything such a process spawned, even after `setsid`: only the container's own command
+# (session 1: Harbor's `sh -c "sleep infinity"` and whatever the task's image runs) and this
+# script's session survive. SIGSTOP first, so no victim forks a replacement; a few rounds for
+# processes forked in flight.
+KILL_EXECED_PROCESSES = r"""
+session_of() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; set -- $s; echo "$4"; }
+mine=$(session_of $$)
+for _ in 1 2 3 4 5; do
+  victims=()
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    sid=$(session_of "$p") || continue
+    [[ "$sid" == 1 || "$sid" == "$mine" ]] || victims+=("$p")
+  done
+  (( ${#victims[@]} )) || break
+  kill -STOP "${victims[@]}" 2>/dev/null
+  kill -KILL "${victims[@]}" 2>/dev/null
+  sleep 0.1
+done
+true
+"""
+
+
 class IsolatedAgent(BaseAgent):  # type: ignore[misc]
     """Runs the candidate's agent named by `VERO_ISOLATION` in a separate unprivileged process."""
 
@@ -100,11 +124,12 @@ class IsolatedAgent(BaseAgent):  # type: ignore[misc]
         Harbor 0.24 does not clear them before a single-step shared-mode verifier runs, so an
         agent could plant a `reward.json` there that outranks the verifier's `reward.txt` (seen
         in tests/build/test_e2e_modeb.py). Harbor's multi-step trials clear them the same way.
-        A process the agent left running in the container could still race the verifier: inner
-        tasks that must resist that use `[verifier] environment_mode = "separate"`.
+        First every process the agent started is killed (see KILL_EXECED_PROCESSES), so
+        nothing it left running can race the verifier.
         """
         paths = EnvironmentPaths.for_os(environment.os)
         try:
+            await environment.exec(KILL_EXECED_PROCESSES, user="root", timeout_sec=30)
             await environment.empty_dirs([paths.verifier_dir], chmod=True)
             await environment.empty_dirs([paths.tests_dir], chmod=False)
         except Exception as exc:
