@@ -260,6 +260,7 @@ import json
 import os
 import shlex
 import socket
+import time
 from pathlib import Path
 
 from harbor.agents.base import BaseAgent
@@ -344,6 +345,12 @@ class RuleAgent(BaseAgent):
         started = await environment.exec(
             f"nohup setsid bash -c {shlex.quote(loop)} >/dev/null 2>&1 & echo started")
         probes["background_forger"] = (started.stdout or "").strip()
+        # And one left running in the sidecar, as the harness user, detached from its session.
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(600)
+            os._exit(0)
         (self.logs_dir / "probe.json").write_text(json.dumps(probes))
         context.metadata = {"probes": len(probes)}
 '''
@@ -369,3 +376,6 @@ def test_a_hostile_candidate_is_contained(live: Live) -> None:
         assert len(probe) == 15, probe
     leftovers = [p for p in live.nested.rglob("*") if p.name in ("pwned", "forged.json")]
     assert leftovers == []
+    # What the candidate detached in the sidecar did not outlive the evaluation.
+    strays = _exec(live, "eval-sidecar", "ps -u 61000 -o pid=,args= || true").stdout.strip()
+    assert strays == "", strays

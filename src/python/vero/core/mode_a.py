@@ -26,7 +26,7 @@ from pydantic import JsonValue, ValidationError
 
 from vero.core.datasets import ModeADataset, strip_labels
 from vero.core.records import SampleResult
-from vero.core.sandbox import ProcessGroups, SandboxUser, become_subreaper, kill_orphans, run_sandboxed
+from vero.core.sandbox import ProcessGroups, SandboxUser, StrayReaper, run_sandboxed
 from vero.core.scorer import ScoreFunction, normalize_score
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
@@ -101,11 +101,7 @@ class ModeAStrategy:
         self.evaluation_timeout = evaluation_timeout
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vero-sample")
         self._groups = ProcessGroups()
-        # Evaluations in flight; strays of the harness user are reaped when it drops to zero.
-        self._active = 0
-        self._active_lock = threading.Lock()
-        if self.user is not None:
-            become_subreaper()
+        self._reaper = StrayReaper(self.user)
 
     def stop(self) -> None:
         """Kill running candidates and start no new sample (safe in a signal handler)."""
@@ -126,17 +122,8 @@ class ModeAStrategy:
         When the last evaluation in flight ends, every process the candidates left behind
         (detached with `setsid`, so outside their killed process groups) is killed.
         """
-        with self._active_lock:
-            self._active += 1
-        try:
+        with self._reaper.evaluation():
             return self._evaluate(context)
-        finally:
-            with self._active_lock:
-                self._active -= 1
-                if self._active == 0 and self.user is not None:
-                    strays = kill_orphans(self.user.uid)
-                    if strays:
-                        log.warning("killed %d process(es) that candidate code left running", strays)
 
     def _evaluate(self, context: EvaluationContext) -> list[SampleResult]:
         ids = list(context.sample_ids)

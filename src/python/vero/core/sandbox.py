@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import pwd
 import signal
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -28,6 +29,7 @@ from typing import IO
 from vero.errors import VeroError
 
 TAIL_BYTES = 4096
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,37 @@ def kill_orphans(uid: int, rounds: int = 50) -> int:
                 os.waitpid(pid, 0)
             killed += 1
     return killed
+
+
+class StrayReaper:
+    """Kills what candidate code left running once no evaluation is in flight.
+
+    Makes this process a child subreaper (so orphans of candidate processes become its
+    children) and counts evaluations; when the last one ends, `kill_orphans` ends every child
+    running as the harness user. Shared by the Mode A and Mode B strategies.
+    """
+
+    def __init__(self, user: SandboxUser | None) -> None:
+        self.user = user
+        self._active = 0
+        self._lock = threading.Lock()
+        if user is not None:
+            become_subreaper()
+
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """Count one evaluation in flight for the duration of the block."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0 and self.user is not None:
+                    strays = kill_orphans(self.user.uid)
+                    if strays:
+                        log.warning("killed %d process(es) that candidate code left running", strays)
 
 
 def _feed(stdin: IO[bytes] | None, data: bytes) -> None:

@@ -115,8 +115,10 @@ class IsolatedAgent(BaseAgent):  # type: ignore[misc]
             await self._process.phase("run", environment, logs_dir=Path(self.logs_dir),
                                       instruction=instruction, context=context)
         finally:
-            await self._close()
-            await self._clear_verifier_dirs(environment)
+            try:
+                await self._close()
+            finally:
+                await self._clear_verifier_dirs(environment)
 
     async def _clear_verifier_dirs(self, environment: Any) -> None:
         """Empty /logs/verifier and /tests in the task container, as root.

@@ -62,6 +62,8 @@ from vero.modeb.transfer import TransferError, extract, pack, write_text_nofollo
 
 STDERR_LOG = "vero-isolation.log"
 STDERR_TAIL_BYTES = 64 * 1024
+# Seconds to wait for the candidate's process to exit (and its pipes, which asyncio waits for
+# too, to close) once it should be gone.
 EXIT_WAIT_SEC = 5.0
 
 
@@ -292,7 +294,9 @@ class CandidateProcess:
         """Kill the process group, keep its stderr tail in `logs_dir`, remove its scratch dir.
 
         A process the candidate detached into a session of its own survives this (it still runs
-        as the harness user, without the socket or the task files) until the sidecar stops.
+        as the harness user, without the socket or the task files) until the strategy's reaper
+        kills it; it may hold the pipes open, so the wait is bounded (asyncio's `wait()` can
+        wait for the pipes as well as for the process).
         """
         if self._closed:
             return
@@ -300,7 +304,11 @@ class CandidateProcess:
         try:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            await self.proc.wait()
+            try:
+                await asyncio.wait_for(self.proc.wait(), EXIT_WAIT_SEC)
+            except asyncio.TimeoutError:
+                self.logger.warning("the candidate's pipes stay open after its process was killed "
+                                    "(a detached process holds them); not waiting for them")
         finally:
             if logs_dir is not None:
                 tail = _tail(self.stderr)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
-from vero.core.sandbox import SandboxUser
+from vero.core.sandbox import SandboxUser, StrayReaper
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
 from vero.modeb import harbor_cli, nested, runs
@@ -136,6 +136,8 @@ class ModeBStrategy:
         self._stopping = threading.Event()
         self._active = 0
         self._idle = threading.Condition()
+        # Isolated candidates run as the harness user: what they detach is reaped when idle.
+        self._reaper = StrayReaper(isolation.user if isolation is not None else None)
 
     def stop(self) -> None:
         """Stop every running harbor (SIGTERM to its group, SIGKILL after `kill_grace`) and start no
@@ -190,7 +192,8 @@ class ModeBStrategy:
         with self._idle:
             self._active += 1
         try:
-            return self._evaluate(context)
+            with self._reaper.evaluation():
+                return self._evaluate(context)
         finally:
             with self._idle:
                 self._active -= 1
