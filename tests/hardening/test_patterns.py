@@ -22,12 +22,16 @@ from pydantic import BaseModel, ValidationError
 from tests.support.mode_a import make_mode_a_bench
 from tests.support.sidecar import serve_config
 from vero.baseline import BaselineInfo
+from vero.build.config import BuildCommon
+from vero.build.escaping import docker_path, image
 from vero.core.benchmark import SPLIT_NAME_PATTERN, Budget, SplitAccess, Target
 from vero.core.datasets import DatasetStore, load_mode_a_dataset, make_partition
 from vero.core.experiments import ExperimentDB
 from vero.core.gitops import validate_ref
 from vero.core.rejections import BadInput
 from vero.errors import VeroError
+from vero.modeb.config import is_registry_source
+from vero.modeb.worktree import check_ref
 from vero.serve.config import ModeAServe, ServeConfig, load_serve_config
 
 SHA = "0123456789abcdef" * 2 + "01234567"
@@ -101,3 +105,22 @@ def test_accepted_names_never_hold_control_characters_or_blanks(text: str) -> No
     except ValidationError:
         accepted = False
     assert accepted == bool(re.fullmatch(SPLIT_NAME_PATTERN, text))
+
+
+@pytest.mark.parametrize("check", [
+    lambda value: check_ref(value),
+    lambda value: image(value),
+    lambda value: docker_path(value),
+])
+def test_runtime_checks_of_compiler_and_runner_refuse_a_trailing_newline(check: Any) -> None:
+    check("main")
+    with pytest.raises((VeroError, ValueError)):
+        check("main\n")
+
+
+def test_registry_sources_and_secret_names_refuse_a_trailing_newline() -> None:
+    assert is_registry_source("org/name@1.0")
+    assert not is_registry_source("org/name@1.0\n")
+    assert BuildCommon._identifiers(["API_KEY"]) == ["API_KEY"]
+    with pytest.raises(ValueError):
+        BuildCommon._identifiers(["API_KEY\n"])

@@ -81,7 +81,7 @@ class BuildCommon(StrictModel):
     @classmethod
     def _identifiers(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not SECRET_NAME.match(name):
+            if not SECRET_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name "
                                  "([A-Za-z_][A-Za-z0-9_]*)")
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -92,7 +92,7 @@ class BuildCommon(StrictModel):
     @field_validator("base_image_main", "base_image_sidecar")
     @classmethod
     def _image_ref(cls, ref: str | None) -> str | None:
-        if ref is not None and not IMAGE_REF.match(ref):
+        if ref is not None and not IMAGE_REF.fullmatch(ref):
             raise ValueError(f"{ref!r} is not a local Docker image reference like 'vero/base:bookworm'")
         return ref
 

@@ -168,7 +168,7 @@ def json_value(value: object) -> Escaped:
 
 def image(value: str) -> Escaped:
     """A Docker image reference for a Dockerfile `FROM` line: validated, never escaped."""
-    if not IMAGE_REF.match(value):
+    if not IMAGE_REF.fullmatch(value):
         raise ValueError(f"{value!r} is not a Docker image reference")
     return Escaped(value)
 
@@ -178,7 +178,7 @@ _DOCKER_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 def docker_path(value: str) -> Escaped:
     """A path in a Dockerfile COPY/WORKDIR line, which has no quoting: only plain characters pass."""
-    if not _DOCKER_PATH.match(value):
+    if not _DOCKER_PATH.fullmatch(value):
         raise ValueError(f"{value!r} cannot appear unquoted in a Dockerfile")
     return Escaped(value)
 

@@ -41,7 +41,7 @@ class HarborConfig(StrictModel):
 
 def is_registry_source(task_source: str) -> bool:
     """True when a task source names a registry dataset (`org/name@version`), not a local path."""
-    return bool(REGISTRY_SOURCE.match(task_source)) and not task_source.startswith((".", "/"))
+    return bool(REGISTRY_SOURCE.fullmatch(task_source)) and not task_source.startswith((".", "/"))
 
 
 class CollationSettings(StrictModel):
@@ -60,7 +60,7 @@ def check_partition(partition: dict[str, list[str]]) -> dict[str, list[str]]:
     """Validate a Mode B partition `{split: [task names]}`: names are non-empty and unique across splits."""
     seen: dict[str, str] = {}
     for split, names in partition.items():
-        if not _SPLIT_NAME.match(split):
+        if not _SPLIT_NAME.fullmatch(split):
             raise ValueError(f"split name {split!r} must match {SPLIT_NAME_PATTERN}")
         if not names:
             raise ValueError(f"split {split!r} lists no tasks")

@@ -20,8 +20,8 @@ _SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 
 def check_ref(ref: str) -> str:
     """Accept a hex SHA or a plain ref name (branch, tag, HEAD~1); refuse option-like or odd input."""
-    plain = bool(_REF.match(ref)) and ".." not in ref and "@{" not in ref and not ref.endswith((".", "/"))
-    if _HEX.match(ref) or plain:
+    plain = bool(_REF.fullmatch(ref)) and ".." not in ref and "@{" not in ref and not ref.endswith((".", "/"))
+    if _HEX.fullmatch(ref) or plain:
         return ref
     raise VeroError(f"{ref!r} is not a commit SHA or a plain ref name", where="--commit",
                     fix="pass a commit SHA, a branch or a tag")
