@@ -65,6 +65,17 @@ def test_run_with_a_missing_base_image(tmp_path: Path) -> None:
     assert code == 2 and "vero/does-not-exist:1" in err and "vero/base:bookworm" not in err.split("fix:")[0]
 
 
+def test_run_without_the_compose_plugin(tmp_path: Path) -> None:
+    require_base_image()
+    config = write_mode_a(tmp_path / "bench")
+    # A Docker config dir without cli-plugins/: the docker CLI really has no `compose` then.
+    (tmp_path / "docker-config").mkdir()
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+    code, _, err = _invoke("harbor", "run", "-c", str(config), "-a", "oracle", "--harbor", str(harbor_bin()),
+                           "--runtime-pex", str(fake_runtime_pex(tmp_path / "vero.pex")), env=env)
+    assert code == 2 and "`docker compose version` failed" in err and "build-support/setup.sh" in err
+
+
 def test_run_passes_harbor_exit_code_and_cleans_up(tmp_path: Path) -> None:
     """The real harbor CLI fails fast on an agent it cannot import (exit 1, before any container)."""
     require_base_image()

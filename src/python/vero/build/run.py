@@ -15,6 +15,7 @@ from vero.build.compiler import build_task
 from vero.build.config import BuildConfig
 from vero.build.loader import load_build_config
 from vero.errors import VeroError
+from vero.modeb.harbor_cli import check_docker_compose
 
 
 def find_harbor(explicit: str | None, env: Mapping[str, str]) -> str:
@@ -40,8 +41,6 @@ def _uses_docker(harbor_args: Sequence[str]) -> bool:
 
 def check_base_images(config: BuildConfig) -> None:
     """Both base images must exist locally: nothing can be pulled and harbor would fail late."""
-    if shutil.which("docker") is None:
-        raise VeroError("the docker CLI is not installed", where="harbor run", fix="install Docker Engine")
     missing = []
     for image in dict.fromkeys([config.base_image_main, config.sidecar_image()]):
         probe = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
@@ -68,6 +67,7 @@ def run_task(config_path: Path, agent: str, model: str | None, harbor_args: Sequ
     harbor_bin = find_harbor(harbor, env)
     loaded = load_build_config(config_path)
     if _uses_docker(harbor_args):
+        check_docker_compose(env, where="harbor run")
         check_base_images(loaded.config)
     scratch = Path(tempfile.mkdtemp(prefix="vero-run-"))
     try:

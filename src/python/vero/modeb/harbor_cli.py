@@ -52,14 +52,21 @@ def preflight(config: HarborConfig, env: Mapping[str, str]) -> None:
         raise VeroError(f"the harbor command {program!r} was not found", where="harbor.harbor_command",
                         fix="install harbor (build-support/setup.sh links build-support/bin/harbor) "
                             "or set harbor_command / --harbor-command")
-    if config.environment != "docker":
-        return
+    if config.environment == "docker":
+        check_docker_compose(env, where="harbor.environment=docker")
+
+
+def check_docker_compose(env: Mapping[str, str], *, where: str) -> None:
+    """The docker CLI and its Compose v2 plugin must answer.
+
+    Harbor's own preflight misses a missing Compose plugin and then fails every trial while
+    still exiting 0.
+    """
     if shutil.which("docker", path=env.get("PATH")) is None:
-        raise VeroError("the docker CLI is not installed", where="harbor.environment=docker",
+        raise VeroError("the docker CLI is not installed", where=where,
                         fix="install Docker Engine, or choose another Harbor environment")
-    # Harbor's own preflight misses a missing Compose plugin and then fails every trial.
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False,
                            env=dict(env), stdin=subprocess.DEVNULL)
     if probe.returncode != 0:
-        raise VeroError("`docker compose version` failed: Harbor needs the Compose v2 plugin",
-                        where="harbor.environment=docker", fix="run build-support/setup.sh")
+        raise VeroError("`docker compose version` failed: Harbor needs the Compose v2 plugin", where=where,
+                        fix="run build-support/setup.sh (it installs the plugin)")
