@@ -1,6 +1,6 @@
 """Suite-wide rules. Under CI=true a skipped test fails the run: tests that need Docker or
 Harbor must really run in CI, so a missing engine or CLI is an error there, not a skip.
-Every test process ends by pruning the dangling images that compiled tasks left behind."""
+Every test process ends by pruning dangling images that compiled tasks left behind."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def _prune_task_images() -> None:
     # Building compiled tasks leaves dangling (untagged) images behind; they carry the label
-    # the task Dockerfiles set, so only vero's own are removed.
+    # the task Dockerfiles set, so only vero's own are removed. Only old ones: test processes
+    # run in parallel, and a build in progress holds young untagged intermediate images.
     if shutil.which("docker"):
-        subprocess.run(["docker", "image", "prune", "--force", "--filter", "label=io.vero.task"],
-                       capture_output=True, check=False, timeout=300)
+        subprocess.run(["docker", "image", "prune", "--force", "--filter", "label=io.vero.task",
+                        "--filter", "until=30m"], capture_output=True, check=False, timeout=300)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
