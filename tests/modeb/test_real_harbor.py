@@ -3,7 +3,7 @@ the real harbor CLI on Docker (VERO_HARBOR_BIN), and the improved agent scores h
 real timeout is salvaged, cleaned up by Harbor, and resumed.
 
 Four inner tasks, two trials at a time: about 35 s per agent on a 2-core machine; the
-timeout test about 40 s.
+timeout test about 60 s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from tests.modeb.agent_repo import make_agent_repo
+import pytest
+
+from tests.modeb.agent_repo import git, make_agent_repo
 from tests.support.tools import harbor_bin, require_base_image
 from vero.modeb.runner_cli import cli
 from vero.modeb.runs import load_all
@@ -95,17 +97,44 @@ def test_improved_agent_scores_higher_than_the_baseline_with_real_harbor(tmp_pat
     assert [json.loads(line) for line in collated.stdout.splitlines()] == improved
 
 
-def test_real_harbor_timeout_is_salvaged_cleaned_up_and_resumed(tmp_path: Path) -> None:
+STALL = """
+import asyncio
+import os
+
+_run = RuleAgent.run
+
+
+async def _stalling_run(self, instruction, environment, context):
+    # The test's switch (a host file named by VERO_TEST_STALL) holds the trial open.
+    if os.path.exists(os.environ.get("VERO_TEST_STALL", "/nonexistent")):
+        await asyncio.sleep(600)
+    await _run(self, instruction, environment, context)
+
+
+RuleAgent.run = _stalling_run
+"""
+
+
+def test_real_harbor_timeout_is_salvaged_cleaned_up_and_resumed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     require_base_image()
     repo = make_agent_repo(tmp_path)
+    # A candidate that stalls while a host file exists: the timeout always lands mid-trial,
+    # however fast the machine, and the same commit scores once the file is gone.
+    with (repo.path / "rule_agent" / "agent.py").open("a") as agent:
+        agent.write(STALL)
+    git(repo.path, "commit", "--quiet", "--all", "-m", "stall on request")
+    stalling = git(repo.path, "rev-parse", "HEAD")
+    stall = tmp_path / "stall"
+    stall.touch()
+    monkeypatch.setenv("VERO_TEST_STALL", str(stall))
     config = write_config(tmp_path)
     results = tmp_path / "results"
     args = ["run", "--harbor-config", str(config), "--split", "smoke", "--sample-id", "write-greeting",
-            "--repo", str(repo.path), "--commit", repo.improved, "--results-dir", str(results),
+            "--repo", str(repo.path), "--commit", stalling, "--results-dir", str(results),
             "--harbor-command", str(harbor_bin()), "--json"]
 
-    # 6 s is inside the trial's environment setup: harbor gets SIGTERM mid-trial.
-    timed_out = CliRunner().invoke(cli, [*args, "--timeout", "6"], catch_exceptions=False)
+    timed_out = CliRunner().invoke(cli, [*args, "--timeout", "30"], catch_exceptions=False)
     assert timed_out.exit_code == 0, timed_out.stderr
     [first] = [json.loads(line) for line in timed_out.stdout.splitlines()][:1]
     assert first["score"] is None and first["error"].endswith("harbor timed out")
@@ -119,7 +148,8 @@ def test_real_harbor_timeout_is_salvaged_cleaned_up_and_resumed(tmp_path: Path) 
         leftover = subprocess.run(query, capture_output=True, text=True, check=True)
         assert leftover.stdout.strip() == "", project
 
-    # The error sample is re-run (in a new job) and now scores.
+    # The error sample is re-run (in a new job) and, no longer stalled, scores.
+    stall.unlink()
     resumed = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert resumed.exit_code == 0, resumed.stderr
     assert json.loads(resumed.stdout.splitlines()[0])["score"] == 1.0
