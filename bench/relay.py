@@ -27,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
+from bench.results import record
 from vero.modeb.isolation import Isolation
 from vero.modeb.relay import Start
 from vero.modeb.relay_server import CandidateProcess
@@ -172,6 +173,10 @@ def main() -> None:
           f"ratio {best_iso[0] / best_in[0]:.2f} (+{per_call_iso - per_call_in:.2f} ms/call)")
     print(f"upload+download of {args.files} files, {args.mib:g} MiB: in-process {best_in[1]:.3f} s, "
           f"isolated {best_iso[1]:.3f} s, ratio {best_iso[1] / best_in[1]:.2f}")
+    record("relay", "exec, isolated / in-process", best_iso[0] / best_in[0],
+           f"{args.execs} execs, +{per_call_iso - per_call_in:.2f} ms/call")
+    record("relay", "file transfer, isolated / in-process", best_iso[1] / best_in[1],
+           f"{args.files} files, {args.mib:g} MiB up+down")
 
 
 if __name__ == "__main__":

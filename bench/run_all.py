@@ -45,6 +45,10 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
         ["./pants", "run", "bench/admission_overhead.py", "--", "--records", "0", "100", "1000"],
         ["./pants", "run", "bench/admission_overhead.py", "--", "--records", "0", "20", "--repeats", "3"],
     ),
+    "relay": (
+        ["./pants", "run", "bench/relay.py"],
+        ["./pants", "run", "bench/relay.py", "--", "--execs", "50", "--files", "20", "--mib", "2", "--rounds", "1"],
+    ),
     "pants_cache": (
         [sys.executable, "-m", "bench.pants_cache"],
         [sys.executable, "-m", "bench.pants_cache", "--targets", "//tasks:foo"],

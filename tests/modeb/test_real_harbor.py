@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner, Result
-
 import pytest
+from click.testing import CliRunner, Result
 
 from tests.modeb.agent_repo import git, make_agent_repo
 from tests.support.tools import harbor_bin, require_base_image
