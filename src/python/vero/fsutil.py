@@ -38,6 +38,14 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
+def remove_unfinished_writes(directory: Path) -> None:
+    """Delete the temp files that atomic writes into `directory` left when their process was
+    killed before the rename. Only for a directory whose writers are all known to be gone."""
+    for leftover in Path(directory).glob(".*.tmp"):
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink()
+
+
 def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
     """UTF-8 text variant of `atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"), mode)

@@ -30,7 +30,7 @@ from vero.core.ledger import ChargeKind
 from vero.core.records import Aggregate, SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.errors import VeroError
-from vero.fsutil import atomic_write_model, fsync_dir
+from vero.fsutil import atomic_write_model, fsync_dir, remove_unfinished_writes
 from vero.models import StrictModel
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,8 @@ class ExperimentDB:
         for child in sorted(self.root.iterdir()):
             if not (_ID.fullmatch(child.name) and child.is_dir()):
                 continue
-            for leftover in [*child.glob(".*.tmp"), *(child / "samples").glob(".*.tmp")]:
-                leftover.unlink()
+            remove_unfinished_writes(child)
+            remove_unfinished_writes(child / "samples")
             if not (child / RECORD).exists():
                 try:
                     self._remove(child.name)

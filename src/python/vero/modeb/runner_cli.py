@@ -26,6 +26,7 @@ from vero.core.records import SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext
 from vero.errors import VeroError
+from vero.fsutil import remove_unfinished_writes
 from vero.modeb import display, harbor_cli
 from vero.modeb.collate import RunNote, collate
 from vero.modeb.config import is_registry_source
@@ -190,6 +191,9 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
     strategy.refs_for(split, selected)   # an unknown --sample-id fails before the checkout
     console = _console(stderr=True)
     with _exclusive(results_dir), checkout(repo, sha) as checkout_dir:
+        # The lock is ours: any temp file here is a write of a runner that was killed.
+        remove_unfinished_writes(results_dir / "samples")
+        remove_unfinished_writes(results_dir / "jobs")
         worktree = _inside(checkout_dir, agent_path)
         store = SampleStore(results_dir / "samples")
         console.print(f"scoring {sha[:12]} on split {split!r} ({len(selected)} tasks) with {config.agent}; "
