@@ -27,6 +27,8 @@ import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidat
 from vero.modeb.isolation import SCRATCH_PREFIX, Isolation
 from vero.modeb.relay import (
     MAX_FRAME_BYTES,
+    MAX_TRANSFER_BYTES,
+    Frame,
     ProtocolError,
     Request,
     Start,
@@ -116,9 +118,9 @@ class Base:
         except Exception as exc:
             self.report[key] = f"{type(exc).__name__}: {exc}"
 
-    def raw(self, environment, body):
+    def raw(self, environment, body, payload=b""):
         frame = body if isinstance(body, bytes) else json.dumps(body).encode()
-        os.write(environment._channel.out_fd, struct.pack(">I", len(frame)) + frame)
+        os.write(environment._channel.out_fd, struct.pack(">II", len(frame), len(payload)) + frame + payload)
 '''
 
 AGENTS = {
@@ -204,13 +206,32 @@ class Agent(Base):
 class Agent(Base):
     async def run(self, instruction, environment, context):
         self.raw(environment, {"type": "request", "id": 7, "call": {"op": "upload", "kind": "file",
-                 "target": "/x", "name": "../../etc/cron.d/pwn", "data": ""}})
+                 "target": "/x", "name": "../../etc/cron.d/pwn"}}, b"tar")
         await asyncio.sleep(30)
 ''',
     "raw_huge": '''
 class Agent(Base):
     async def run(self, instruction, environment, context):
-        os.write(environment._channel.out_fd, struct.pack(">I", 2**31))
+        os.write(environment._channel.out_fd, struct.pack(">II", 2**31, 0))
+        await asyncio.sleep(30)
+''',
+    "raw_huge_payload": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        os.write(environment._channel.out_fd, struct.pack(">II", 10, 2**31))
+        await asyncio.sleep(30)
+''',
+    "raw_exec_payload": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        self.raw(environment, {"type": "request", "id": 7, "call": {"op": "exec", "command": "true"}}, b"x")
+        await asyncio.sleep(30)
+''',
+    "raw_upload_without_payload": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        self.raw(environment, {"type": "request", "id": 7, "call": {"op": "upload", "kind": "dir",
+                 "target": "/x"}})
         await asyncio.sleep(30)
 ''',
     "raw_type": '''
@@ -310,6 +331,9 @@ def test_downloads_never_follow_links_to_trusted_files(world: SimpleNamespace) -
 @pytest.mark.parametrize(("agent", "message"), [
     ("raw_path", "invalid message at request.call.upload.name: Value error, not a plain file name"),
     ("raw_huge", "broke the protocol: frame of 2147483648 bytes"),
+    ("raw_huge_payload", "broke the protocol: transfer of 2147483648 bytes is larger than 67108864"),
+    ("raw_exec_payload", "broke the protocol: a 'request' message carries no payload"),
+    ("raw_upload_without_payload", "broke the protocol: an upload request carries no payload"),
     ("raw_type", "broke the protocol: invalid message at (message)"),
 ])
 def test_hostile_frames_end_the_phase(world: SimpleNamespace, agent: str, message: str) -> None:
@@ -353,9 +377,9 @@ def test_requests_in_flight_are_bounded(world: SimpleNamespace) -> None:
 # --- the protocol itself ------------------------------------------------------------------------
 
 
-def exec_frame(**call: Any) -> bytes:
+def exec_frame(**call: Any) -> Frame:
     body = {"type": "request", "id": 1, "call": {"op": "exec", "command": "true", **call}}
-    return json.dumps(body).encode()
+    return Frame(json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(("call", "error"), [
@@ -378,11 +402,11 @@ def test_frames_round_trip_and_refuse_truncation_and_oversize() -> None:
     message = parse_candidate_message(exec_frame(cwd="/app", env={"A": "1"}, user="agent", timeout_sec=5))
     assert isinstance(message, Request)
 
-    async def read(data: bytes) -> list[bytes | None]:
+    async def read(data: bytes) -> list[Frame | None]:
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
-        frames: list[bytes | None] = []
+        frames: list[Frame | None] = []
         while True:
             frame = await read_frame(reader)
             frames.append(frame)
@@ -390,10 +414,21 @@ def test_frames_round_trip_and_refuse_truncation_and_oversize() -> None:
                 return frames
 
     frame = encode_frame(message)
-    assert asyncio.run(read(frame + frame)) == [frame[4:], frame[4:], None]
+    body = message.model_dump_json(exclude_none=True).encode()
+    upload = Request.model_validate({"type": "request", "id": 2,
+                                     "call": {"op": "upload", "kind": "dir", "target": "/x"}})
+    binary = bytes(range(256)) * 3   # raw bytes, not base64 in the JSON
+    with_payload = encode_frame(upload, binary)
+    assert asyncio.run(read(frame + with_payload + frame)) == [
+        Frame(body), Frame(upload.model_dump_json(exclude_none=True).encode(), binary), Frame(body), None]
+    assert with_payload.endswith(binary)
     with pytest.raises(ProtocolError, match="inside a frame"):
         asyncio.run(read(frame[:-1]))
+    with pytest.raises(ProtocolError, match="inside a frame"):
+        asyncio.run(read(with_payload[:-1]))
     with pytest.raises(ProtocolError, match="header"):
-        asyncio.run(read(b"\0\0"))
+        asyncio.run(read(b"\0\0\0\0\0"))
     with pytest.raises(ProtocolError, match="larger than"):
-        asyncio.run(read(struct.pack(">I", MAX_FRAME_BYTES + 1)))
+        asyncio.run(read(struct.pack(">II", MAX_FRAME_BYTES + 1, 0)))
+    with pytest.raises(ProtocolError, match="transfer larger than"):
+        encode_frame(upload, bytes(MAX_TRANSFER_BYTES + 1))

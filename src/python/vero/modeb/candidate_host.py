@@ -41,8 +41,6 @@ from vero.modeb.relay import (
     Reply,
     Request,
     Start,
-    decode_data,
-    encode_data,
     encode_frame,
     parse_trusted_message,
     read_frame,
@@ -95,30 +93,31 @@ class Channel:
         self.reader = reader
         self.out_fd = out_fd
         self.calls: asyncio.Queue[PhaseCall | None] = asyncio.Queue()
-        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[Reply, bytes]]] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
 
-    async def send(self, message: Ready | Request | Done) -> None:
+    async def send(self, message: Ready | Request | Done, payload: bytes = b"") -> None:
         """Write one frame (in a thread: frames can be large)."""
-        frame = encode_frame(message)
+        frame = encode_frame(message, payload)
         async with self._lock:
             await asyncio.get_running_loop().run_in_executor(None, _write_all, self.out_fd, frame)
 
-    async def request(self, call: dict[str, Any]) -> Reply:
-        """Send one environment operation and wait for its reply; a refusal raises RelayError."""
+    async def request(self, call: dict[str, Any], payload: bytes = b"") -> tuple[Reply, bytes]:
+        """Send one environment operation and wait for its reply and the reply's payload; a
+        refusal raises RelayError."""
         request_id = next(self._ids)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Reply, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
             await self.send(Request.model_validate({"type": "request", "id": request_id, "call": call},
-                                                   strict=False))
-            reply = await future
+                                                   strict=False), payload)
+            reply, reply_payload = await future
         finally:
             self._pending.pop(request_id, None)
         if not reply.ok:
             raise RelayError(reply.error or "the environment operation failed")
-        return reply
+        return reply, reply_payload
 
     async def pump(self) -> None:
         """Route replies to their requests and phase calls to `calls` until the trusted side closes."""
@@ -128,7 +127,7 @@ class Channel:
                 if isinstance(message, Reply):
                     future = self._pending.get(message.id)
                     if future is not None and not future.done():
-                        future.set_result(message)
+                        future.set_result((message, frame.payload))
                 elif isinstance(message, PhaseCall):
                     await self.calls.put(message)
         finally:
@@ -192,8 +191,8 @@ class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
         for overlay in self._exec_env_overlays.get():
             merged.update(overlay)
         timeout = None if timeout_sec is None else max(1, math.ceil(timeout_sec))
-        reply = await self._channel.request({"op": "exec", "command": command, "cwd": cwd,
-                                             "env": merged or None, "timeout_sec": timeout, "user": user})
+        reply, _ = await self._channel.request({"op": "exec", "command": command, "cwd": cwd,
+                                                "env": merged or None, "timeout_sec": timeout, "user": user})
         output = reply.exec_output
         if output is None:
             raise RelayError("the exec reply carries no result")
@@ -204,29 +203,28 @@ class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
         source = Path(source_path)
         data = pack(source, limit=MAX_TRANSFER_BYTES, follow=True)
         await self._channel.request({"op": "upload", "kind": "file", "target": target_path,
-                                     "name": source.name, "data": encode_data(data)})
+                                     "name": source.name}, data)
 
     async def upload_dir(self, source_dir: Path | str, target_dir: str) -> None:
         """Copy a local directory's contents into the container."""
         data = pack(Path(source_dir), limit=MAX_TRANSFER_BYTES, follow=True)
-        await self._channel.request({"op": "upload", "kind": "dir", "target": target_dir,
-                                     "data": encode_data(data)})
+        await self._channel.request({"op": "upload", "kind": "dir", "target": target_dir}, data)
 
     async def download_file(self, source_path: str, target_path: Path | str) -> None:
         """Copy a file of the container to a local path."""
-        reply = await self._channel.request({"op": "download", "kind": "file", "source": source_path})
+        reply, data = await self._channel.request({"op": "download", "kind": "file", "source": source_path})
         target = Path(target_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as staging:
-            extract(decode_data(reply.data or ""), Path(staging), limit=MAX_TRANSFER_BYTES)
+            extract(data, Path(staging), limit=MAX_TRANSFER_BYTES)
             os.replace(Path(staging) / (reply.name or ""), target)
 
     async def download_dir(self, source_dir: str, target_dir: Path | str) -> None:
         """Copy a directory of the container into a local directory."""
-        reply = await self._channel.request({"op": "download", "kind": "dir", "source": source_dir})
+        _, data = await self._channel.request({"op": "download", "kind": "dir", "source": source_dir})
         target = Path(target_dir)
         target.mkdir(parents=True, exist_ok=True)
-        extract(decode_data(reply.data or ""), target, limit=MAX_TRANSFER_BYTES)
+        extract(data, target, limit=MAX_TRANSFER_BYTES)
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -246,7 +244,8 @@ def _construct(start: Start, logs_dir: Path) -> Any:
                        extra_env=dict(start.extra_env), **kwargs)
 
 
-async def _run_phase(agent: Any, call: PhaseCall, channel: Channel, logs_dir: Path) -> Done:
+async def _run_phase(agent: Any, call: PhaseCall, channel: Channel, logs_dir: Path) -> tuple[Done, bytes]:
+    """Run one phase of the agent: the Done message and the tar of its logs dir."""
     environment = RelayEnvironment(channel, call.environment)
     context = _AgentContext() if call.phase == "run" else None
     error = None
@@ -260,14 +259,15 @@ async def _run_phase(agent: Any, call: PhaseCall, channel: Channel, logs_dir: Pa
                 populate(context)
     except BaseException as exc:  # the candidate's SystemExit too: it is reported, not obeyed
         error = _error_info(exc)
-    logs = None
+    logs = b""
     try:
-        logs = encode_data(pack(logs_dir, limit=MAX_TRANSFER_BYTES))
-    except (TransferError, ProtocolError) as exc:
+        logs = pack(logs_dir, limit=MAX_TRANSFER_BYTES)
+    except TransferError as exc:
         log.warning("the agent's logs are not sent back: %s", exc)
     dumped = context.model_dump(mode="json") if context is not None else None
-    return Done.model_validate({"type": "done", "phase": call.phase, "ok": error is None, "error": error,
-                                "context": dumped, "logs": logs}, strict=False)
+    done = Done.model_validate({"type": "done", "phase": call.phase, "ok": error is None, "error": error,
+                                "context": dumped}, strict=False)
+    return done, logs
 
 
 async def serve(in_fd: int, out_fd: int) -> None:
@@ -294,7 +294,7 @@ async def serve(in_fd: int, out_fd: int) -> None:
     pump = asyncio.create_task(channel.pump())
     try:
         while (call := await channel.calls.get()) is not None:
-            await channel.send(await _run_phase(agent, call, channel, logs_dir))
+            await channel.send(*await _run_phase(agent, call, channel, logs_dir))
     finally:
         pump.cancel()
 

@@ -1,9 +1,12 @@
 """The pipe protocol between the trusted `IsolatedAgent` (inside harbor) and the candidate's process.
 
-A frame is a 4-byte big-endian length and one UTF-8 JSON object. The candidate's process asks
-for environment operations (`Request`) and reports each phase (`Done`); the trusted side answers
-(`Reply`). Everything the trusted side reads is hostile until one of these strict models accepted
-it: sizes are bounded, paths and names are checked, unknown fields are errors.
+A frame is an 8-byte header (two big-endian lengths), one UTF-8 JSON object, and a binary
+payload: the tar of an upload, of a download's reply or of the agent's logs (empty otherwise;
+raw bytes, so a transfer is not base64-encoded and escaped into JSON). The candidate's process
+asks for environment operations (`Request`) and reports each phase (`Done`); the trusted side
+answers (`Reply`). Everything the trusted side reads is hostile until one of these strict models
+accepted it: sizes are bounded, paths and names are checked, unknown fields are errors, and a
+payload is accepted only on the messages that carry one.
 
 Runs in vero's interpreter and in harbor's (CPython >= 3.11): stdlib and pydantic only.
 """
@@ -11,10 +14,9 @@ Runs in vero's interpreter and in harbor's (CPython >= 3.11): stdlib and pydanti
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 import struct
+from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
@@ -22,13 +24,13 @@ from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_valid
 from vero.models import StrictModel
 
 MAX_TRANSFER_BYTES = 64 * 1024 * 1024
-# base64 of the largest transfer plus room for the JSON around it.
+# The JSON of a message: an exec reply carries up to MAX_TRANSFER_BYTES of output, escaped.
 MAX_FRAME_BYTES = MAX_TRANSFER_BYTES * 4 // 3 + 1024 * 1024
 MAX_PATH_CHARS = 4096
 MAX_COMMAND_CHARS = 1_000_000
 MAX_ENV_ENTRIES = 1000
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
-_HEADER = struct.Struct(">I")
+_HEADER = struct.Struct(">II")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 
@@ -61,25 +63,12 @@ def check_file_name(value: str) -> str:
     return value
 
 
-def decode_data(value: str) -> bytes:
-    """The bytes of a base64 `data` field (strict alphabet, bounded)."""
-    try:
-        data = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ProtocolError(f"data is not base64: {exc}") from None
-    if len(data) > MAX_TRANSFER_BYTES:
-        raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
-    return data
+@dataclass(frozen=True)
+class Frame:
+    """One frame as read: the message's JSON and its payload (empty when it carries none)."""
 
-
-def encode_data(data: bytes) -> str:
-    """`data` as a base64 field, refusing transfers over the limit."""
-    if len(data) > MAX_TRANSFER_BYTES:
-        raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
-    return base64.b64encode(data).decode("ascii")
-
-
-_Data = Annotated[str, Field(max_length=MAX_TRANSFER_BYTES * 4 // 3 + 4)]
+    body: bytes
+    payload: bytes = b""
 
 
 # --- candidate -> trusted ---------------------------------------------------------------------
@@ -129,13 +118,13 @@ class ExecCall(StrictModel):
 
 
 class UploadCall(StrictModel):
-    """`upload_file` (one regular file named `name`) or `upload_dir` (a directory's contents), as a tar."""
+    """`upload_file` (one regular file named `name`) or `upload_dir` (a directory's contents); the
+    frame's payload is their tar."""
 
     op: Literal["upload"]
     kind: Literal["file", "dir"]
     target: str
     name: str | None = None
-    data: _Data
 
     @field_validator("target")
     @classmethod
@@ -189,28 +178,34 @@ class ErrorInfo(StrictModel):
 
 
 class Done(StrictModel):
-    """A phase ended: `start` (import and construction), `setup` or `run`."""
+    """A phase ended: `start` (import and construction), `setup` or `run`. The frame's payload, if
+    any, is the tar of the agent's logs dir."""
 
     type: Literal["done"]
     phase: Literal["start", "setup", "run"]
     ok: bool
     error: ErrorInfo | None = None
     context: dict[str, JsonValue] | None = None
-    logs: _Data | None = None
 
 
 CandidateMessage = Annotated[Union[Ready, Request, Done], Field(discriminator="type")]
 _CANDIDATE_MESSAGE: TypeAdapter[Ready | Request | Done] = TypeAdapter(CandidateMessage)
 
 
-def parse_candidate_message(frame: bytes) -> Ready | Request | Done:
+def parse_candidate_message(frame: Frame) -> Ready | Request | Done:
     """Validate one frame from the candidate's process; a bad one is a ProtocolError."""
     try:
-        return _CANDIDATE_MESSAGE.validate_json(frame)
+        message = _CANDIDATE_MESSAGE.validate_json(frame.body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(message)"
         raise ProtocolError(f"invalid message at {where}: {first['msg']}") from None
+    uploads = isinstance(message, Request) and isinstance(message.call, UploadCall)
+    if uploads and not frame.payload:
+        raise ProtocolError("an upload request carries no payload")
+    if frame.payload and not (uploads or isinstance(message, Done)):
+        raise ProtocolError(f"a {message.type!r} message carries no payload")
+    return message
 
 
 # --- trusted -> candidate ---------------------------------------------------------------------
@@ -255,7 +250,8 @@ class ExecOutput(StrictModel):
 
 
 class Reply(StrictModel):
-    """The answer to one `Request`: `ok` with a result, or a refusal/failure message."""
+    """The answer to one `Request`: `ok` with a result, or a refusal/failure message. The reply to
+    a download names what was read; the frame's payload is its tar."""
 
     type: Literal["reply"] = "reply"
     id: int
@@ -263,17 +259,17 @@ class Reply(StrictModel):
     error: str | None = None
     exec_output: ExecOutput | None = None
     name: str | None = None
-    data: str | None = None
 
 
 TrustedMessage = Annotated[Union[Start, PhaseCall, Reply], Field(discriminator="type")]
 _TRUSTED_MESSAGE: TypeAdapter[Start | PhaseCall | Reply] = TypeAdapter(TrustedMessage)
 
 
-def parse_trusted_message(frame: bytes) -> Start | PhaseCall | Reply:
-    """Parse one frame from the trusted side (in the candidate's process)."""
+def parse_trusted_message(frame: Frame) -> Start | PhaseCall | Reply:
+    """Parse one frame from the trusted side (in the candidate's process); its payload is the
+    reply's tar, if any."""
     try:
-        return _TRUSTED_MESSAGE.validate_json(frame)
+        return _TRUSTED_MESSAGE.validate_json(frame.body)
     except ValidationError as exc:
         raise ProtocolError(f"invalid message from the trusted side: {exc.errors()[0]['msg']}") from None
 
@@ -281,26 +277,33 @@ def parse_trusted_message(frame: bytes) -> Start | PhaseCall | Reply:
 # --- framing ----------------------------------------------------------------------------------
 
 
-def encode_frame(message: StrictModel) -> bytes:
-    """One frame: length header and the message as compact JSON."""
+def encode_frame(message: StrictModel, payload: bytes = b"") -> bytes:
+    """One frame: the header, the message as compact JSON, then `payload`."""
     body = message.model_dump_json(exclude_none=True).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
-    return _HEADER.pack(len(body)) + body
+    if len(payload) > MAX_TRANSFER_BYTES:
+        raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
+    return b"".join((_HEADER.pack(len(body), len(payload)), body, payload))
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """The next frame, or None at a clean end of stream; truncation and oversize are ProtocolErrors."""
+async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
+    """The next frame, or None at a clean end of stream; truncation and oversize are ProtocolErrors
+    (both lengths are checked before anything is read)."""
     try:
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
             raise ProtocolError("the stream ended inside a frame header") from None
         return None
-    (length,) = _HEADER.unpack(header)
+    length, payload_length = _HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {length} bytes is larger than {MAX_FRAME_BYTES}")
+    if payload_length > MAX_TRANSFER_BYTES:
+        raise ProtocolError(f"transfer of {payload_length} bytes is larger than {MAX_TRANSFER_BYTES}")
     try:
-        return await reader.readexactly(length)
+        body = await reader.readexactly(length)
+        payload = await reader.readexactly(payload_length) if payload_length else b""
     except asyncio.IncompleteReadError:
         raise ProtocolError("the stream ended inside a frame") from None
+    return Frame(body=body, payload=payload)

@@ -52,8 +52,6 @@ from vero.modeb.relay import (
     Request,
     Start,
     UploadCall,
-    decode_data,
-    encode_data,
     encode_frame,
     parse_candidate_message,
     read_frame,
@@ -137,9 +135,9 @@ class CandidateProcess:
         await process._send(start)
         return process
 
-    async def _send(self, message: Start | PhaseCall | Reply) -> None:
+    async def _send(self, message: Start | PhaseCall | Reply, payload: bytes = b"") -> None:
         assert self.proc.stdin is not None
-        frame = encode_frame(message)
+        frame = encode_frame(message, payload)
         async with self._write_lock:
             try:
                 self.proc.stdin.write(frame)
@@ -156,7 +154,8 @@ class CandidateProcess:
         last = tail[-1][-500:] if tail else ""
         return f"the candidate's process ended (exit code {code})" + (f": {last}" if last else "")
 
-    async def _next(self) -> Ready | Request | Done:
+    async def _next(self) -> tuple[Ready | Request | Done, bytes]:
+        """The candidate's next message and its payload."""
         assert self.proc.stdout is not None
         try:
             frame = await read_frame(self.proc.stdout)
@@ -165,13 +164,13 @@ class CandidateProcess:
         if frame is None:
             raise CandidateAgentError(await self._died())
         try:
-            return parse_candidate_message(frame)
+            return parse_candidate_message(frame), frame.payload
         except ProtocolError as exc:
             raise CandidateAgentError(f"the candidate's process broke the protocol: {exc}") from None
 
     async def ready(self) -> Ready:
         """Wait until the candidate's agent is constructed; its import or constructor error raises."""
-        message = await self._next()
+        message, _ = await self._next()
         if isinstance(message, Ready):
             return message
         if isinstance(message, Done) and message.phase == "start" and not message.ok:
@@ -186,33 +185,35 @@ class CandidateProcess:
         await self._send(call)
         tasks: set[asyncio.Task[None]] = set()
         done: Done | None = None
+        logs = b""
         try:
             while done is None:
-                message = await self._next()
+                message, payload = await self._next()
                 if isinstance(message, Request):
                     if len(tasks) >= self.spec.max_parallel_requests:
                         await self._send(Reply(id=message.id, ok=False,
                                                error=f"more than {self.spec.max_parallel_requests} "
                                                      "requests in flight"))
                         continue
-                    task = asyncio.create_task(self._serve(message, environment))
+                    task = asyncio.create_task(self._serve(message, payload, environment))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 elif isinstance(message, Done) and message.phase == phase:
-                    done = message
+                    done, logs = message, payload
                 else:
                     raise CandidateAgentError(f"the candidate's process sent {message.type!r} during {phase}")
         finally:
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._apply(done, context, logs_dir)
+        self._apply(done, logs, context, logs_dir)
         if not done.ok:
             raise CandidateAgentError(_describe(done.error))
 
-    async def _serve(self, request: Request, environment: Any) -> None:
+    async def _serve(self, request: Request, payload: bytes, environment: Any) -> None:
+        reply_payload = b""
         try:
-            reply = await self._perform(request, environment)
+            reply, reply_payload = await self._perform(request, payload, environment)
         except RelayRefused as exc:
             self.logger.warning("refused a request of the candidate's agent: %s", exc)
             reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
@@ -221,9 +222,10 @@ class CandidateProcess:
         except Exception as exc:
             reply = Reply(id=request.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:4000])
         with contextlib.suppress(CandidateAgentError):
-            await self._send(reply)
+            await self._send(reply, reply_payload)
 
-    async def _perform(self, request: Request, environment: Any) -> Reply:
+    async def _perform(self, request: Request, payload: bytes, environment: Any) -> tuple[Reply, bytes]:
+        """Carry out one request; the reply and its payload (a download's tar)."""
         call = request.call
         if isinstance(call, ExecCall):
             default = getattr(environment, "default_user", None)
@@ -235,17 +237,16 @@ class CandidateProcess:
             return Reply(id=request.id, ok=True, exec_output=ExecOutput(
                 stdout=None if result.stdout is None else str(result.stdout)[-half:],
                 stderr=None if result.stderr is None else str(result.stderr)[-half:],
-                return_code=int(result.return_code)))
+                return_code=int(result.return_code))), b""
         with tempfile.TemporaryDirectory(prefix="vero-relay-") as private:
             if isinstance(call, UploadCall):
-                await self._upload(call, environment, Path(private))
-                return Reply(id=request.id, ok=True)
+                await self._upload(call, payload, environment, Path(private))
+                return Reply(id=request.id, ok=True), b""
             assert isinstance(call, DownloadCall)
             name, data = await self._download(call, environment, Path(private))
-            return Reply(id=request.id, ok=True, name=name, data=encode_data(data))
+            return Reply(id=request.id, ok=True, name=name), data
 
-    async def _upload(self, call: UploadCall, environment: Any, private: Path) -> None:
-        data = decode_data(call.data)
+    async def _upload(self, call: UploadCall, data: bytes, environment: Any, private: Path) -> None:
         staged = private / "upload"
         staged.mkdir()
         report = extract(data, staged, limit=self.spec.max_transfer_bytes)
@@ -271,7 +272,7 @@ class CandidateProcess:
         await environment.download_file(call.source, target)
         return name, pack(target, limit=limit)
 
-    def _apply(self, done: Done, context: Any, logs_dir: Path) -> None:
+    def _apply(self, done: Done, logs: bytes, context: Any, logs_dir: Path) -> None:
         """Copy the AgentContext fields and the candidate's logs back; a bad part is logged, not fatal."""
         if context is not None and done.context is not None:
             try:
@@ -280,10 +281,9 @@ class CandidateProcess:
                     setattr(context, field, getattr(validated, field))
             except Exception as exc:
                 self.logger.warning("ignored the candidate's agent context: %s", str(exc)[:500])
-        if done.logs is not None:
+        if logs:
             try:
-                report = extract(decode_data(done.logs), logs_dir, limit=self.spec.max_transfer_bytes,
-                                 allow_symlinks=False)
+                report = extract(logs, logs_dir, limit=self.spec.max_transfer_bytes, allow_symlinks=False)
             except (TransferError, ProtocolError) as exc:
                 self.logger.warning("ignored the candidate's logs: %s", exc)
             else:
