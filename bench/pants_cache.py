@@ -6,9 +6,9 @@ Run from the repository root with any Python 3 (it drives ./pants, so not under 
 
 Prints the time of each scenario and its ratio to a clean build measured in the same run:
 clean build (no process cache, no pantsd) twice, with a byte-for-byte comparison of the two
-outputs; a rebuild served by the local process cache (filled by an unmeasured build first); a rebuild with no change under pantsd
-(no process may run); and a rebuild after editing one input of the first target (only that
-target may be recompiled). The edited file is always restored.
+outputs; a rebuild served by the local process cache (filled by an unmeasured build first); a
+rebuild with no change under pantsd (no process may run); and a rebuild after editing one input
+of the first target (only that target may be recompiled). The edited file is always restored.
 """
 
 from __future__ import annotations
