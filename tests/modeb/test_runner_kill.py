@@ -1,7 +1,7 @@
 """Drill: the runner is SIGKILLed at each of its writes, from recording the harbor run to the last
 sample result of the collation. The next run recovers: every task scored exactly once, no task
 that finished is run by harbor again, no temp file is left, and the results are those of an
-uninterrupted run.
+uninterrupted run, and the killed run's checkout is removed.
 
 Fault injection: no signal sent from outside can land between two writes a few microseconds
 apart, so the runner is started through a launcher that makes its N-th `os.replace` (every
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.modeb.agent_repo import make_agent_repo
+from tests.modeb.agent_repo import git, make_agent_repo
 from vero.modeb import runner_cli
 from vero.modeb.runs import load_all
 
@@ -119,6 +119,9 @@ def test_a_kill_at_any_write_of_the_runner_loses_nothing_and_runs_nothing_twice(
         assert len(samples) == 3, samples
         assert temp_files(results) == []
         assert all(record.finished for record in load_all(results / "jobs"))
+        # The killed runner's checkout is gone too: no directory, no git worktree entry.
+        assert not (results / ".candidate-checkout").exists() and list(scratch.iterdir()) == []
+        assert git(repo.path, "worktree", "list", "--porcelain").count("worktree ") == 1
         # A third run has nothing to do.
         third = runner(PLAIN, args(results), env)
         assert third.returncode == 0 and "nothing to run" in third.stderr, third.stderr

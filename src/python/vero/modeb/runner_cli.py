@@ -37,6 +37,8 @@ from vero.modeb.trials import job_dirs, read_jobs
 from vero.modeb.worktree import checkout, resolve_commit
 
 EXIT_INTERRUPTED = 130
+# The candidate's checkout, inside the locked results dir: a killed runner's is removed by the next.
+CHECKOUT_DIR = ".candidate-checkout"
 
 
 class RunnerGroup(click.Group):
@@ -190,7 +192,7 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
                              jobs_dir=(results_dir / "jobs").resolve())
     strategy.refs_for(split, selected)   # an unknown --sample-id fails before the checkout
     console = _console(stderr=True)
-    with _exclusive(results_dir), checkout(repo, sha) as checkout_dir:
+    with _exclusive(results_dir), checkout(repo, sha, (results_dir / CHECKOUT_DIR).resolve()) as checkout_dir:
         # The lock is ours: any temp file here is a write of a runner that was killed.
         remove_unfinished_writes(results_dir / "samples")
         remove_unfinished_writes(results_dir / "jobs")

@@ -51,20 +51,33 @@ def resolve_commit(repo: Path, ref: str) -> str:
 
 
 @contextmanager
-def checkout(repo: Path, commit: str) -> Iterator[Path]:
-    """Check `commit` (a full SHA) out into a temporary detached worktree; removed afterwards."""
-    holder = Path(tempfile.mkdtemp(prefix="vero-candidate-"))
+def checkout(repo: Path, commit: str, holder: Path | None = None) -> Iterator[Path]:
+    """Check `commit` (a full SHA) out into a detached worktree, removed afterwards.
+
+    `holder` is the directory to hold it, reserved for this checkout by the caller (the runner
+    passes one inside its locked results dir): what a killed predecessor left there is removed
+    first. Without it, a fresh temporary directory is used.
+    """
+    if holder is None:
+        holder = Path(tempfile.mkdtemp(prefix="vero-candidate-"))
+    else:
+        _remove(repo, holder)
+        holder.mkdir(parents=True)
     worktree = holder / "repo"
     try:
         added = _git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
         if added.returncode != 0:
             raise VeroError(f"cannot check out {commit[:12]}: {added.stderr.strip()}", where=str(repo),
                             fix="check the repository with `git worktree list` and `git fsck`")
-        # Harbor runs as another user in the sidecar; the checkout must be readable.
+        # Harbor may run as another user than this process; the checkout must be readable.
         holder.chmod(0o755)
         yield worktree
     finally:
-        if worktree.exists():
-            _git(repo, "worktree", "remove", "--force", str(worktree))
-        shutil.rmtree(holder, ignore_errors=True)
-        _git(repo, "worktree", "prune")
+        _remove(repo, holder)
+
+
+def _remove(repo: Path, holder: Path) -> None:
+    if (holder / "repo").exists():
+        _git(repo, "worktree", "remove", "--force", str(holder / "repo"))
+    shutil.rmtree(holder, ignore_errors=True)
+    _git(repo, "worktree", "prune")
