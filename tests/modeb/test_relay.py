@@ -35,6 +35,7 @@ from vero.modeb.relay import (
     encode_frame,
     parse_candidate_message,
     read_frame,
+    tail_within,
 )
 from vero.modeb.relay_server import CandidateAgentError, CandidateProcess
 
@@ -234,6 +235,15 @@ class Agent(Base):
                  "target": "/x"}})
         await asyncio.sleep(30)
 ''',
+    "wide_output": '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        # 24 M NULs on stdout take 144 MB as JSON; 2.7 M characters of text on stderr take 4 MB.
+        result = await environment.exec("head -c 24000000 /dev/zero; yes é | head -c 3999999 >&2")
+        self.report = {"out": len(result.stdout), "out_chars": sorted(set(result.stdout)),
+                       "err": result.stderr[:4], "err_len": len(result.stderr), "rc": result.return_code}
+        self.save()
+''',
     "raw_type": '''
 class Agent(Base):
     async def run(self, instruction, environment, context):
@@ -374,6 +384,14 @@ def test_requests_in_flight_are_bounded(world: SimpleNamespace) -> None:
     assert seen == {"ok": 8, "refused": ["more than 8 requests in flight"]}
 
 
+def test_exec_output_too_wide_for_a_frame_comes_back_as_its_tail(world: SimpleNamespace) -> None:
+    asyncio.run(drive(world, "wide_output", LocalEnvironment(world.container), run_timeout=60))
+    seen = report(world)
+    most = MAX_TRANSFER_BYTES // 2 // 6   # NULs that fit in half the transfer limit as JSON
+    assert 0.9 * most < seen["out"] <= most and seen["out_chars"] == ["\0"] and seen["rc"] == 0
+    assert seen["err"] == "é\né\n" and seen["err_len"] == 2_666_666   # small enough: whole
+
+
 # --- the protocol itself ------------------------------------------------------------------------
 
 
@@ -396,6 +414,15 @@ def exec_frame(**call: Any) -> Frame:
 def test_requests_are_validated_strictly(call: dict[str, Any], error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
         parse_candidate_message(exec_frame(**call))
+
+
+@pytest.mark.parametrize("text", ["a" * 100, "\0" * 5000, "é" * 5000, "\U0001f600\n" * 5000,
+                                  "x\0" * 5000, '"\\' * 5000, "\ud800" * 5000])
+def test_a_tail_within_a_byte_limit_fits_and_is_a_suffix(text: str) -> None:
+    cut = tail_within(text, 4000)
+    assert text.endswith(cut)
+    encoded = len(json.dumps(cut, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    assert encoded <= 4000 and (cut == text or encoded > 3000)
 
 
 def test_frames_round_trip_and_refuse_truncation_and_oversize() -> None:

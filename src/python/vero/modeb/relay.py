@@ -14,6 +14,7 @@ Runs in vero's interpreter and in harbor's (CPython >= 3.11): stdlib and pydanti
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import struct
 from dataclasses import dataclass
@@ -272,6 +273,20 @@ def parse_trusted_message(frame: Frame) -> Start | PhaseCall | Reply:
         return _TRUSTED_MESSAGE.validate_json(frame.body)
     except ValidationError as exc:
         raise ProtocolError(f"invalid message from the trusted side: {exc.errors()[0]['msg']}") from None
+
+
+def tail_within(text: str, limit: int) -> str:
+    """The end of `text`, cut so that it takes at most `limit` bytes as a JSON string.
+
+    A character takes 1 to 6 bytes there (a control character becomes `\\u00XX`), so a cut by
+    characters alone could still overflow the frame; such a reply could not be sent at all.
+    """
+    if len(text) * 6 + 2 <= limit:
+        return text
+    cut = text[-limit:]
+    while cut and (size := len(json.dumps(cut, ensure_ascii=False).encode("utf-8", "surrogatepass"))) > limit:
+        cut = cut[len(cut) - int(len(cut) * limit / size * 0.98):]
+    return cut
 
 
 # --- framing ----------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from vero.modeb.relay import (
     encode_frame,
     parse_candidate_message,
     read_frame,
+    tail_within,
 )
 from vero.modeb.transfer import TransferError, extract, pack, write_text_nofollow
 
@@ -222,7 +223,13 @@ class CandidateProcess:
         except Exception as exc:
             reply = Reply(id=request.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:4000])
         with contextlib.suppress(CandidateAgentError):
-            await self._send(reply, reply_payload)
+            try:
+                await self._send(reply, reply_payload)
+            except CandidateAgentError:
+                raise
+            except Exception as exc:
+                # A reply that cannot be framed must still be answered, or the candidate waits forever.
+                await self._send(Reply(id=request.id, ok=False, error=f"the reply could not be sent: {exc}"[:4000]))
 
     async def _perform(self, request: Request, payload: bytes, environment: Any) -> tuple[Reply, bytes]:
         """Carry out one request; the reply and its payload (a download's tar)."""
@@ -235,8 +242,8 @@ class CandidateProcess:
                                             timeout_sec=call.timeout_sec, user=call.user)
             half = self.spec.max_transfer_bytes // 2
             return Reply(id=request.id, ok=True, exec_output=ExecOutput(
-                stdout=None if result.stdout is None else str(result.stdout)[-half:],
-                stderr=None if result.stderr is None else str(result.stderr)[-half:],
+                stdout=None if result.stdout is None else tail_within(str(result.stdout), half),
+                stderr=None if result.stderr is None else tail_within(str(result.stderr), half),
                 return_code=int(result.return_code))), b""
         with tempfile.TemporaryDirectory(prefix="vero-relay-") as private:
             if isinstance(call, UploadCall):
