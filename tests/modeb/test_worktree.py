@@ -38,6 +38,36 @@ def test_checkout_is_removed_when_the_evaluation_fails(tmp_path: Path) -> None:
     assert len(git(repo.path, "worktree", "list").splitlines()) == 1
 
 
+def test_a_checkout_left_by_a_killed_run_is_replaced(tmp_path: Path) -> None:
+    repo = make_agent_repo(tmp_path)
+    holder = tmp_path / "results" / ".candidate-checkout"
+    git(repo.path, "worktree", "add", "--detach", "--quiet", str(holder / "repo"), repo.baseline)
+    (holder / "repo" / "stale.txt").write_text("left by a SIGKILLed runner")
+    with checkout(repo.path, repo.improved, holder) as worktree:
+        assert worktree == holder / "repo" and not (worktree / "stale.txt").exists()
+        assert git(worktree, "rev-parse", "HEAD") == repo.improved
+    assert not holder.exists()
+    assert len(git(repo.path, "worktree", "list").splitlines()) == 1
+
+
+def test_a_checkout_location_that_is_not_a_directory_is_refused_untouched(tmp_path: Path) -> None:
+    repo = make_agent_repo(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "repo").mkdir(parents=True)
+    (elsewhere / "repo" / "keep.txt").write_text("not vero's")
+    link = tmp_path / "results" / ".candidate-checkout"
+    link.parent.mkdir()
+    link.symlink_to(elsewhere)
+    with pytest.raises(VeroError, match="not a directory"), checkout(repo.path, repo.improved, link):
+        pass
+    assert (elsewhere / "repo" / "keep.txt").read_text() == "not vero's" and link.is_symlink()
+    link.unlink()
+    link.write_text("a file")
+    with pytest.raises(VeroError, match="not a directory"), checkout(repo.path, repo.improved, link):
+        pass
+    assert link.read_text() == "a file"
+
+
 @pytest.mark.parametrize("ref", ["--upload-pack=touch /tmp/x", "a..b", "HEAD@{1}", "main/", "-", "a b"])
 def test_option_like_or_odd_refs_are_refused(ref: str) -> None:
     with pytest.raises(VeroError, match="not a commit SHA or a plain ref name"):

@@ -61,6 +61,10 @@ def checkout(repo: Path, commit: str, holder: Path | None = None) -> Iterator[Pa
     if holder is None:
         holder = Path(tempfile.mkdtemp(prefix="vero-candidate-"))
     else:
+        if holder.is_symlink() or (holder.exists() and not holder.is_dir()):
+            # Never follow it: removing "what a predecessor left" there could hit anything.
+            raise VeroError("the checkout location is not a directory", where=str(holder),
+                            fix="remove it, or pass another --results-dir")
         _remove(repo, holder)
         holder.mkdir(parents=True)
     worktree = holder / "repo"
