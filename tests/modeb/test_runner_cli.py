@@ -50,6 +50,20 @@ def test_run_bad_input_is_one_message(tmp_path: Path, args: list[str], fragment:
     assert len(git(repo.path, "worktree", "list").splitlines()) == 1   # no checkout left behind
 
 
+def test_run_never_follows_a_link_where_its_checkout_goes(tmp_path: Path) -> None:
+    repo = make_agent_repo(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "repo").mkdir(parents=True)
+    (elsewhere / "repo" / "keep.txt").write_text("not the runner's")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / ".candidate-checkout").symlink_to(elsewhere)
+    result = invoke("run", "--harbor-config", HARBOR_YAML, "--split", "train", "--repo", str(repo.path),
+                    "--results-dir", str(results))
+    assert_one_error(result, "the checkout location is not a directory")
+    assert (elsewhere / "repo" / "keep.txt").read_text() == "not the runner's"
+
+
 def test_run_needs_a_git_repo(tmp_path: Path) -> None:
     result = invoke("run", "--harbor-config", HARBOR_YAML, "--split", "train", "--repo", str(tmp_path))
     assert_one_error(result, "not a git repository")

@@ -192,7 +192,7 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
                              jobs_dir=(results_dir / "jobs").resolve())
     strategy.refs_for(split, selected)   # an unknown --sample-id fails before the checkout
     console = _console(stderr=True)
-    with _exclusive(results_dir), checkout(repo, sha, (results_dir / CHECKOUT_DIR).resolve()) as checkout_dir:
+    with _exclusive(results_dir), checkout(repo, sha, results_dir.resolve() / CHECKOUT_DIR) as checkout_dir:
         # The lock is ours: any temp file here is a write of a runner that was killed.
         remove_unfinished_writes(results_dir / "samples")
         remove_unfinished_writes(results_dir / "jobs")
