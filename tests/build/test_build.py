@@ -93,8 +93,9 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     assert task["task"]["name"] == "test/bench"
     assert task["agent"]["user"] == "agent" and task["verifier"]["user"] == "root"
     assert task["verifier"]["environment_mode"] == "shared"
-    # Finalize: up to 3 auto_best re-scores + 1 target, 600 s each, plus slack.
-    assert task["verifier"]["timeout_sec"] == 4 * 600 + 120
+    # Finalize: up to 3 auto_best re-scores + a submission outside them + 1 target, 600 s each,
+    # plus slack.
+    assert task["verifier"]["timeout_sec"] == 5 * 600 + 120
     assert task["environment"]["build_timeout_sec"] >= 600
     # Sidecar-only data is never copied into main's image.
     main_docker = files["environment/Dockerfile"][1].decode()
@@ -135,9 +136,15 @@ def test_scorer_package_and_default_solution(tmp_path: Path, pex: Path) -> None:
 
 
 def test_mode_b_task(tmp_path: Path, pex: Path) -> None:
-    config = write_mode_b(tmp_path / "bench")
+    harbor = {"agent": "solver.agent:Agent", "n_attempts": 1, "timeout": 900, "kill_grace": 20}
+    config = write_mode_b(tmp_path / "bench", harbor=harbor, timeout=600, score_baseline=True)
     out = tmp_path / "out"
     _build(config, out, pex)
+    # harbor.timeout replaces `timeout` for one evaluation, and a timed-out harbor has its grace:
+    # 3 auto_best re-scores + a submission outside them + 1 target and its baseline, 920 s each.
+    task = tomllib.loads((out / "task.toml").read_text())
+    assert task["verifier"]["timeout_sec"] == 6 * 920 + 120
+    assert "One evaluation may take at most 900" in (out / "instruction.md").read_text()
     compose = yaml.safe_load((out / "environment/docker-compose.yaml").read_text())
     assert "/var/run/docker.sock:/var/run/docker.sock" in compose["services"]["eval-sidecar"]["volumes"]
     assert not any("docker.sock" in v for v in compose["services"]["main"]["volumes"])
@@ -295,6 +302,16 @@ def test_failed_build_keeps_previous_output_and_leaves_nothing(tmp_path: Path, p
     with pytest.raises(VeroError, match="module 'solver.missing' is not in the agent repo"):
         _build(config, out, pex)
     assert snapshot(out) == before and _leftovers(tmp_path) == []
+
+
+def test_an_output_that_cannot_be_written_is_one_message(tmp_path: Path, pex: Path) -> None:
+    config = write_mode_a(tmp_path / "bench")
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file" / "out", Path("/proc/vero-out")):
+        with pytest.raises(VeroError, match="the task could not be written") as raised:
+            _build(config, out, pex)
+        assert raised.value.fix is not None and "writable directory" in raised.value.fix
+    assert (tmp_path / "file").read_text() == "x" and _leftovers(tmp_path) == []
 
 
 def test_output_overlapping_an_input_is_refused(tmp_path: Path, pex: Path) -> None:

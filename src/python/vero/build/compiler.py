@@ -56,11 +56,17 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
     out = Path(out).absolute()
     check_output(out)
     inputs = resolve_inputs(loaded, runtime_pex or default_runtime_pex(env), out, env)
-    with staging_dir(out) as stage:
-        writer = TreeWriter(stage)
-        baseline = write_task(writer, inputs)
-        seal = write_seal(writer)
-        publish(stage, out)
+    try:
+        with staging_dir(out) as stage:
+            writer = TreeWriter(stage)
+            baseline = write_task(writer, inputs)
+            seal = write_seal(writer)
+            publish(stage, out)
+    except OSError as exc:
+        # An unwritable -o, a full disk, an input that vanished: the file system's own words.
+        raise VeroError(f"the task could not be written: {exc.strerror or exc}", where=exc.filename or str(out),
+                        fix="check that -o names a writable directory on a disk with free space, "
+                            "and that the inputs are readable") from None
     return BuildResult(out=out, commit=baseline.commit, root_digest=seal.root, n_files=len(seal.files),
                        warnings=baseline.warnings)
 

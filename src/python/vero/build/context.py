@@ -13,10 +13,27 @@ from vero.serve.config import ServeConfig
 
 
 def verifier_evaluations(config: BuildConfig) -> int:
-    """The most evaluations finalize can run: auto_best re-scores plus every target, and again
-    for the baseline when it is scored too."""
+    """The most evaluations finalize can run: auto_best re-scores of the top k plus the
+    submission when it is not among them, then every target, and again for the baseline when
+    it is scored too."""
     top_k = int(ServeConfig.model_fields["auto_best_top_k"].default)
-    return top_k + len(config.targets) * (2 if config.score_baseline else 1)
+    return top_k + 1 + len(config.targets) * (2 if config.score_baseline else 1)
+
+
+def evaluation_limit(config: BuildConfig) -> float:
+    """Seconds one evaluation may run: Mode B's `harbor.timeout`, when set, replaces `timeout`."""
+    if isinstance(config, ModeBBuild) and config.harbor.timeout is not None:
+        return config.harbor.timeout
+    return config.timeout
+
+
+def verifier_timeout(config: BuildConfig) -> float:
+    """Harbor's verifier timeout: finalize's worst case, where a timed-out nested harbor also
+    gets its kill grace to tear its trials down."""
+    per_evaluation = evaluation_limit(config)
+    if isinstance(config, ModeBBuild):
+        per_evaluation += config.harbor.kill_grace
+    return verifier_evaluations(config) * per_evaluation + layout.VERIFIER_SLACK_SEC
 
 
 def _split_rows(config: BuildConfig) -> list[dict[str, str]]:
@@ -54,9 +71,9 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "agent_uid": layout.AGENT_UID,
         "harness_user": layout.HARNESS_USER,
         "agent_timeout": config.agent_timeout,
-        "eval_timeout": config.timeout,
+        "eval_timeout": evaluation_limit(config),
         "verifier_evals": n_evals,
-        "verifier_timeout": n_evals * config.timeout + layout.VERIFIER_SLACK_SEC,
+        "verifier_timeout": verifier_timeout(config),
         "build_timeout": layout.BUILD_TIMEOUT_SEC,
         "base_image_main": config.base_image_main,
         "base_image_sidecar": config.sidecar_image(),
