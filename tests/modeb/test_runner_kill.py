@@ -73,26 +73,53 @@ def scores(stdout: str) -> dict[str, Any]:
     return {line["task"]: line["score"] for line in map(json.loads, stdout.splitlines()) if "task" in line}
 
 
+class Bench:
+    """The tasks/bar agent repo, a three-task split, and the fake harbor that logs its runs."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.repo = make_agent_repo(tmp_path)
+        self.config = tmp_path / "harbor.yaml"
+        self.config.write_text(json.dumps({
+            "harbor": {"task_source": str(BAR / "inner_tasks"), "agent": "rule_agent.agent:RuleAgent",
+                       "environment": "fake", "n_concurrent": 2},
+            "partition": {"smoke": TASKS}}))
+        self.log = tmp_path / "invocations.jsonl"
+        scenario = tmp_path / "scenario.json"
+        scenario.write_text(json.dumps({"finish": FINISH, "log": str(self.log)}))
+        self.scratch = tmp_path / "tmp"
+        self.scratch.mkdir()
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                    "FAKE_HARBOR_SCENARIO": str(scenario), "TMPDIR": str(self.scratch)}
+
+    def args(self, results: Path, commit: str | None = None, *extra: str) -> list[str]:
+        return ["run", "--harbor-config", str(self.config), "--split", "smoke", "--repo", str(self.repo.path),
+                "--commit", commit or self.repo.improved, "--results-dir", str(results),
+                "--harbor-command", f"{sys.executable} {FAKE}", "--json", *extra]
+
+    def harbor_runs(self) -> int:
+        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+
+
+def test_a_results_dir_is_never_resumed_for_another_candidate(tmp_path: Path) -> None:
+    bench = Bench(tmp_path)
+    results = tmp_path / "results"
+    first = runner(PLAIN, bench.args(results), bench.env)
+    assert first.returncode == 0, first.stderr
+    runs = bench.harbor_runs()
+    for commit, extra, differs in ((bench.repo.baseline, (), f"commit '{bench.repo.improved}', not "
+                                    f"'{bench.repo.baseline}'"),
+                                   (None, ("--model", "other/model"), "model None, not 'other/model'")):
+        other = runner(PLAIN, bench.args(results, commit, *extra), bench.env)
+        assert other.returncode == 2 and "holds the results of another candidate" in other.stderr, other.stderr
+        assert differs in other.stderr and "Traceback" not in other.stderr
+    assert bench.harbor_runs() == runs   # refused before anything ran
+    again = runner(PLAIN, bench.args(results), bench.env)
+    assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr
+
+
 def test_a_kill_at_any_write_of_the_runner_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
-    repo = make_agent_repo(tmp_path)
-    config = tmp_path / "harbor.yaml"
-    config.write_text(json.dumps({
-        "harbor": {"task_source": str(BAR / "inner_tasks"), "agent": "rule_agent.agent:RuleAgent",
-                   "environment": "fake", "n_concurrent": 2},
-        "partition": {"smoke": TASKS}}))
-    log = tmp_path / "invocations.jsonl"
-    scenario = tmp_path / "scenario.json"
-    scenario.write_text(json.dumps({"finish": FINISH, "log": str(log)}))
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-           "FAKE_HARBOR_SCENARIO": str(scenario), "TMPDIR": str(scratch)}
-
-    def args(results: Path) -> list[str]:
-        return ["run", "--harbor-config", str(config), "--split", "smoke", "--repo", str(repo.path),
-                "--commit", repo.improved, "--results-dir", str(results),
-                "--harbor-command", f"{sys.executable} {FAKE}", "--json"]
-
+    bench = Bench(tmp_path)
+    repo, log, scratch, env, args = bench.repo, bench.log, bench.scratch, bench.env, bench.args
     clean = runner(PLAIN, args(tmp_path / "clean"), env)
     assert clean.returncode == 0, clean.stderr
     expected = scores(clean.stdout)
@@ -126,5 +153,5 @@ def test_a_kill_at_any_write_of_the_runner_loses_nothing_and_runs_nothing_twice(
         third = runner(PLAIN, args(results), env)
         assert third.returncode == 0 and "nothing to run" in third.stderr, third.stderr
         assert scores(third.stdout) == expected
-    # run record (started), run record (ended), three sample results
-    assert target == 6
+    # the results dir's owner, run record (started), run record (ended), three sample results
+    assert target == 7

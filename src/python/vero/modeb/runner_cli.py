@@ -31,6 +31,7 @@ from vero.modeb import display, harbor_cli
 from vero.modeb.collate import RunNote, collate
 from vero.modeb.config import is_registry_source
 from vero.modeb.inputs import BenchmarkInput, from_build_yaml, from_flags, from_harbor_yaml
+from vero.modeb.results_owner import ResultsOwner, claim
 from vero.modeb.strategy import HarborInterrupted, ModeBStrategy
 from vero.modeb.tasks import TaskSource
 from vero.modeb.trials import job_dirs, read_jobs
@@ -192,22 +193,24 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
                              jobs_dir=(results_dir / "jobs").resolve())
     strategy.refs_for(split, selected)   # an unknown --sample-id fails before the checkout
     console = _console(stderr=True)
-    with _exclusive(results_dir), checkout(repo, sha, results_dir.resolve() / CHECKOUT_DIR) as checkout_dir:
+    with _exclusive(results_dir):
         # The lock is ours: any temp file here is a write of a runner that was killed.
-        remove_unfinished_writes(results_dir / "samples")
-        remove_unfinished_writes(results_dir / "jobs")
-        worktree = _inside(checkout_dir, agent_path)
-        store = SampleStore(results_dir / "samples")
-        console.print(f"scoring {sha[:12]} on split {split!r} ({len(selected)} tasks) with {config.agent}; "
-                      f"results in {results_dir}")
-        with display.progress_bar(console, split) as progress:
-            context = EvaluationContext(commit=sha, split=split, worktree=worktree, sample_ids=selected,
-                                        store=store, progress=progress)
-            try:
-                results = strategy.evaluate(context)
-            except HarborInterrupted:
-                console.print(f"[yellow]interrupted[/yellow]; results so far are in {results_dir}")
-                raise
+        for directory in (results_dir, results_dir / "samples", results_dir / "jobs"):
+            remove_unfinished_writes(directory)
+        claim(results_dir, ResultsOwner(commit=sha, agent=config.agent, model=config.model))
+        with checkout(repo, sha, results_dir.resolve() / CHECKOUT_DIR) as checkout_dir:
+            worktree = _inside(checkout_dir, agent_path)
+            store = SampleStore(results_dir / "samples")
+            console.print(f"scoring {sha[:12]} on split {split!r} ({len(selected)} tasks) with {config.agent}; "
+                          f"results in {results_dir}")
+            with display.progress_bar(console, split) as progress:
+                context = EvaluationContext(commit=sha, split=split, worktree=worktree, sample_ids=selected,
+                                            store=store, progress=progress)
+                try:
+                    results = strategy.evaluate(context)
+                except HarborInterrupted:
+                    console.print(f"[yellow]interrupted[/yellow]; results so far are in {results_dir}")
+                    raise
     report = strategy.last_report
     if report is not None:
         if report.reaped:
