@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tests.support.benchmarks import fake_runtime_pex, write_mode_a
@@ -123,6 +124,43 @@ def test_run_cleans_up_when_terminated(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode != 0, output
     assert list(scratch.iterdir()) == [], "the temporary task must be removed"
+
+
+# Fault injection: a signal sent from outside cannot be aimed at the compile reliably, so the
+# launcher has the compiler SIGTERM its own process just before it writes the seal.
+TERM_WHILE_COMPILING = """
+import os, signal
+from vero.build import compiler
+real_write_seal = compiler.write_seal
+def write_seal(writer):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_write_seal(writer)
+compiler.write_seal = write_seal
+from vero.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "build"])
+def test_a_command_terminated_while_compiling_leaves_nothing(tmp_path: Path, command: str) -> None:
+    config = write_mode_a(tmp_path / "bench")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    invoked = tmp_path / "harbor-invoked"
+    harbor = tmp_path / "harbor"
+    harbor.write_text(f"#!/bin/sh\ntouch {invoked}\n")
+    harbor.chmod(0o755)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    args = (["-a", "oracle", "--harbor", str(harbor), "-e", "modal"] if command == "run"
+            else ["-o", str(outputs / "task")])
+    result = subprocess.run(
+        [sys.executable, "-c", TERM_WHILE_COMPILING, "harbor", command, "-c", str(config),
+         "--runtime-pex", str(fake_runtime_pex(tmp_path / "vero.pex")), *args],
+        env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert "Traceback" not in result.stderr and not invoked.exists()
+    assert list(scratch.iterdir()) == [] and list(outputs.iterdir()) == [], "nothing may be left behind"
 
 
 def test_the_runtime_pex_bakes_itself_by_default(tmp_path: Path) -> None:

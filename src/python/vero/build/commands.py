@@ -11,6 +11,7 @@ import click
 from vero.build.compiler import build_task
 from vero.build.run import run_task
 from vero.build.seal import verify as verify_seal
+from vero.termination import sigterm_unwinds
 
 _CONFIG = click.option("-c", "--config", "config", required=True,
                        type=click.Path(path_type=Path, dir_okay=False),
@@ -26,7 +27,8 @@ _RUNTIME_PEX = click.option("--runtime-pex", type=click.Path(path_type=Path, dir
 @_RUNTIME_PEX
 def build_command(config: Path, out: Path, runtime_pex: Path | None) -> None:
     """Compile build.yaml into a sealed Harbor task directory."""
-    result = build_task(config, out, runtime_pex)
+    with sigterm_unwinds():   # a stopped build removes its staging directory
+        result = build_task(config, out, runtime_pex)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"built {result.out}: {result.n_files} files, baseline {result.commit}, "

@@ -16,6 +16,7 @@ from vero.build.config import BuildConfig
 from vero.build.loader import load_build_config
 from vero.errors import VeroError
 from vero.modeb.harbor_cli import check_docker_compose
+from vero.termination import sigterm_unwinds
 
 
 def find_harbor(explicit: str | None, env: Mapping[str, str]) -> str:
@@ -69,17 +70,18 @@ def run_task(config_path: Path, agent: str, model: str | None, harbor_args: Sequ
     if _uses_docker(harbor_args):
         check_docker_compose(env, where="harbor run")
         check_base_images(loaded.config)
-    scratch = Path(tempfile.mkdtemp(prefix="vero-run-"))
-    try:
-        task_dir = scratch / loaded.config.name.split("/")[1]
-        build_task(config_path, task_dir, runtime_pex, env)
-        argv = [harbor_bin, "run", "-p", str(task_dir), "-a", agent]
-        if model:
-            argv += ["-m", model]
-        argv += list(harbor_args)
-        return _run_forwarding_signals(argv, env)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with sigterm_unwinds():
+        scratch = Path(tempfile.mkdtemp(prefix="vero-run-"))
+        try:
+            task_dir = scratch / loaded.config.name.split("/")[1]
+            build_task(config_path, task_dir, runtime_pex, env)
+            argv = [harbor_bin, "run", "-p", str(task_dir), "-a", agent]
+            if model:
+                argv += ["-m", model]
+            argv += list(harbor_args)
+            return _run_forwarding_signals(argv, env)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:
