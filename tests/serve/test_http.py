@@ -197,6 +197,61 @@ def test_auto_best_ranks_and_rescores(sidecar: Sidecar, bench: ModeABench, tmp_p
     assert report["candidate"] == improved and json.loads(reward.read_text()) == {"test_score": 1.0}
 
 
+def _right_when(condition: str, note: str = "") -> str:
+    """An agent that answers right only for rows whose first operand satisfies `condition`."""
+    return ("def solve(row):\n"
+            f"    # {note}\n"
+            "    left, right = row['question'].split('+')\n"
+            f"    if not ({condition.format(left='int(left)')}):\n"
+            "        return {'answer': -1}\n"
+            "    return {'answer': int(left) + int(right)}\n")
+
+
+def test_auto_best_picks_by_the_trusted_score_ties_to_the_earlier_and_cuts_to_the_top_3(
+        sidecar: Sidecar, bench: ModeABench, tmp_path: Path) -> None:
+    # Selection evaluations see validation-0..4 (first operands 0..4); the re-score sees all 8.
+    candidates = {
+        "partial": _right_when("{left} % 2 == 0"),                # 3/5, cut: 4th by selection
+        "overfit": _right_when("{left} < 5"),                     # 5/5, but 5/8 on the full split
+        "general": _right_when("{left} != 0"),                    # 4/5, 7/8
+        "general_again": _right_when("{left} != 0", "same again"),  # 4/5, 7/8, evaluated later
+    }
+    commits = {}
+    for name, source in candidates.items():
+        commits[name] = commit_agent(bench.agent_repo, source, name)
+        response = _post(sidecar, "/eval", {"split": "validation", "num_samples": 5, "commit": commits[name]})
+        assert response.status_code == 200, response.text
+    reward = tmp_path / "reward.json"
+    result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [(c["commit"], c["selection_score"], c["trusted_score"]) for c in report["ranking"]] == [
+        (commits["overfit"], 1.0, 0.625), (commits["general"], 0.8, 0.875),
+        (commits["general_again"], 0.8, 0.875)]
+    assert report["candidate"] == commits["general"] and report["source"] == "auto_best"
+    # test-0..5: the general agent is wrong on test-0 only.
+    assert json.loads(reward.read_text()) == {"test_score": 5 / 6}
+
+
+def test_a_baseline_report_that_cannot_be_written_costs_no_reward(bench: ModeABench, root: Path,
+                                                                   tmp_path: Path) -> None:
+    config = serve_config(root, bench, score_baseline=True)
+    sidecar = start_sidecar(root, config, name="baseline-unwritable")
+    try:
+        (sidecar.admin_dir / "baseline.json").mkdir()   # the atomic rename onto it must fail
+        improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+        assert _post(sidecar, "/eval", {"split": "validation", "num_samples": 5}).status_code == 200
+        reward = tmp_path / "reward.json"
+        result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["candidate"] == improved and json.loads(reward.read_text()) == {"test_score": 1.0}
+        assert report["baseline"] == {"test_score": 0.0}
+        assert any("baseline scores not recorded" in error for error in report["errors"]), report["errors"]
+    finally:
+        sidecar.stop()
+
+
 def test_client_commands(sidecar: Sidecar, bench: ModeABench) -> None:
     commit_agent(bench.agent_repo, IMPROVED_AGENT)
     status = _cli(sidecar, "status")

@@ -122,6 +122,22 @@ def _score_targets(sidecar: Sidecar, commit: str, purpose: str, errors: list[str
     return rewards
 
 
+def _score_baseline(sidecar: Sidecar, errors: list[str]) -> dict[str, float] | None:
+    """The baseline's target scores for the report; whatever goes wrong here is only an error
+    line, never a lost reward."""
+    baseline_errors: list[str] = []
+    baseline: dict[str, float] | None = None
+    try:
+        baseline = _score_targets(sidecar, sidecar.config.baseline_commit, "baseline", baseline_errors)
+        atomic_write_model(Path(sidecar.config.paths.admin_dir) / BASELINE_REPORT,
+                           BaselineScores(scores=baseline, errors=baseline_errors), mode=0o600)
+    except Exception as exc:
+        log.exception("finalize: scoring the baseline failed")
+        baseline_errors.append(f"baseline scores not recorded: {type(exc).__name__}: {exc}")
+    errors.extend(baseline_errors)
+    return baseline
+
+
 def finalize(sidecar: Sidecar) -> FinalizeReport:
     """Select, score, persist and return the report. Never raises for a scoring failure."""
     with _lock:
@@ -142,13 +158,7 @@ def finalize(sidecar: Sidecar) -> FinalizeReport:
             rewards = {target.reward_key: 0.0 for target in config.targets}
         else:
             rewards = _score_targets(sidecar, candidate, "target", errors)
-        baseline = None
-        if config.score_baseline:
-            baseline_errors: list[str] = []
-            baseline = _score_targets(sidecar, config.baseline_commit, "baseline", baseline_errors)
-            errors.extend(baseline_errors)
-            atomic_write_model(Path(config.paths.admin_dir) / BASELINE_REPORT,
-                               BaselineScores(scores=baseline, errors=baseline_errors), mode=0o600)
+        baseline = _score_baseline(sidecar, errors) if config.score_baseline else None
         report = FinalizeReport(rewards=rewards, candidate=candidate, source=source, baseline=baseline,
                                 ranking=ranking, errors=errors, finished_at=time.time())
         atomic_write_model(Path(config.paths.admin_dir) / FINALIZE_REPORT, report, mode=0o600)
