@@ -53,9 +53,10 @@ def _leftovers(parent: Path) -> list[str]:
 # --- what a build writes ---------------------------------------------------------------------------
 
 def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
-    config = write_mode_a(tmp_path / "bench", secrets=["API_TOKEN"])
+    config = write_mode_a(tmp_path / "bench", secrets=["API_TOKEN"], max_concurrency=2)
     out = tmp_path / "out"
     result = _build(config, out, pex, {"API_TOKEN": "s3cr3t-value"})
+    assert not [w for w in result.warnings if "max_concurrency" in w]
     files = snapshot(out)
     for rel in ("task.toml", "instruction.md", "environment/docker-compose.yaml", "environment/Dockerfile",
                 "environment/main/seed.sh", "environment/sidecar/Dockerfile",
@@ -137,9 +138,11 @@ def test_scorer_package_and_default_solution(tmp_path: Path, pex: Path) -> None:
 
 def test_mode_b_task(tmp_path: Path, pex: Path) -> None:
     harbor = {"agent": "solver.agent:Agent", "n_attempts": 1, "timeout": 900, "kill_grace": 20}
-    config = write_mode_b(tmp_path / "bench", harbor=harbor, timeout=600, score_baseline=True)
+    config = write_mode_b(tmp_path / "bench", harbor=harbor, timeout=600, score_baseline=True,
+                          max_concurrency=2)
     out = tmp_path / "out"
-    _build(config, out, pex)
+    result = _build(config, out, pex)
+    assert any(w.startswith("max_concurrency has no effect in Mode B") for w in result.warnings)
     # harbor.timeout replaces `timeout` for one evaluation, and a timed-out harbor has its grace:
     # 3 auto_best re-scores + a submission outside them + 1 target and its baseline, 920 s each.
     task = tomllib.loads((out / "task.toml").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from vero.baseline import BASELINE_FILES
 from vero.build import layout
 from vero.build.agent_repo import SEED_DIR, ExportedBaseline, export_agent_repo
-from vero.build.config import BuildConfig, ModeABuild
+from vero.build.config import BuildConfig, ModeABuild, ModeBBuild
 from vero.build.context import template_context
 from vero.build.inputs import Inputs, resolve_inputs
 from vero.build.loader import load_build_config
@@ -68,7 +68,15 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
                         fix="check that -o names a writable directory on a disk with free space, "
                             "and that the inputs are readable") from None
     return BuildResult(out=out, commit=baseline.commit, root_digest=seal.root, n_files=len(seal.files),
-                       warnings=baseline.warnings)
+                       warnings=[*_config_warnings(loaded.config), *baseline.warnings])
+
+
+def _config_warnings(config: BuildConfig) -> list[str]:
+    """Settings that are valid but do nothing in this benchmark's mode."""
+    if isinstance(config, ModeBBuild) and "max_concurrency" in config.model_fields_set:
+        return ["max_concurrency has no effect in Mode B: the nested harbor runs harbor.n_concurrent "
+                "trials at a time"]
+    return []
 
 
 def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
