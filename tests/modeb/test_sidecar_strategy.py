@@ -94,6 +94,22 @@ def test_each_evaluation_gets_its_own_jobs_dir_and_close_removes_them(tmp_path: 
     assert [p.name for p in root.iterdir()] == ["not-ours"]
 
 
+def test_a_failed_nested_run_leaves_its_stderr_in_the_log_before_its_jobs_dir_goes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake = Fake(tmp_path)
+    fake.scenario(finish={"write-greeting": {"reward": 1.0}}, fault="crash")
+    root = tmp_path / "nested"
+    root.mkdir()
+    strategy = sidecar_strategy(fake, root)
+    with caplog.at_level("WARNING", logger="vero.modeb.strategy"):
+        strategy.evaluate(context(fake, "a" * 40, tmp_path / "store"))
+    strategy.close()
+    assert list(root.iterdir()) == []   # the run record went with the jobs dir ...
+    [message] = [r.getMessage() for r in caplog.records if "stderr ends with" in r.getMessage()]
+    assert "exited with 1" in message   # ... and the log kept harbor's last words
+    assert "RuntimeError: fake harbor crashed mid-run" in message
+
+
 def test_stop_ends_a_running_evaluation_keeps_what_finished_and_refuses_new_ones(tmp_path: Path) -> None:
     fake = Fake(tmp_path)
     fake.scenario(finish={"write-greeting": {"reward": 1.0}}, fault="hang")
