@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from click.testing import CliRunner
 
-from tests.support.mode_a import ModeABench, commit_agent
+from tests.support.mode_a import IMPROVED_AGENT, ModeABench, commit_agent
 from tests.support.sidecar import Sidecar, serve_config, start_sidecar
 from vero.cli import cli
 
@@ -150,3 +150,35 @@ def test_corrupt_ledger_stops_the_start_with_one_message(bench: ModeABench, root
     assert "budget ledger is corrupt" in message and "Traceback" not in message
     assert "exited with 2" in message
     assert os.path.getsize(ledger) > 0  # left for inspection, not replaced
+
+
+def test_a_submission_survives_kill_9_and_a_corrupt_one_is_loud(bench: ModeABench, root: Path,
+                                                                tmp_path: Path) -> None:
+    config = serve_config(root, bench)
+    sidecar = start_sidecar(root, config)
+    improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    evaluated = httpx.post(sidecar.url + "/eval", json={"split": "validation", "num_samples": 5}, timeout=120)
+    assert evaluated.status_code == 200, evaluated.text
+    submitted = httpx.post(sidecar.url + "/submit", json={}, timeout=60)
+    assert submitted.status_code == 200, submitted.text
+    sidecar.stop(signal.SIGKILL)
+    restarted = start_sidecar(root, config, name="restarted")
+    try:
+        status = httpx.get(restarted.url + "/status").json()
+        assert status["submission"] == submitted.json()["commit"] == improved
+        path = restarted.admin_dir / "submission.json"
+        assert [p.name for p in path.parent.iterdir() if p.name.startswith(".submission")] == []
+        path.write_text(path.read_text()[:-5])   # a torn file (a disk fault; vero writes atomically)
+        response = httpx.get(restarted.url + "/status")
+        assert response.status_code == 500 and response.json()["error"] == "the submission file is corrupt"
+        # Finalize goes on without it (auto_best finds the same commit) and says why.
+        reward = tmp_path / "reward.json"
+        result = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(restarted.token_file),
+                                          "--output", str(reward)], env={"VERO_EVAL_URL": restarted.url})
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["candidate"] == improved and report["source"] == "auto_best"
+        assert json.loads(reward.read_text()) == {"test_score": 1.0}
+        assert any(e.startswith("submission ignored: the submission file is corrupt") for e in report["errors"])
+    finally:
+        restarted.stop()

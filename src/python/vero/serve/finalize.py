@@ -12,7 +12,8 @@ re-scores the top `auto_best_top_k` commits on the full selection split with the
 scorer (admin evaluations: no budget, no gate), and takes the best trusted score (ties to the
 commit evaluated first). With no candidate every target floors to 0.0; a target whose
 evaluation fails also floors to 0.0 and the error is reported. `score_baseline` scores the
-baseline on the targets too; its failure never fails finalize.
+baseline on the targets too; its failure never fails finalize, and neither does a corrupt
+submission file (reported, then ignored).
 """
 
 from __future__ import annotations
@@ -143,7 +144,11 @@ def finalize(sidecar: Sidecar) -> FinalizeReport:
     with _lock:
         config = sidecar.config
         errors: list[str] = []
-        submission = sidecar.submission()
+        try:
+            submission = sidecar.submission()
+        except VeroError as exc:   # a torn file on the admin volume must not cost the reward
+            errors.append(f"submission ignored: {exc.what} ({exc.where})")
+            submission = None
         candidate: str | None = None
         source: Source = "none"
         ranking: list[RankedCandidate] = []
