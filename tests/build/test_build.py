@@ -89,6 +89,8 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     assert "ln -s /var/lib/vero/optimizer/agent /work/agent" in sidecar_docker
     assert main["environment"] == {"VERO_EVAL_URL": "http://eval-sidecar:8100"}
     assert main["depends_on"] == {"eval-sidecar": {"condition": "service_healthy"}}
+    # Both images are built offline: the engine gives the build no network at all.
+    assert main["build"] == {"network": "none"} and side["build"]["network"] == "none"
     assert side["command"] == ["vero", "harbor", "serve", "--config", "/opt/vero/sidecar/serve.json"]
     task = tomllib.loads(files["task.toml"][1].decode())
     assert task["task"]["name"] == "test/bench"
