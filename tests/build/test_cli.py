@@ -3,6 +3,7 @@ code passed through, and the temporary task always removed."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -161,6 +162,33 @@ def test_a_command_terminated_while_compiling_leaves_nothing(tmp_path: Path, com
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert "Traceback" not in result.stderr and not invoked.exists()
     assert list(scratch.iterdir()) == [] and list(outputs.iterdir()) == [], "nothing may be left behind"
+
+
+KILL_WHILE_COMPILING = TERM_WHILE_COMPILING.replace("SIGTERM", "SIGKILL")
+
+
+def test_the_stage_of_a_killed_build_is_removed_by_the_next_and_a_live_one_is_left(tmp_path: Path) -> None:
+    config = write_mode_a(tmp_path / "bench")
+    pex = fake_runtime_pex(tmp_path / "vero.pex")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    build = ["harbor", "build", "-c", str(config), "--runtime-pex", str(pex), "-o", str(outputs / "task")]
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_COMPILING, *build], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [abandoned] = [p.name for p in outputs.iterdir()]
+    assert abandoned.startswith(".task.vero-build-")
+    # A build in progress elsewhere holds the lock on its stage: the next build must leave it.
+    live = outputs / ".task.vero-build-live"
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        code, _, err = _invoke(*build)
+        assert code == 0, err
+        assert sorted(p.name for p in outputs.iterdir()) == [".task.vero-build-live", "task"]
+    finally:
+        os.close(fd)
 
 
 def test_the_runtime_pex_bakes_itself_by_default(tmp_path: Path) -> None:

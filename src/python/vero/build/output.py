@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import glob
 import os
 import shutil
 import tempfile
@@ -47,16 +49,52 @@ def flush_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+def _build_prefix(out: Path) -> str:
+    return f".{out.name}.vero-build-"
+
+
+def _remove_abandoned_stages(out: Path) -> None:
+    """Remove the staging directories of builds of `out` that were killed (SIGKILL, OOM): a live
+    build holds a lock on its own, so a stage whose lock can be taken has no owner left."""
+    for stage in out.parent.glob(glob.escape(_build_prefix(out)) + "*"):
+        if stage.is_symlink() or not stage.is_dir():
+            continue
+        try:
+            fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue   # a build in progress
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
-    """A fresh directory beside `out`; removed unless `publish` moved it into place."""
+    """A fresh directory beside `out`, locked while this build runs; removed unless `publish`
+    moved it into place. Stages that killed builds of `out` left behind are removed first."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.vero-build-", dir=out.parent))
+    _remove_abandoned_stages(out)
+    # Made under another name and locked before it gets the name other builds look for.
+    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.vero-new-", dir=out.parent))
+    fd = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        yield stage
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        stage = fresh.with_name(_build_prefix(out) + fresh.name.rsplit("-", 1)[1])
+        os.rename(fresh, stage)
+        try:
+            yield stage
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+        os.close(fd)
+        if fresh.exists():
+            fresh.rmdir()
 
 
 def publish(stage: Path, out: Path) -> None:
