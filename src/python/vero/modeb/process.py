@@ -33,6 +33,15 @@ class ProcessOutcome:
     stderr_tail: str
     duration_s: float
 
+    @property
+    def failed(self) -> bool:
+        """Harbor timed out or exited non-zero: the end of its stderr says why."""
+        return self.timed_out or self.exit_code not in (0, None)
+
+    def stderr_end(self, chars: int = 2000) -> str:
+        """The last `chars` characters of its stderr, for a message or a log line."""
+        return self.stderr_tail.strip()[-chars:]
+
 
 def _drain(stream: IO[bytes], log: IO[bytes] | None, tail: collections.deque[bytes]) -> None:
     for chunk in iter(lambda: stream.read1(4096), b""):  # type: ignore[attr-defined]

@@ -222,8 +222,8 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
         elif report.outcome is not None:
             state = "timed out" if report.outcome.timed_out else f"exit code {report.outcome.exit_code}"
             console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
-            if report.outcome.exit_code not in (0, None) or report.outcome.timed_out:
-                console.print(report.outcome.stderr_tail.strip()[-2000:], markup=False, highlight=False)
+            if report.outcome.failed:
+                console.print(report.outcome.stderr_end(), markup=False, highlight=False)
     _print_results(_console(), results, f"{split} @ {sha[:12]}", as_json)
 
 

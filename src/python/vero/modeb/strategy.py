@@ -292,11 +292,10 @@ class ModeBStrategy:
                             on_start=started, poll=poll, poll_interval=self.poll_interval,
                             should_stop=self._stopping.is_set)
         runs.save(jobs_dir, record.ended(outcome))
-        if self.clean_jobs_on_close and (outcome.timed_out or outcome.exit_code not in (0, None)):
+        if self.clean_jobs_on_close and outcome.failed:
             # The run record goes with the nested jobs dir when the sidecar stops: the log keeps it.
             state = "timed out" if outcome.timed_out else f"exited with {outcome.exit_code}"
-            log.warning("harbor job %s %s; its stderr ends with:\n%s", job_name, state,
-                        outcome.stderr_tail.strip()[-2000:])
+            log.warning("harbor job %s %s; its stderr ends with:\n%s", job_name, state, outcome.stderr_end())
         job_dir = jobs_dir / job_name
         trials = read_job(job_dir)[0] if job_dir.is_dir() else []
         note = RunNote(job=job_name, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
