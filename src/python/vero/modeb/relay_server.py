@@ -222,13 +222,13 @@ class CandidateProcess:
             reply = Reply(id=request.id, ok=False, error=str(exc))
         except Exception as exc:
             reply = Reply(id=request.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:4000])
-        with contextlib.suppress(CandidateAgentError):
-            try:
-                await self._send(reply, reply_payload)
-            except CandidateAgentError:
-                raise
-            except Exception as exc:
-                # A reply that cannot be framed must still be answered, or the candidate waits forever.
+        try:
+            await self._send(reply, reply_payload)
+        except CandidateAgentError:
+            pass   # the candidate's process is gone: nobody waits for the reply
+        except Exception as exc:
+            # A reply that cannot be framed must still be answered, or the candidate waits forever.
+            with contextlib.suppress(CandidateAgentError):
                 await self._send(Reply(id=request.id, ok=False, error=f"the reply could not be sent: {exc}"[:4000]))
 
     async def _perform(self, request: Request, payload: bytes, environment: Any) -> tuple[Reply, bytes]:
