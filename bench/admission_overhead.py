@@ -31,14 +31,15 @@ from tests.support.mode_a import (
 )
 from vero.baseline import restore_baseline
 from vero.core.benchmark import Budget, SplitAccess
+from vero.core.confine import Confinement, resolve_user
 from vero.core.datasets import load_mode_a_dataset
 from vero.core.engine import Engine, EvalRequest
 from vero.core.experiments import ExperimentDB, ExperimentRecord
 from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger
+from vero.core.limits import CandidateLimits
 from vero.core.mode_a import ModeAStrategy
-from vero.core.sandbox import resolve_user
-from vero.core.scorer import load_scorer
+from vero.core.scorer_pool import ScorerPool
 from vero.core.tiers import TierPolicy
 
 SPLIT, SIZE, BLOCK = "validation", 1000, 100
@@ -66,9 +67,11 @@ def measure(root: Path, work: Path, n_records: int, repeats: int) -> tuple[float
     repo.import_commit(bench.agent_repo, commit)
     ledger = Ledger(root / "admin" / "ledger.json", [Budget(split=SPLIT, total_sample_budget=10**9)])
     db = ExperimentDB(root / "admin" / "experiments")
+    user = resolve_user("nobody" if os.geteuid() == 0 else None)
+    confinement = Confinement(user=user, limits=CandidateLimits(), namespaces=user is not None)
     strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
-                             scorer=load_scorer(bench.scorer), sample_timeout=60, max_concurrency=1,
-                             user=resolve_user("nobody" if os.geteuid() == 0 else None), scratch_dir=work)
+                             scorer=ScorerPool(bench.scorer, workers=1, timeout=60), sample_timeout=60,
+                             max_concurrency=1, confinement=confinement, scratch_dir=work)
     policy = TierPolicy([SplitAccess(split=SPLIT, access="non_viewable")], k_anonymity_floor=5)
     engine = Engine(catalog=dataset, policy=policy, ledger=ledger, db=db, strategy=strategy, repo=repo,
                     agent_repo=bench.agent_repo, work_dir=work, baseline_commit=bench.baseline_commit)

@@ -32,14 +32,15 @@ from tests.support.mode_a import (
 )
 from vero.baseline import restore_baseline
 from vero.core.benchmark import SplitAccess
+from vero.core.confine import Confinement, SandboxUser, drop_privileges_argv, resolve_user
 from vero.core.datasets import load_mode_a_dataset, strip_labels
 from vero.core.engine import Engine, EvalRequest
 from vero.core.experiments import ExperimentDB
 from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger
+from vero.core.limits import CandidateLimits
 from vero.core.mode_a import SAFE_PATH, ModeAStrategy
-from vero.core.sandbox import SandboxUser, resolve_user, wrap_argv
-from vero.core.scorer import load_scorer
+from vero.core.scorer_pool import ScorerPool
 from vero.core.tiers import TierPolicy
 
 BARE_CALL = ("import json, sys\nfrom agent import solve\n"
@@ -53,7 +54,8 @@ def bare_loop(rows: list[dict[str, object]], worktree: Path, user: SandboxUser |
            "PYTHONDONTWRITEBYTECODE": "1"}
 
     def call(row: dict[str, object]) -> object:
-        done = subprocess.run(wrap_argv(["python3", "-B", "-c", BARE_CALL], user), cwd=worktree, env=env,
+        argv = [*(drop_privileges_argv(user) if user else []), "python3", "-B", "-c", BARE_CALL]
+        done = subprocess.run(argv, cwd=worktree, env=env,
                               input=json.dumps(row).encode(), capture_output=True, check=True)
         return json.loads(done.stdout)
 
@@ -85,8 +87,11 @@ class Setup:
         self.rows = [strip_labels(dataset.row("train", sid), LABEL_FIELDS)
                      for sid in dataset.sample_ids("train")]
         self.strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
-                                      scorer=load_scorer(bench.scorer), sample_timeout=60,
-                                      max_concurrency=concurrency, user=user, scratch_dir=work)
+                                      scorer=ScorerPool(bench.scorer, workers=concurrency, timeout=60),
+                                      sample_timeout=60, max_concurrency=concurrency,
+                                      confinement=Confinement(user=user, limits=CandidateLimits(),
+                                                              namespaces=user is not None),
+                                      scratch_dir=work)
         self.repo = TrustedRepo(root / f"repo-{concurrency}")
         self.repo.import_commit(bench.agent_repo, self.commit)
         self.engine = Engine(catalog=dataset,

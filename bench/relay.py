@@ -28,6 +28,7 @@ from typing import Any
 
 import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from bench.results import record
+from vero.core.confine import unconfined
 from vero.modeb.isolation import Isolation
 from vero.modeb.relay import Start
 from vero.modeb.relay_server import CandidateProcess
@@ -144,7 +145,7 @@ def main() -> None:
         (worktree / "bench_agent.py").write_text(textwrap.dedent(AGENT))
         payload = root / "payload"
         _payload(payload, args.files, args.mib)
-        isolation = Isolation(user=None, scratch_root=root / "scratch")
+        isolation = Isolation(confinement=unconfined(), scratch_root=root / "scratch")
         instruction = f"{args.execs}|{payload}"
         best_in = [float("inf")] * 2
         best_iso = [float("inf")] * 2

@@ -30,12 +30,13 @@ from tests.support.mode_a import (
 )
 from tests.support.sidecar import serve_config, start_sidecar
 from vero.baseline import restore_baseline
+from vero.core.confine import Confinement, resolve_user
 from vero.core.datasets import load_mode_a_dataset
 from vero.core.gitops import TrustedRepo
+from vero.core.limits import CandidateLimits
 from vero.core.mode_a import ModeAStrategy
 from vero.core.sample_store import SampleStore
-from vero.core.sandbox import resolve_user
-from vero.core.scorer import load_scorer
+from vero.core.scorer_pool import ScorerPool
 from vero.core.strategy import EvaluationContext
 
 
@@ -55,8 +56,10 @@ def scoring_alone(root: Path, work: Path, samples: int, concurrency: int, user: 
     repo.import_commit(bench.agent_repo, commit)
     dataset = load_mode_a_dataset(bench.dataset_dir)
     strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
-                             scorer=load_scorer(bench.scorer), sample_timeout=60, max_concurrency=concurrency,
-                             user=resolve_user(user), scratch_dir=work)
+                             scorer=ScorerPool(bench.scorer, workers=concurrency, timeout=60), sample_timeout=60,
+                             max_concurrency=concurrency, scratch_dir=work,
+                             confinement=Confinement(user=resolve_user(user), limits=CandidateLimits(),
+                                                     namespaces=user is not None))
     timings = []
     try:
         with repo.worktree(commit, work) as worktree:

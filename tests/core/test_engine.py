@@ -22,6 +22,7 @@ from tests.support.mode_a import (
 )
 from vero.baseline import restore_baseline
 from vero.core.benchmark import Budget, SplitAccess
+from vero.core.confine import unconfined
 from vero.core.datasets import load_mode_a_dataset
 from vero.core.engine import Engine, EvalRequest
 from vero.core.experiments import ExperimentDB
@@ -29,7 +30,7 @@ from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger
 from vero.core.mode_a import ModeAStrategy
 from vero.core.rejections import BadInput, BudgetExceeded, Forbidden, UnknownSplit
-from vero.core.scorer import load_scorer
+from vero.core.scorer_pool import ScorerPool
 from vero.core.tiers import TierPolicy
 
 SPLITS = [SplitAccess(split="train", access="viewable"),
@@ -50,8 +51,8 @@ class Setup:
 def _engine(bench: ModeABench, admin: Path, work: Path) -> Engine:
     dataset = load_mode_a_dataset(bench.dataset_dir)
     strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
-                             scorer=load_scorer(bench.scorer), sample_timeout=20, max_concurrency=2,
-                             user=None, scratch_dir=work)
+                             scorer=ScorerPool(bench.scorer, workers=2, timeout=20), sample_timeout=20,
+                             max_concurrency=2, confinement=unconfined(), scratch_dir=work)
     if not (admin / "repo").exists():
         restore_baseline(bench.baseline_dir, admin / "repo")
     return Engine(catalog=dataset, policy=TierPolicy(SPLITS, k_anonymity_floor=5),

@@ -69,9 +69,9 @@ def test_sha_already_present_needs_no_agent_repo(setup: tuple[TrustedRepo, Path,
 
 def test_unknown_ref_and_non_commit_objects(setup: tuple[TrustedRepo, Path, str]) -> None:
     repo, agent, _ = setup
-    with pytest.raises(BadInput, match="cannot fetch 'nope'"):
+    with pytest.raises(BadInput, match=r"cannot read 'nope' from the agent repository.*\(error id E-"):
         repo.import_commit(agent, "nope")
-    with pytest.raises(BadInput, match="cannot fetch"):
+    with pytest.raises(BadInput, match="cannot read"):
         repo.import_commit(agent, "f" * 40)
     tree = git(agent, "rev-parse", "HEAD^{tree}")
     git(agent, "tag", "treetag", tree)
@@ -122,16 +122,15 @@ def test_worktree_is_clean_readable_and_removed(setup: tuple[TrustedRepo, Path, 
             assert (path / "agent.py").read_text() == IMPROVED_AGENT
             mode = (path / "agent.py").stat().st_mode
             assert mode & stat.S_IROTH and path.stat().st_mode & stat.S_IXOTH
-            assert git(path, "rev-parse", "HEAD") == improved
+            # The stored bytes only: no .git for candidate code to read or write.
+            assert sorted(os.listdir(path)) == ["agent.py"]
             with repo.worktree(baseline, work) as other:  # concurrent worktrees of one repo
                 assert "int(left)" not in (other / "agent.py").read_text()
         assert os.listdir(work) == []
-    listing = git(repo.path, "worktree", "list", "--porcelain")
-    assert listing.count("worktree ") == 1
 
 
 def test_concurrent_imports_and_worktrees(setup: tuple[TrustedRepo, Path, str]) -> None:
-    # `git worktree add` reads its siblings' admin entries: without the lock this fails.
+    # Imports and checkouts run side by side without a lock (no git worktree bookkeeping).
     repo, agent, baseline = setup
     improved = repo.import_commit(agent, commit_agent(agent, IMPROVED_AGENT))
     errors: list[BaseException] = []
@@ -152,4 +151,3 @@ def test_concurrent_imports_and_worktrees(setup: tuple[TrustedRepo, Path, str]) 
         for thread in threads:
             thread.join()
         assert errors == [] and os.listdir(work) == []
-    assert git(repo.path, "worktree", "list", "--porcelain").count("worktree ") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import threading
 import time
@@ -24,13 +25,15 @@ from tests.support.mode_a import (
     shared_tmp,
 )
 from vero.baseline import restore_baseline
+from vero.core.confine import Confinement, SandboxUser, resolve_user
 from vero.core.datasets import ModeADataset, load_mode_a_dataset
 from vero.core.gitops import TrustedRepo
+from vero.core.limits import CandidateLimits
 from vero.core.mode_a import ModeAStrategy
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
-from vero.core.sandbox import SandboxUser, resolve_user
 from vero.core.scorer import load_scorer, normalize_score
+from vero.core.scorer_pool import ScorerPool
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
 
@@ -139,9 +142,11 @@ def _checkout(tmp_path: Path, parent: Path, agent_source: str) -> tuple[TrustedR
 
 def _strategy(dataset: ModeADataset, scorer: Path, user: SandboxUser | None, scratch: Path,
               **overrides: object) -> ModeAStrategy:
+    # With a user (root): the sidecar's confinement, pid namespace included.
+    confinement = Confinement(user=user, limits=CandidateLimits(), namespaces=user is not None)
     options: dict[str, object] = {"entrypoint": ENTRYPOINT, "label_fields": ["answer", "secret"],
-                                  "scorer": load_scorer(scorer), "sample_timeout": 2.0, "max_concurrency": 4,
-                                  "user": user, "scratch_dir": scratch}
+                                  "scorer": ScorerPool(scorer, workers=2, timeout=10.0), "sample_timeout": 2.0,
+                                  "max_concurrency": 4, "confinement": confinement, "scratch_dir": scratch}
     options.update(overrides)
     return ModeAStrategy(dataset, **options)  # type: ignore[arg-type]
 
@@ -167,16 +172,20 @@ def test_errors_become_error_samples_and_results_persist(tmp_path: Path, worktre
     assert by_kind["ok"].ok and by_kind["ok"].score == 1.0
     assert by_kind["ok"].metrics == {"exact": 1.0, "score": 1.0}
     assert by_kind["ok"].output == {"answer": 2}  # the candidate's prints did not leak into the output
-    raised = by_kind["raise"].error or ""
-    assert raised.startswith("ValueError: candidate bug\nTraceback")
-    assert 'raise ValueError("candidate bug")' in raised  # the candidate's own traceback helps it debug
-    assert "not JSON-serialisable" in (by_kind["set"].error or "")
-    assert "not JSON-serialisable" in (by_kind["nan"].error or "")
-    assert by_kind["sleep"].error == "timed out after 2 s"
-    assert (by_kind["exit"].error or "").startswith("SystemExit: 3\n")
-    assert "exited without a result (exit code 7)" in (by_kind["hardexit"].error or "")
+    # The optimizer reads fixed text and an error id; what the candidate or scorer said is detail.
+    raised = by_kind["raise"]
+    assert re.fullmatch(r"the entrypoint raised ValueError \(error id E-[0-9a-f]{10}\)", raised.error or "")
+    assert (raised.error_detail or "").startswith("ValueError: candidate bug\nTraceback")
+    assert 'raise ValueError("candidate bug")' in (raised.error_detail or "")
+    assert (by_kind["set"].error or "").startswith("the output is not JSON-serialisable (error id")
+    assert (by_kind["nan"].error or "").startswith("the output is not JSON-serialisable (error id")
+    assert (by_kind["sleep"].error or "").startswith("timed out after 2 s (error id")
+    assert (by_kind["exit"].error or "").startswith("the entrypoint raised SystemExit (error id")
+    assert "exited without a result (exit code 7) (error id" in (by_kind["hardexit"].error or "")
     assert by_kind["echo"].output == {"id": "echo-7", "question": "7+2"}  # labels stripped
-    assert by_kind["badscore"].error == "scorer raised KeyError"  # the message would quote a label
+    badscore = by_kind["badscore"]
+    assert (badscore.error or "").startswith("the scorer raised KeyError (error id")
+    assert "label" not in (badscore.error or "") and "KeyError: 'label" in (badscore.error_detail or "")
     assert all(r.score is None for r in results if r.error)
     assert elapsed < 20
     assert {r.sample_id for r in store.all()} == set(ids)
@@ -297,7 +306,7 @@ def test_hostile_candidate_as_unprivileged_user_cannot_read_secrets(tmp_path: Pa
     env = report["env"]
     assert isinstance(env, list) and "VERO_ADMIN_TOKEN" not in env and "API_KEY" in env
     assert symlink.error is not None and "LABEL-VALUE" not in json.dumps(symlink.model_dump())
-    assert "cannot read the candidate's result" in symlink.error
+    assert "the candidate's result cannot be read" in symlink.error
 
 
 @needs_root
@@ -357,21 +366,33 @@ def test_stop_interrupts_an_evaluation_and_keeps_finished_samples(tmp_path: Path
     strategy.close()
 
 
-# Detaches a grandchild into its own session (out of the sample's process group, which the
-# sandbox kills) and records its pid: a candidate trying to leave something running.
+# Detaches a grandchild into its own session (out of the sample's process group) that sleeps
+# with a marker in its command line: a candidate trying to leave something running.
 DETACHING_AGENT = """
-import os, time
+import os, sys, time, uuid
 def solve(row):
+    marker = os.path.join(os.environ["VERO_TEST_PIDS"], uuid.uuid4().hex)
+    open(marker, "w").close()
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
-            with open(os.path.join(os.environ["VERO_TEST_PIDS"], str(os.getpid())), "w"):
-                pass
-            time.sleep(300)
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(300)", marker])
         os._exit(0)
     time.sleep(0.2)
     return {"answer": 0}
 """
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 @needs_root
@@ -392,7 +413,5 @@ def test_processes_a_candidate_detaches_do_not_outlive_the_evaluation(tmp_path: 
     finally:
         strategy.close()
     assert all(r.error is None for r in results), [r.error for r in results]
-    detached = [int(p.name) for p in pids_dir.iterdir()]
-    assert len(detached) == 3
-    for pid in detached:
-        assert not Path(f"/proc/{pid}").exists(), f"detached candidate process {pid} survived the evaluation"
+    assert len(list(pids_dir.iterdir())) == 3
+    assert _processes_naming(str(pids_dir)) == [], "a detached candidate process survived its sample"

@@ -12,8 +12,9 @@ from tests.support.mode_a import ModeABench, make_mode_a_bench, shared_tmp
 
 
 @pytest.fixture
-def bench(tmp_path: Path) -> ModeABench:
-    return make_mode_a_bench(tmp_path / "bench", {"train": 6, "validation": 8, "test": 6})
+def bench(tmp_path: Path, root: Path) -> ModeABench:
+    # The sidecar's unprivileged fetcher reads the agent repo: it lives in `root`.
+    return make_mode_a_bench(tmp_path / "bench", {"train": 6, "validation": 8, "test": 6}, agent_parent=root)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import pytest
 from pydantic import BaseModel
 
 import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
+from vero.core.confine import unconfined
 from vero.modeb.isolation import SCRATCH_PREFIX, Isolation
 from vero.modeb.relay import (
     MAX_FRAME_BYTES,
@@ -261,7 +262,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNam
         (worktree / f"{name}_agent.py").write_text(HEADER + textwrap.dedent(body))
     monkeypatch.setenv("VERO_TEST_SECRET", "forwarded")
     monkeypatch.setenv("VERO_TEST_PRIVATE", "kept back")
-    isolation = Isolation(user=None, scratch_root=tmp_path / "work", forward_env=["VERO_TEST_SECRET"])
+    isolation = Isolation(confinement=unconfined(), scratch_root=tmp_path / "work", forward_env=["VERO_TEST_SECRET"])
     logs = tmp_path / "logs"
     logs.mkdir()
     container = tmp_path / "container"

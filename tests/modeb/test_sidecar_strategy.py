@@ -18,9 +18,10 @@ import pytest
 
 import vero
 from tests.modeb.test_strategy_faults import BAR, FAKE, TASKS, Fake, dead, includes
+from vero.core.confine import Confinement, SandboxUser, unconfined
 from vero.core.datasets import make_partition
+from vero.core.limits import CandidateLimits
 from vero.core.sample_store import SampleStore
-from vero.core.sandbox import SandboxUser
 from vero.core.strategy import EvaluationCancelled, EvaluationContext
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
@@ -45,7 +46,7 @@ def context(fake: Fake, commit: str, store: Path) -> EvaluationContext:
 
 @pytest.fixture()
 def isolation(tmp_path: Path) -> Iterator[Isolation]:
-    made = Isolation(user=None, scratch_root=tmp_path / "work", forward_env=["MY_SECRET", "MY_SECRET"])
+    made = Isolation(confinement=unconfined(), scratch_root=tmp_path / "work", forward_env=["MY_SECRET", "MY_SECRET"])
     yield made
     made.close()
 
@@ -198,20 +199,26 @@ def test_build_strategy_wires_the_sidecar(tmp_path: Path, monkeypatch: pytest.Mo
     info = path.stat()
     user = SandboxUser(name="harness", uid=info.st_uid + 1, gid=info.st_gid + 1)
     try:
-        strategy = build_strategy(config, make_partition(partition), user=user, secret_env={"API_KEY": "k"})
+        confinement = Confinement(user=user, limits=CandidateLimits(processes=99), namespaces=True)
+        strategy = build_strategy(config, make_partition(partition), confinement=confinement,
+                                  secret_env={"API_KEY": "k"})
         assert strategy.jobs_root == tmp_path / "admin" / "harbor-jobs" and strategy.jobs_dir is None
         assert strategy.config.timeout == 321.0 and strategy.clean_jobs_on_close
         assert strategy.isolation is not None and strategy.isolation.forward_env == ["API_KEY"]
         assert strategy.isolation.scratch_root == tmp_path / "work"
+        spec = strategy.isolation.spec("m:C", tmp_path)  # the candidate's process is confined alike
+        assert spec.namespaces and spec.limits.processes == 99 and spec.uid == user.uid
         assert strategy.env is not None and strategy.env["API_KEY"] == "k"
         assert strategy.refs_for("train", ["reverse-lines"])[0].dir_name == "reverse-lines"
         strategy.close()
         assert not strategy.isolation.shim.exists()
         with pytest.raises(VeroError, match="could open the Docker socket"):
+            owner = SandboxUser(name="harness", uid=info.st_uid, gid=info.st_gid + 1)
             build_strategy(config, make_partition(partition),
-                           user=SandboxUser(name="harness", uid=info.st_uid, gid=info.st_gid + 1),
+                           confinement=Confinement(user=owner, limits=CandidateLimits(), namespaces=True),
                            secret_env={})
         # Without a harness user (development outside a container) harbor imports the agent itself.
-        assert build_strategy(config, make_partition(partition), user=None, secret_env={}).isolation is None
+        assert build_strategy(config, make_partition(partition), confinement=unconfined(),
+                              secret_env={}).isolation is None
     finally:
         server.close()

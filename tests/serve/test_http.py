@@ -105,7 +105,7 @@ def test_optimizer_flow_budgets_tiers_and_finalize(sidecar: Sidecar, bench: Mode
     ({"split": "train", "num_samples": 0}, 422, "out of range"),
     ({"split": "train", "sample_ids": ["train-99"]}, 422, "not in split"),
     ({"split": "train", "commit": "--upload-pack=touch /tmp/x"}, 422, "invalid commit"),
-    ({"split": "train", "commit": "no-such-branch"}, 422, "cannot fetch"),
+    ({"split": "train", "commit": "no-such-branch"}, 422, "cannot read 'no-such-branch'"),
     ({"split": "train", "num_samples": "3"}, 422, "num_samples"),
     ({"split": "train", "num_samples": True}, 422, "num_samples"),
     ({"split": "train", "extra": 1}, 422, "extra"),

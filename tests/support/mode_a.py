@@ -84,8 +84,14 @@ def commit_agent(repo: Path, source: str, message: str = "candidate") -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def make_mode_a_bench(root: Path, sizes: dict[str, int] | None = None) -> ModeABench:
-    """Dataset, scorer, baseline dir (files/ + BASELINE.json) and the optimizer's agent repo."""
+def make_mode_a_bench(root: Path, sizes: dict[str, int] | None = None, agent_parent: Path | None = None,
+                      extra_files: dict[str, str] | None = None) -> ModeABench:
+    """Dataset, scorer, baseline dir (files/ + BASELINE.json) and the optimizer's agent repo.
+
+    The agent repo goes under `agent_parent` when given: a sidecar's fetcher reads it as an
+    unprivileged user, who cannot traverse a 0700 `root` (where the labels stay unreadable).
+    `extra_files` (relative path -> text) join agent.py in the baseline.
+    """
     root.mkdir(parents=True, exist_ok=True)
     dataset = write_dataset(root / "dataset", sizes or {"train": 8, "validation": 8, "test": 6})
     scorer = root / "scorer.py"
@@ -93,13 +99,16 @@ def make_mode_a_bench(root: Path, sizes: dict[str, int] | None = None) -> ModeAB
     files = root / "baseline" / "files"
     files.mkdir(parents=True)
     (files / "agent.py").write_text(BASELINE_AGENT)
+    for name, text in (extra_files or {}).items():
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        (files / name).write_text(text)
     # The commit is computed on a scratch copy: files/ itself must stay a plain directory.
     scratch = root / "baseline-scratch"
     shutil.copytree(files, scratch)
     sha = make_baseline_commit(scratch)
     shutil.rmtree(scratch)
     (root / "baseline" / "BASELINE.json").write_text(json.dumps({"commit": sha}))
-    agent_repo = root / "agent"
+    agent_repo = (agent_parent or root) / "agent"
     shutil.copytree(files, agent_repo)
     assert make_baseline_commit(agent_repo) == sha
     return ModeABench(root=root, dataset_dir=dataset, scorer=scorer, agent_repo=agent_repo,

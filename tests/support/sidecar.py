@@ -17,6 +17,8 @@ import httpx
 
 from tests.support.mode_a import ENTRYPOINT, LABEL_FIELDS, ModeABench, is_root
 
+NOBODY_UID = 65534
+
 
 def free_port() -> int:
     """A TCP port that was free a moment ago."""
@@ -43,6 +45,8 @@ def serve_config(root: Path, bench: ModeABench, **overrides: Any) -> dict[str, A
         "targets": [{"split": "test", "reward_key": "test_score"}],
         "submit_enabled": True, "score_baseline": False, "k_anonymity_floor": 5,
         "max_concurrency": 2, "harness_user": "nobody" if is_root() else None,
+        # As in a compiled task, the optimizer's repo is read by another unprivileged uid.
+        "fetch_uid": NOBODY_UID if is_root() else None,
         "mode_a": {"dataset_dir": str(bench.dataset_dir), "label_fields": LABEL_FIELDS,
                    "entrypoint": ENTRYPOINT, "scorer": str(bench.scorer), "sample_timeout": 30.0},
     }

@@ -14,6 +14,7 @@ from typing import Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from vero.core.benchmark import AccessTier, Budget, RewardMode, SplitAccess, Target
+from vero.core.limits import Limits
 from vero.modeb.config import HarborConfig, is_registry_source
 from vero.models import StrictModel
 
@@ -62,6 +63,7 @@ class BuildCommon(StrictModel):
     max_concurrency: int = Field(default=4, ge=1)
     k_anonymity_floor: int = Field(default=5, ge=1)
     solution: str | None = Field(default=None, description="dir with the oracle's solve.sh")
+    limits: Limits = Field(default_factory=Limits, description="memory, processes, sizes and timeouts")
 
     @field_validator("read_only_paths")
     @classmethod

@@ -74,6 +74,7 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "eval_timeout": evaluation_limit(config),
         "verifier_evals": n_evals,
         "verifier_timeout": verifier_timeout(config),
+        "finalize_timeout": verifier_timeout(config) - layout.FINALIZE_SLACK_SEC,
         "build_timeout": layout.BUILD_TIMEOUT_SEC,
         "base_image_main": config.base_image_main,
         "base_image_sidecar": config.sidecar_image(),
@@ -119,6 +120,8 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "submit_enabled": config.submit_enabled,
         "selection_split": config.selection_split,
         "reward_keys": [target.reward_key for target in config.targets],
+        "limits": config.limits,
+        "scratch_dirs": layout.SIDECAR_SCRATCH_DIRS,
     }
     if isinstance(config, ModeABuild):
         context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,

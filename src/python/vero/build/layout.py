@@ -67,6 +67,10 @@ MODE_B_SIDECAR_STOP_GRACE = "90s"
 HEALTH_PROBE = (f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{EVAL_PORT}/health', "
                 "timeout=4).read()")
 
+# Size-limited tmpfs mounts in the sidecar: every place candidate code can write (its HOME and
+# checkout under WORK_DIR, /tmp, /var/tmp), so a disk flood fills a bounded tmpfs, never the host.
+SIDECAR_SCRATCH_DIRS = (WORK_DIR, "/tmp", "/var/tmp")
+
 # The compiled task directory.
 TASK_TOML = "task.toml"
 INSTRUCTION = "instruction.md"
@@ -85,3 +89,5 @@ SOLVE_SH = "solution/solve.sh"
 # Harbor timeouts the compiler derives: image builds and start-up, and slack around finalize.
 BUILD_TIMEOUT_SEC = 900.0
 VERIFIER_SLACK_SEC = 120.0
+# The finalize client gives up this long before Harbor's verifier timeout, to write the floors.
+FINALIZE_SLACK_SEC = 60.0

@@ -66,6 +66,8 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         max_concurrency=config.max_concurrency,
         timeout=config.timeout,
         harness_user=layout.HARNESS_USER,
+        fetch_uid=layout.AGENT_UID,
+        limits=config.limits,
         mode_a=mode_a,
         mode_b=mode_b,
     )

@@ -1,7 +1,7 @@
 """The evaluation engine: every rule between a request and a strategy run.
 
 Order for an optimizer ("agent") request, each step rejecting before anything is spent:
-dataset and split known -> samples resolved -> tier gate and k-anonymity floor -> commit
+dataset and split known -> tier gate -> samples resolved -> k-anonymity floor -> commit
 validated and copied into the trusted repo -> [under one lock: no differencing against
 earlier evaluations of a non_viewable split -> `pending` experiment record] -> budget, the
 spend naming the experiment (the first evaluation of the baseline commit on a split is free;
@@ -138,8 +138,12 @@ class Engine:
                  progress: ProgressCallback | None = None) -> EvalOutcome:
         """Check, charge and run one evaluation; raises a `Rejected` error before spending anything."""
         self._check_dataset(request.dataset_id)
-        sample_ids, full = self.resolve_samples(request.split, request.sample_ids, request.num_samples)
         split, dataset_id = request.split, self.catalog.dataset_id
+        if origin == "agent" and split in self.catalog.split_names():
+            # Before the sample ids are looked at: a no_access split answers the same whatever they
+            # name, so held-out ids cannot be enumerated.
+            self.policy.check_tier(split)
+        sample_ids, full = self.resolve_samples(split, request.sample_ids, request.num_samples)
         if origin == "agent":
             self.policy.check_agent_request(split, len(sample_ids), len(self.catalog.sample_ids(split)))
         ref = request.commit if request.commit is not None else DEFAULT_REF
@@ -204,12 +208,12 @@ class Engine:
             self._settle(record, exc.what, "interrupted")
             raise
         except VeroError as exc:
-            self._settle(record, exc.what, "failed")
+            self._settle(record, exc.what + (f"\n{exc.detail}" if exc.detail else ""), "failed")
             raise
         except Exception as exc:
             self._settle(record, f"{type(exc).__name__}: {exc}", "failed")
-            raise VeroError(f"evaluation {record.experiment_id} failed: {type(exc).__name__}: {exc}",
-                            fix="see the sidecar log") from exc
+            raise VeroError(f"evaluation {record.experiment_id} failed inside the eval sidecar",
+                            fix="see the sidecar log", detail=f"{type(exc).__name__}: {exc}") from exc
 
     def _settle(self, record: ExperimentRecord, error: str, status: Literal["failed", "interrupted"]) -> None:
         """Write the end of an abnormal evaluation; if that fails too, retry before the next one."""

@@ -1,26 +1,30 @@
-"""Git helpers for the trusted side: ref validation, commit transfer, throwaway worktrees.
+"""Git on the trusted side: ref validation, commit import, clean checkouts.
 
-The optimizer's repo is untrusted: its refs arrive over HTTP and its config and hooks must
-never run in the trusted process. So a ref is validated (a full hex SHA or a conservative ref
-name) and always passed after `--`; git runs with no system or user config, hooks disabled,
-and a private global config that only marks the source repo as a safe directory (git clears
-`-c` options for the upload-pack it spawns on a local repo, so they cannot carry that).
+The optimizer's repo is untrusted, `.git` included: its refs arrive over HTTP and nothing in it
+may be opened by a privileged process. A ref is validated (a full hex SHA or a conservative ref
+name) and always passed after `--`; the commit is read by an unprivileged, confined fetcher
+(`vero.core.fetch`) and only its pack enters the trusted repo, through `git index-pack
+--strict`. Git runs here with no system or user config and hooks disabled, and every call has
+a timeout. Checkouts write the stored bytes (`vero.core.checkout`), never applying the
+commit's own attributes.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from vero.core.checkout import TreeEntry, parse_ls_tree, tree_problems, write_tree
+from vero.core.confine import unconfined
+from vero.core.fetch import FetchSettings, fetch_commit
+from vero.core.incidents import withheld
+from vero.core.limits import RepoLimits
 from vero.core.rejections import BadInput
 from vero.core.storage import tool_failed_for_space
 from vero.errors import VeroError
@@ -69,6 +73,11 @@ def validate_ref(ref: str) -> str:
     return ref
 
 
+# Trusted-repo git calls read only vero's own data; the timeout is a backstop.
+GIT_TIMEOUT = 600.0
+COMMITS_PREFIX = "refs/vero/commits/"
+
+
 def _base_env() -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -80,49 +89,47 @@ def _base_env() -> dict[str, str]:
     }
 
 
-def _config_value(text: str) -> str:
-    if any(ch in text for ch in "\n\r\0"):
-        raise VeroError(f"unusable repository path {text!r}", fix="use a path without control characters")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class TrustedRepo:
-    """The sidecar's own repository: candidate commits are copied in before anything runs."""
+    """The sidecar's own repository: candidate commits are copied in before anything runs.
 
-    def __init__(self, path: Path) -> None:
+    `fetch` says who reads the optimizer's repo and with what limits; the default (tests and
+    development) fetches as the current user without a namespace.
+    """
+
+    def __init__(self, path: Path, fetch: FetchSettings | None = None) -> None:
         self.path = Path(path)
-        self._thread_lock = threading.Lock()
+        self.fetch = fetch or FetchSettings(confinement=unconfined(), scratch_parent=Path(tempfile.gettempdir()),
+                                            limits=RepoLimits())
 
-    def _git(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
-             ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["git", *_GIT_OPTIONS, *args], cwd=self.path, env=env or _base_env(),
-                                capture_output=True, text=True, check=False, umask=0o022,
-                                stdin=subprocess.DEVNULL)
+    def _git(self, *args: str, check: bool = True, stdin: int | None = subprocess.DEVNULL,
+             input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        try:
+            result = subprocess.run(["git", *_GIT_OPTIONS, *args], cwd=self.path, env=_base_env(),
+                                    capture_output=True, text=True, check=False, umask=0o022,
+                                    stdin=None if input_text is not None else stdin, input=input_text,
+                                    timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise VeroError(f"git {args[0]} on the trusted repository took longer than {GIT_TIMEOUT:g} s",
+                            where=str(self.path), fix="check the admin volume") from None
         if check and result.returncode != 0:
             full = tool_failed_for_space(result.stderr, self.path)
             if full is not None:
                 raise full
-            raise VeroError(f"git {args[0]} failed: {result.stderr.strip()[-500:]}", where=str(self.path),
-                            fix="check the trusted repository on the admin volume")
+            raise VeroError(f"git {args[0]} failed on the trusted repository", where=str(self.path),
+                            fix="check the trusted repository on the admin volume",
+                            detail=result.stderr.strip()[-2000:])
         return result
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        # Fetches and worktree bookkeeping touch shared files in .git: one at a time.
-        git_dir = self.path / ".git" if (self.path / ".git").is_dir() else self.path
-        with self._thread_lock:
-            fd = os.open(git_dir / "vero.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
 
     def commit_of(self, rev: str) -> str | None:
         """The commit SHA `rev` names in the trusted repo (tags peeled), or None."""
         result = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
                            check=False)
         return result.stdout.strip() if result.returncode == 0 else None
+
+    def known_commits(self) -> list[str]:
+        """Every commit imported so far (and the baseline): objects the optimizer need not send."""
+        listing = self._git("for-each-ref", "--format=%(objectname)", COMMITS_PREFIX, "refs/heads/").stdout
+        return sorted(set(listing.split()))
 
     def changed_paths(self, base: str, commit: str, paths: Sequence[str]) -> list[str]:
         """Files under `paths` (literal, relative to the repo root) that differ between two commits."""
@@ -136,83 +143,91 @@ class TrustedRepo:
     def import_commit(self, source: Path, ref: str) -> str:
         """Copy the commit `ref` names in the untrusted repo `source` into this repo; return its SHA.
 
-        A full SHA already present here is not fetched again. Raises `BadInput` for an invalid
-        ref, or a ref that the source does not have or that is not a commit.
+        A full SHA already present here is not fetched again. Raises `BadInput` (a fixed message
+        with an error id) for an invalid ref, a ref the source does not have, a commit too large
+        or whose tree cannot be checked out safely, or a fetch that fails or times out.
         """
         ref = validate_ref(ref)
         if FULL_SHA.fullmatch(ref) and self.commit_of(ref) == ref:
             return ref
-        source = Path(source).absolute()
-        with self._locked(), tempfile.TemporaryDirectory(prefix="vero-git-") as scratch:
-            # The source is owned by another uid (the optimizer): mark exactly it as safe.
-            global_config = Path(scratch) / "gitconfig"
-            safe_paths = {str(base / sub) for base in (source, source.resolve()) for sub in ("", ".git")}
-            global_config.write_text("[safe]\n" + "".join(f"\tdirectory = {_config_value(p)}\n"
-                                                           for p in sorted(safe_paths)))
-            env = {**_base_env(), "GIT_CONFIG_GLOBAL": str(global_config)}
-            incoming = f"refs/vero/incoming/{uuid.uuid4().hex}"
-            fetched = self._git(
-                "-c", "protocol.file.allow=always", "-c", "transfer.fsckObjects=true",
-                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-                "--", str(source), f"{ref}:{incoming}", env=env, check=False)
-            if fetched.returncode != 0:
-                # A full admin volume is the sidecar's problem, not a bad ref.
-                full = tool_failed_for_space(fetched.stderr, self.path)
-                if full is not None:
-                    raise full
-                raise BadInput(f"cannot fetch {ref!r} from the agent repo: {_tail(fetched.stderr)}",
-                               where=str(source),
-                               fix="commit your work and pass an existing commit SHA or branch")
-            try:
-                sha = self.commit_of(incoming)
-                if sha is None:
-                    raise BadInput(f"{ref!r} does not name a commit", where=str(source),
-                                   fix="pass a commit SHA or a branch name")
-                self._git("update-ref", f"refs/vero/commits/{sha}", sha)
-            finally:
-                self._git("update-ref", "-d", incoming, check=False)
+        known = self.known_commits()
+        with fetch_commit(Path(source).absolute(), ref, known, self.fetch) as fetched:
+            sha = fetched.commit
+            if not FULL_SHA.fullmatch(sha):
+                raise withheld(BadInput, f"cannot read {ref!r} from the agent repository",
+                               f"the fetcher reported {sha[:100]!r} as the commit")
+            if fetched.pack is not None:
+                self._index_pack(fetched.pack, ref)
+        if self.commit_of(sha) != sha:
+            raise withheld(BadInput, f"{ref!r} does not name a commit in the agent repository",
+                           f"{sha} is not a commit after the import")
+        missing = self._git("rev-list", "--objects", "--quiet", "--stdin", check=False,
+                            input_text=sha + "\n" + "".join(f"^{k}\n" for k in known))
+        if missing.returncode != 0:
+            raise withheld(BadInput, f"commit {sha[:12]} is incomplete (objects are missing)",
+                           missing.stderr.strip()[-2000:], fix="commit your work normally and evaluate again")
+        self.check_tree(sha)
+        self._git("update-ref", f"{COMMITS_PREFIX}{sha}", sha)
         return sha
+
+    def _index_pack(self, pack_fd: int, ref: str) -> None:
+        """Verify and store a pack the fetcher wrote (every object checked, thin bases from here)."""
+        try:
+            result = subprocess.run(["git", *_GIT_OPTIONS, "index-pack", "--strict", "--fix-thin", "--stdin"],
+                                    cwd=self.path, env=_base_env(), stdin=pack_fd, capture_output=True,
+                                    check=False, timeout=self.fetch.limits.fetch_timeout)
+        except subprocess.TimeoutExpired:
+            raise withheld(BadInput, f"checking the objects of {ref!r} took longer than "
+                           f"{self.fetch.limits.fetch_timeout:g} s", "git index-pack timed out") from None
+        if result.returncode != 0:
+            stderr = result.stderr.decode("utf-8", "replace")
+            full = tool_failed_for_space(stderr, self.path)
+            if full is not None:
+                raise full
+            raise withheld(BadInput, f"the objects of {ref!r} failed git's integrity checks", stderr[-4000:],
+                           fix="commit with a standard git; objects with malformed names or trees are refused")
+
+    def _tree(self, commit: str) -> list[TreeEntry]:
+        raw = subprocess.run(["git", *_GIT_OPTIONS, "ls-tree", "-r", "-z", "-l", "--full-tree", commit],
+                             cwd=self.path, env=_base_env(), capture_output=True, check=True,
+                             timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL).stdout
+        return list(parse_ls_tree(raw))
+
+    def check_tree(self, commit: str) -> None:
+        """Refuse a commit whose tree could not be checked out safely (names, depth, size)."""
+        problems = tree_problems(self._tree(commit), self.fetch.limits)
+        if problems:
+            raise BadInput(f"commit {commit[:12]} cannot be checked out: {'; '.join(problems)}",
+                           fix="keep the agent repository within the task's limits, with ordinary file names")
 
     @contextmanager
     def worktree(self, commit: str, parent: Path) -> Iterator[Path]:
-        """A clean detached checkout of `commit` under `parent`, world-readable, removed afterwards."""
+        """A checkout of `commit` under `parent` (the stored bytes, world-readable), removed afterwards."""
         if not FULL_SHA.fullmatch(commit) or self.commit_of(commit) != commit:
             raise VeroError(f"commit {commit} is not in the trusted repo", where=str(self.path),
                             fix="import the commit before checking it out")
+        entries = self._tree(commit)
+        problems = tree_problems(entries, self.fetch.limits)
+        if problems:
+            raise BadInput(f"commit {commit[:12]} cannot be checked out: {'; '.join(problems)}")
         parent = Path(parent)
         parent.mkdir(parents=True, exist_ok=True)
-        # `git worktree add` reads the other worktrees' admin entries, so adds and removes are
-        # serialized (a half-created entry breaks a concurrent add). `remove` deletes its own
-        # entry; pruning leftovers of a killed process happens at start (remove_stale_worktrees).
         path = Path(tempfile.mkdtemp(prefix=f"wt-{commit[:12]}-", dir=parent))
         try:
             path.chmod(0o755)
-            with self._locked():
-                self._git("worktree", "add", "--detach", "--quiet", "--", str(path), commit)
+            cat_file = subprocess.Popen(["git", *_GIT_OPTIONS, "cat-file", "--batch"], cwd=self.path,
+                                        env=_base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
+            try:
+                write_tree(entries, path, cat_file)
+            except OSError as exc:
+                full = tool_failed_for_space(str(exc), path)
+                raise full or VeroError(f"cannot check out {commit[:12]}: {exc}", where=str(path)) from None
+            finally:
+                if cat_file.stdin is not None:
+                    cat_file.stdin.close()
+                cat_file.kill()
+                cat_file.wait()
             yield path
         finally:
-            with self._locked():
-                self._git("worktree", "remove", "--force", "--", str(path), check=False)
-            if path.exists():
-                shutil.rmtree(path)
-
-    def remove_stale_worktrees(self, parent: Path) -> list[Path]:
-        """Remove worktrees under `parent` left by a killed process (call at start, before any checkout)."""
-        parent = Path(parent).resolve()
-        listing = self._git("worktree", "list", "--porcelain").stdout
-        stale = [Path(line.split(" ", 1)[1]) for line in listing.splitlines() if line.startswith("worktree ")]
-        removed = []
-        with self._locked():
-            for path in stale:
-                if path.resolve().parent == parent and path.name.startswith("wt-"):
-                    self._git("worktree", "remove", "--force", "--", str(path), check=False)
-                    if path.exists():
-                        shutil.rmtree(path)
-                    removed.append(path)
-            self._git("worktree", "prune", check=False)
-        return removed
-
-
-def _tail(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else "..." + text[-limit:]
+            shutil.rmtree(path, ignore_errors=True)

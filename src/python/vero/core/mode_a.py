@@ -1,43 +1,51 @@
 """Mode A: run the candidate's entrypoint on each label-stripped row, score with the trusted scorer.
 
-Each sample runs in a fresh `python3 -c <harness>` process in the candidate's worktree, as
-the harness user, with a minimal environment. The harness reads the row (JSON) from stdin,
-imports `module:function` from the worktree, calls it, and writes `{"ok": ..., "output": ...}`
-to a reply file in a private scratch directory, so the candidate's own prints never mix with
-its output. Scoring happens in the trusted process with the scorer loaded from the sidecar's
-own path. Every result is put into the sample store as soon as it is known.
+Each sample runs in a fresh `python3 -c <harness>` process in the candidate's checkout,
+confined (`vero.core.confine`: its own pid namespace, rlimits, the harness user) with a
+minimal environment. The harness reads the row (JSON) from stdin, imports `module:function`
+from the checkout, calls it, and writes `{"ok": ..., "output": ...}` to a reply file in a
+private scratch directory, so the candidate's own prints never mix with its output. The
+trusted scorer (loaded from the sidecar's own path) scores in worker processes with a timeout
+(`vero.core.scorer_pool`). Every result is put into the sample store as soon as it is known.
+
+A failed sample's `error` is fixed text plus an error id (what the optimizer may read); the
+candidate's exception message and traceback, its stderr and the scorer's traceback go to
+`error_detail`, which stays on the admin volume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import os
+import re
 import shutil
+import signal
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import JsonValue, ValidationError
 
+from vero.core.confine import Confinement
 from vero.core.datasets import ModeADataset, strip_labels
+from vero.core.incidents import new_error_id
 from vero.core.records import SampleResult
-from vero.core.sandbox import ProcessGroups, SandboxUser, StrayReaper, run_sandboxed
-from vero.core.scorer import ScoreFunction, normalize_score
+from vero.core.sandbox import ProcessGroups, run_sandboxed
+from vero.core.scorer_pool import ScorerFailed, ScorerPool
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
 from vero.models import StrictModel
 
-log = logging.getLogger(__name__)
-
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPLY_FILE = "reply.json"
-TRACEBACK_CHARS = 1500
+# An exception's class name is shown to the optimizer only when it looks like one.
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 
 # Runs inside the candidate's process. Reads stdin before any candidate code can, and reports
 # exceptions (SystemExit included) as a reply instead of a traceback on stderr only.
@@ -55,8 +63,8 @@ try:
     output = function(row)
 except BaseException as exc:
     import traceback  # only on failure: the import costs milliseconds per sample
-    reply(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000],
-                      "traceback": traceback.format_exc()[-4000:]}))
+    reply(json.dumps({"ok": False, "raised": type(exc).__name__[:200],
+                      "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()[-4000:]}))
     sys.exit(0)
 try:
     text = json.dumps({"ok": True, "output": output}, allow_nan=False)
@@ -77,16 +85,26 @@ class HarnessReply(StrictModel):
 
     ok: bool
     output: JsonValue = None
+    raised: str | None = None
     error: str | None = None
     traceback: str | None = None
+
+
+class SampleFailure(Exception):
+    """Why a sample has no score: `public` for the optimizer, `detail` for the admin volume."""
+
+    def __init__(self, public: str, detail: str = "") -> None:
+        super().__init__(public)
+        self.public = public
+        self.detail = detail
 
 
 class ModeAStrategy:
     """The Mode A `EvaluationStrategy`. One shared pool bounds concurrency across evaluations."""
 
     def __init__(self, dataset: ModeADataset, *, entrypoint: str, label_fields: Sequence[str],
-                 scorer: ScoreFunction, sample_timeout: float, max_concurrency: int,
-                 user: SandboxUser | None, python: str = "python3", scratch_dir: Path | None = None,
+                 scorer: ScorerPool, sample_timeout: float, max_concurrency: int,
+                 confinement: Confinement, python: str = "python3", scratch_dir: Path | None = None,
                  secret_env: Mapping[str, str] | None = None,
                  evaluation_timeout: float | None = None) -> None:
         self.dataset = dataset
@@ -94,38 +112,30 @@ class ModeAStrategy:
         self.label_fields = list(label_fields)
         self.scorer = scorer
         self.sample_timeout = sample_timeout
-        self.user = user
+        self.confinement = confinement
         self.python = python
         self.scratch_dir = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
         self.secret_env = dict(secret_env or {})
         self.evaluation_timeout = evaluation_timeout
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vero-sample")
         self._groups = ProcessGroups()
-        self._reaper = StrayReaper(self.user)
 
     def stop(self) -> None:
         """Kill running candidates and start no new sample (safe in a signal handler)."""
         self._groups.kill_all()
 
     def close(self) -> None:
-        """Stop, then release the pool once its threads have returned."""
+        """Stop, then release the pool once its threads have returned, and the scorer's workers."""
         self.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.scorer.close()
 
     def agent_input(self, split: str, sample_id: str) -> JsonValue:
         """The row of a sample as the candidate (and a viewable split's optimizer) sees it."""
         return strip_labels(self.dataset.row(split, sample_id), self.label_fields)
 
     def evaluate(self, context: EvaluationContext) -> list[SampleResult]:
-        """Run and score every pending sample of `context`; results in request order.
-
-        When the last evaluation in flight ends, every process the candidates left behind
-        (detached with `setsid`, so outside their killed process groups) is killed.
-        """
-        with self._reaper.evaluation():
-            return self._evaluate(context)
-
-    def _evaluate(self, context: EvaluationContext) -> list[SampleResult]:
+        """Run and score every pending sample of `context`; results in request order."""
         ids = list(context.sample_ids)
         for sample_id in ids:
             self.dataset.row(context.split, sample_id)  # KeyError now rather than in a worker
@@ -161,8 +171,8 @@ class ModeAStrategy:
         if first_error is not None:
             if isinstance(first_error, VeroError):
                 raise first_error
-            raise VeroError(f"evaluation failed: {type(first_error).__name__}: {first_error}",
-                            fix="see the sidecar log") from first_error
+            raise VeroError("the evaluation failed inside the eval sidecar", fix="see the sidecar log",
+                            detail=f"{type(first_error).__name__}: {first_error}") from first_error
         results = []
         for sample_id in ids:
             result = context.store.get(sample_id)
@@ -191,6 +201,18 @@ class ModeAStrategy:
             return result(error=f"evaluation timeout ({self.evaluation_timeout:g} s) reached "
                                 "before this sample ran")
         row = self.dataset.row(context.split, sample_id)
+        try:
+            output = self._run_candidate(context, row)
+        except SampleFailure as failure:
+            return _failed(result, failure)
+        try:
+            scored = self.scorer.score(output, row)
+        except ScorerFailed as exc:
+            return _failed(result, SampleFailure(exc.reason, exc.detail), output=output)
+        return result(score=scored.score, metrics=scored.metrics, output=output)
+
+    def _run_candidate(self, context: EvaluationContext, row: dict[str, JsonValue]) -> JsonValue:
+        """The entrypoint's output on the label-stripped `row`; raises `SampleFailure`."""
         stdin = json.dumps(strip_labels(row, self.label_fields)).encode("utf-8")
         # scratch (root, 0711) holds home (the candidate's, 0700): the candidate cannot move
         # home itself, so the reply path cannot be redirected through a swapped directory.
@@ -199,68 +221,74 @@ class ModeAStrategy:
             scratch.chmod(0o711)
             home = scratch / "home"
             home.mkdir(mode=0o700)
-            if self.user is not None:
-                os.chown(home, self.user.uid, self.user.gid)
+            user = self.confinement.user
+            if user is not None:
+                os.chown(home, user.uid, user.gid)
             run = run_sandboxed([self.python, "-B", "-c", HARNESS, self.entrypoint, str(home / REPLY_FILE)],
                                 cwd=context.worktree, env=self._env(context.worktree, home),
-                                timeout=self.sample_timeout, user=self.user, stdin_data=stdin,
+                                timeout=self.sample_timeout, confinement=self.confinement, stdin_data=stdin,
                                 groups=self._groups)
             if self._groups.closed:
                 raise _cancelled()
             if run.timed_out:
-                return result(error=f"timed out after {self.sample_timeout:g} s")
+                raise SampleFailure(f"timed out after {self.sample_timeout:g} s", run.stderr_tail)
             reply = _read_reply(home, run.returncode, run.stderr_tail)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        if isinstance(reply, str):
-            return result(error=reply)
-        if not reply.ok:
-            message = reply.error or "the entrypoint failed"
-            if reply.traceback:
-                message += "\n" + reply.traceback[-TRACEBACK_CHARS:]
-            return result(error=message, output=None)
-        try:
-            raw_score = self.scorer(reply.output, row)
-        except Exception as exc:
-            # The message may quote labels; keep it in the sidecar log, not in the result.
-            log.exception("scorer failed on sample %s of split %s", sample_id, context.split)
-            return result(error=f"scorer raised {type(exc).__name__}", output=reply.output)
-        try:
-            score, metrics = normalize_score(raw_score)
-        except ValueError as exc:
-            return result(error=f"unusable score: {exc}", output=reply.output)
-        return result(score=score, metrics=metrics, output=reply.output)
+        if reply.ok:
+            return reply.output
+        detail = "\n".join(part for part in (reply.error, reply.traceback) if part)
+        if reply.raised is None:
+            raise SampleFailure("the output is not JSON-serialisable", detail)
+        shown = reply.raised if _TYPE_NAME.fullmatch(reply.raised) else "an exception"
+        raise SampleFailure(f"the entrypoint raised {shown}", detail)
 
 
-def _read_reply(home: Path, returncode: int | None, stderr_tail: str) -> HarnessReply | str:
-    """The harness reply, or an error message saying why there is none.
+def _failed(result: Callable[..., SampleResult], failure: SampleFailure, output: JsonValue = None) -> SampleResult:
+    """An error sample: the fixed message and a fresh error id; the detail for the admin only."""
+    error_id = new_error_id()
+    return result(error=f"{failure.public} (error id {error_id})", error_detail=failure.detail or None,
+                  output=output)
+
+
+def _exit_text(returncode: int | None) -> str:
+    """How the candidate's process ended; a signal usually means a limit was hit."""
+    number = -returncode if returncode is not None and returncode < 0 else (
+        returncode - 128 if returncode is not None and returncode > 128 else None)
+    if number is not None:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(number).name}: a limit may have been reached"
+    return f"exit code {returncode}"
+
+
+def _read_reply(home: Path, returncode: int | None, stderr_tail: str) -> HarnessReply:
+    """The harness reply; raises `SampleFailure` saying why there is none.
 
     The candidate owns `home`: the reply is opened without following symlinks and must be a
     regular file, so the trusted process cannot be tricked into reading another file.
     """
-    def no_reply(why: str) -> str:
-        tail = stderr_tail.strip()[-1000:]
-        return f"{why} (exit code {returncode})" + (f": {tail}" if tail else "")
+    def no_reply(why: str) -> SampleFailure:
+        return SampleFailure(f"{why} ({_exit_text(returncode)})", stderr_tail)
 
     try:
         dir_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
-        return no_reply(f"the candidate's scratch directory is unusable: {exc.strerror}")
+        raise no_reply("the candidate's scratch directory is unusable") from exc
     try:
         fd = os.open(REPLY_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
-        return no_reply("the candidate process exited without a result")
-    except OSError as exc:
-        return no_reply(f"cannot read the candidate's result: {exc.strerror}")
+        raise no_reply("the candidate process exited without a result") from None
+    except OSError:
+        raise no_reply("the candidate's result cannot be read") from None
     finally:
         os.close(dir_fd)
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return no_reply("the candidate's result is not a regular file")
+            raise no_reply("the candidate's result is not a regular file")
         raw = handle.read(MAX_REPLY_BYTES + 1)
     if len(raw) > MAX_REPLY_BYTES:
-        return f"the output is larger than {MAX_REPLY_BYTES} bytes"
+        raise SampleFailure(f"the output is larger than {MAX_REPLY_BYTES} bytes")
     try:
         return HarnessReply.model_validate_json(raw)
     except ValidationError:
-        return no_reply("the candidate process wrote an unreadable result")
+        raise no_reply("the candidate process wrote an unreadable result") from None

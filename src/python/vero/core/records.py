@@ -18,7 +18,9 @@ class AttemptCounts(StrictModel):
 class SampleResult(StrictModel):
     """The result of one sample for one commit on one split.
 
-    An error sample has `error` set and `score` None; aggregates count it as 0.0.
+    An error sample has `error` set and `score` None; aggregates count it as 0.0. `error` is
+    what the optimizer may read (fixed text, an error id); `error_detail` (a traceback, what a
+    tool printed) stays on the admin volume.
     """
 
     sample_id: str
@@ -28,6 +30,7 @@ class SampleResult(StrictModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     output: JsonValue = None
     error: str | None = None
+    error_detail: str | None = None
     started_at: float = Field(description="seconds since the epoch")
     duration_s: float = Field(ge=0.0)
     task_name: str | None = None

@@ -39,16 +39,20 @@ class TierPolicy:
         """Whether the optimizer may evaluate `split` at all."""
         return self.tier(split) != "no_access"
 
+    def check_tier(self, split: str) -> None:
+        """Raise `Forbidden` when the optimizer may not evaluate `split` at all (no_access)."""
+        if self.tier(split) == "no_access":
+            raise Forbidden(f"split {split!r} is no_access: it cannot be evaluated by the optimizer",
+                            fix="evaluate a viewable or non_viewable split (see `vero harbor status`)")
+
     def check_agent_request(self, split: str, n_requested: int, n_in_split: int) -> None:
         """Raise `Forbidden` unless the optimizer may evaluate these many samples of `split`.
 
         Full-split evaluations of a non_viewable split are always allowed; a subset must cover
         at least `k_anonymity_floor` samples so one sample's score cannot be isolated.
         """
+        self.check_tier(split)
         tier = self.tier(split)
-        if tier == "no_access":
-            raise Forbidden(f"split {split!r} is no_access: it cannot be evaluated by the optimizer",
-                            fix="evaluate a viewable or non_viewable split (see `vero harbor status`)")
         if tier == "non_viewable" and n_requested < n_in_split and n_requested < self.k_anonymity_floor:
             raise Forbidden(
                 f"split {split!r} is non_viewable: a subset must cover at least {self.k_anonymity_floor} "

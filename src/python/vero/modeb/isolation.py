@@ -22,7 +22,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 import vero
-from vero.core.sandbox import SandboxUser
+from vero.core.confine import Confinement, SandboxUser
+from vero.core.limits import CandidateLimits
 from vero.errors import VeroError
 from vero.modeb.relay import MAX_TRANSFER_BYTES
 from vero.models import StrictModel
@@ -53,6 +54,8 @@ class IsolationSpec(StrictModel):
                                    description="variables (secrets) passed on to the candidate's process")
     max_transfer_bytes: int = Field(default=MAX_TRANSFER_BYTES, ge=1, le=MAX_TRANSFER_BYTES)
     max_parallel_requests: int = Field(default=8, ge=1, le=64)
+    limits: CandidateLimits = Field(default_factory=CandidateLimits)
+    namespaces: bool = Field(default=False, description="run the candidate in its own pid namespace")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> IsolationSpec:
@@ -72,6 +75,10 @@ class IsolationSpec(StrictModel):
             return None
         return SandboxUser(name=self.user, uid=self.uid, gid=self.gid)
 
+    def confinement(self) -> Confinement:
+        """How the candidate's process is confined (`vero.core.confine`)."""
+        return Confinement(user=self.sandbox_user(), limits=self.limits, namespaces=self.namespaces)
+
 
 def vero_package_dir() -> Path:
     """The directory of the running vero package (it must be real files, not a zip)."""
@@ -90,9 +97,10 @@ class Isolation:
     put on its path, and neither is the candidate's worktree).
     """
 
-    def __init__(self, *, user: SandboxUser | None, scratch_root: Path, forward_env: Sequence[str] = (),
+    def __init__(self, *, confinement: Confinement, scratch_root: Path, forward_env: Sequence[str] = (),
                  python: str | None = None) -> None:
-        self.user = user
+        self.confinement = confinement
+        self.user = confinement.user
         self.scratch_root = Path(scratch_root).absolute()
         self.forward_env = sorted(set(forward_env))
         self.python = python
@@ -107,7 +115,8 @@ class Isolation:
         return IsolationSpec(candidate=candidate, worktree=str(Path(worktree).absolute()),
                              user=user.name if user else None, uid=user.uid if user else None,
                              gid=user.gid if user else None, scratch_root=str(self.scratch_root),
-                             pythonpath=[str(self.shim)], python=self.python, forward_env=self.forward_env)
+                             pythonpath=[str(self.shim)], python=self.python, forward_env=self.forward_env,
+                             limits=self.confinement.limits, namespaces=self.confinement.namespaces)
 
     def harbor_env(self, candidate: str, worktree: Path, base: Mapping[str, str]) -> dict[str, str]:
         """Harbor's environment: vero's package (only) on PYTHONPATH and the spec."""

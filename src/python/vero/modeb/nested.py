@@ -16,7 +16,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from vero.core.sandbox import SandboxUser
+from vero.core.confine import SandboxUser
 from vero.errors import VeroError
 
 NESTED_JOBS_ENV = "VERO_NESTED_JOBS_DIR"

@@ -261,6 +261,11 @@ class Reply(StrictModel):
     exec_output: ExecOutput | None = None
     name: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_file_name(value)
+
 
 TrustedMessage = Annotated[Union[Start, PhaseCall, Reply], Field(discriminator="type")]
 _TRUSTED_MESSAGE: TypeAdapter[Start | PhaseCall | Reply] = TypeAdapter(TrustedMessage)

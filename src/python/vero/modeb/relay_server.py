@@ -1,7 +1,7 @@
 """The trusted end of the isolation pipe: start the candidate's process and serve its requests.
 
-`CandidateProcess` runs `python -m vero.modeb.candidate_host` as the harness user (setpriv: no
-capabilities, no supplementary groups, killed with its parent) in a fresh scratch HOME, sends it
+`CandidateProcess` runs `python -m vero.modeb.candidate_host` confined (`vero.core.confine`: the
+harness user without capabilities, its own pid namespace, rlimits) in a fresh scratch HOME, sends it
 the agent's constructor arguments, and then serves each phase: every `Request` is validated
 (`vero.modeb.relay`), checked against the policy below and performed on the real Harbor
 environment, while the candidate's own process never touches the socket, the task files or the
@@ -12,7 +12,8 @@ trial directory. Policy:
 - `upload`: the bytes come over the pipe (the candidate read them with its own permissions);
   they are unpacked into a private directory, links kept inside it, then uploaded;
 - `download`: the file or directory is downloaded into a private directory and sent back as a
-  tar of regular files, directories and links (the trusted side never follows a link there);
+  tar of regular files, directories and links (the trusted side never follows a link there); a
+  file's source must end in a plain file name (`/x/..` is refused);
 - the candidate's logs come back as a tar when each phase ends and are written into harbor's
   `logs_dir` without following links (the task container can plant links there);
 - the AgentContext fields come back as JSON and are validated with harbor's own model.
@@ -34,9 +35,9 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from vero.core.sandbox import wrap_argv
+from vero.core.incidents import new_error_id
 from vero.modeb.isolation import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
 from vero.modeb.relay import (
     Done,
@@ -52,6 +53,7 @@ from vero.modeb.relay import (
     Request,
     Start,
     UploadCall,
+    check_file_name,
     encode_frame,
     parse_candidate_message,
     read_frame,
@@ -92,18 +94,27 @@ def _describe(error: ErrorInfo | None) -> str:
     return f"the candidate's agent raised {error.type}: {error.message}"
 
 
-def _tail(handle: IO[bytes]) -> str:
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(size - STDERR_TAIL_BYTES, 0))
-    return handle.read().decode("utf-8", errors="replace")
+class _StderrTail:
+    """Reads the candidate's stderr to its end, keeping only the last STDERR_TAIL_BYTES."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self._data = b""
+        self.task = asyncio.ensure_future(self._drain(stream))
+
+    async def _drain(self, stream: asyncio.StreamReader) -> None:
+        with contextlib.suppress(Exception):
+            while chunk := await stream.read(65536):
+                self._data = (self._data + chunk)[-STDERR_TAIL_BYTES:]
+
+    def text(self) -> str:
+        return self._data.decode("utf-8", errors="replace")
 
 
 class CandidateProcess:
     """One candidate agent instance in its own process; see the module docstring."""
 
     def __init__(self, spec: IsolationSpec, proc: asyncio.subprocess.Process, scratch: Path,
-                 stderr: IO[bytes], logger: logging.Logger) -> None:
+                 stderr: _StderrTail, logger: logging.Logger) -> None:
         self.spec = spec
         self.proc = proc
         self.scratch = scratch
@@ -120,19 +131,17 @@ class CandidateProcess:
                "PYTHONPATH": os.pathsep.join([*spec.pythonpath, spec.worktree]),
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", **QUIET_ENV,
                **{name: os.environ[name] for name in spec.forward_env if name in os.environ}}
-        argv = wrap_argv([spec.python or sys.executable, "-B", "-m", "vero.modeb.candidate_host"],
-                         spec.sandbox_user())
-        stderr = tempfile.TemporaryFile()
+        argv = spec.confinement().argv([spec.python or sys.executable, "-B", "-m", "vero.modeb.candidate_host"])
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                cwd=home, env=env, start_new_session=True, close_fds=True)
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, cwd=home, env=env, start_new_session=True, close_fds=True)
         except OSError as exc:
-            stderr.close()
             shutil.rmtree(scratch, ignore_errors=True)
             raise CandidateAgentError(f"cannot start the candidate's process: {exc.strerror or exc}",
                                       ) from None
-        process = cls(spec, proc, scratch, stderr, logger)
+        assert proc.stderr is not None
+        process = cls(spec, proc, scratch, _StderrTail(proc.stderr), logger)
         await process._send(start)
         return process
 
@@ -151,7 +160,7 @@ class CandidateProcess:
             code = await asyncio.wait_for(self.proc.wait(), EXIT_WAIT_SEC)
         except asyncio.TimeoutError:
             code = None
-        tail = _tail(self.stderr).strip().splitlines()
+        tail = self.stderr.text().strip().splitlines()
         last = tail[-1][-500:] if tail else ""
         return f"the candidate's process ended (exit code {code})" + (f": {last}" if last else "")
 
@@ -221,7 +230,12 @@ class CandidateProcess:
         except (TransferError, ProtocolError) as exc:
             reply = Reply(id=request.id, ok=False, error=str(exc))
         except Exception as exc:
-            reply = Reply(id=request.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:4000])
+            # What harbor or docker said may name host paths or other trials: the log keeps it.
+            error_id = new_error_id()
+            self.logger.warning("a %s request of the candidate's agent failed (%s): %s: %s",
+                                request.call.op, error_id, type(exc).__name__, str(exc)[:4000])
+            reply = Reply(id=request.id, ok=False,
+                          error=f"the {request.call.op} failed in the task environment (error id {error_id})")
         try:
             await self._send(reply, reply_payload)
         except CandidateAgentError:
@@ -274,10 +288,15 @@ class CandidateProcess:
             target.mkdir()
             await environment.download_dir(call.source, target)
             return "download", pack(target, limit=limit)
-        name = posixpath.basename(call.source.rstrip("/")) or "download"
-        target = private / name
+        name = posixpath.basename(call.source.rstrip("/"))
+        try:
+            check_file_name(name)
+        except ValueError:
+            # `/x/..` would name the parent of the private dir, and pack would send it all back.
+            raise RelayRefused(f"download of {call.source[:200]!r}: the source must end in a file name") from None
+        target = private / "file"
         await environment.download_file(call.source, target)
-        return name, pack(target, limit=limit)
+        return name, pack(target, limit=limit, as_name=name)
 
     def _apply(self, done: Done, logs: bytes, context: Any, logs_dir: Path) -> None:
         """Copy the AgentContext fields and the candidate's logs back; a bad part is logged, not fatal."""
@@ -300,10 +319,10 @@ class CandidateProcess:
     async def close(self, logs_dir: Path | None = None) -> None:
         """Kill the process group, keep its stderr tail in `logs_dir`, remove its scratch dir.
 
-        A process the candidate detached into a session of its own survives this (it still runs
-        as the harness user, without the socket or the task files) until the strategy's reaper
-        kills it; it may hold the pipes open, so the wait is bounded (asyncio's `wait()` can
-        wait for the pipes as well as for the process).
+        With namespaces the candidate's first process is the only one of its pid namespace's
+        init chain: killing it ends every process the candidate started, detached or not.
+        Without (development), a detached process may survive and hold the pipes open, so every
+        wait is bounded.
         """
         if self._closed:
             return
@@ -317,12 +336,14 @@ class CandidateProcess:
                 self.logger.warning("the candidate's pipes stay open after its process was killed "
                                     "(a detached process holds them); not waiting for them")
         finally:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.stderr.task), 1.0)
+            self.stderr.task.cancel()
             if logs_dir is not None:
-                tail = _tail(self.stderr)
+                tail = self.stderr.text()
                 if tail:
                     try:
                         write_text_nofollow(logs_dir, STDERR_LOG, tail)
                     except OSError as exc:
                         self.logger.warning("cannot keep the candidate's stderr: %s", exc)
-            self.stderr.close()
             shutil.rmtree(self.scratch, ignore_errors=True)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vero.core.confine import Confinement
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
-from vero.core.sandbox import SandboxUser, StrayReaper
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
 from vero.errors import VeroError
 from vero.modeb import harbor_cli, nested, runs
@@ -136,8 +136,6 @@ class ModeBStrategy:
         self._stopping = threading.Event()
         self._active = 0
         self._idle = threading.Condition()
-        # Isolated candidates run as the harness user: what they detach is reaped when idle.
-        self._reaper = StrayReaper(isolation.user if isolation is not None else None)
 
     def stop(self) -> None:
         """Stop every running harbor (SIGTERM to its group, SIGKILL after `kill_grace`) and start no
@@ -192,8 +190,7 @@ class ModeBStrategy:
         with self._idle:
             self._active += 1
         try:
-            with self._reaper.evaluation():
-                return self._evaluate(context)
+            return self._evaluate(context)
         finally:
             with self._idle:
                 self._active -= 1
@@ -312,7 +309,7 @@ def _cancelled() -> EvaluationCancelled:
                                fix="evaluate again after the restart (finished tasks are kept)")
 
 
-def build_strategy(config: ServeConfig, partition: Partition, *, user: SandboxUser | None,
+def build_strategy(config: ServeConfig, partition: Partition, *, confinement: Confinement,
                    secret_env: Mapping[str, str]) -> ModeBStrategy:
     """The eval sidecar's Mode B strategy (the contract `vero.serve.sidecar` calls).
 
@@ -328,10 +325,11 @@ def build_strategy(config: ServeConfig, partition: Partition, *, user: SandboxUs
         harbor = harbor.model_copy(update={"timeout": config.timeout})
     jobs_root = nested.nested_jobs_dir(os.environ, Path(config.paths.admin_dir) / "harbor-jobs")
     isolation = None
+    user = confinement.user
     if user is not None:
         if harbor.environment == "docker":
             nested.check_socket_closed_to(user, nested.docker_socket(os.environ))
-        isolation = Isolation(user=user, scratch_root=Path(config.paths.work_dir),
+        isolation = Isolation(confinement=confinement, scratch_root=Path(config.paths.work_dir),
                               forward_env=list(secret_env))
     else:
         log.warning("no harness user: harbor imports candidate agents into its own process")

@@ -4,8 +4,10 @@ Every error is JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read
 `vero.serve.body`: 413 when too large, 415 when not JSON), unknown split or dataset 400, tier
 gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by shutdown
 503, a full disk 507 (whatever failed to be written). A request the app did not expect is a
-500 with no internals in the body; bad input never reaches that path. Blocking work runs in
-worker threads, so /health and /status answer while evaluations run.
+500 with no internals in the body but an error id; bad input never reaches that path. What a
+trusted tool said (git, a scorer) is never in a body: it goes to the incident log under the
+error id the body names. Blocking work runs in worker threads, one pool per kind of request,
+so /health and /status answer while submits and evaluations run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # pants: no-infer-dep
 
 from vero.core.engine import EvalRequest
 from vero.core.experiments import ExperimentRecord
+from vero.core.incidents import new_error_id
 from vero.core.rejections import Rejected
 from vero.core.storage import is_disk_full
 from vero.core.strategy import EvaluationCancelled
@@ -39,7 +42,7 @@ from vero.serve.token import token_matches
 log = logging.getLogger(__name__)
 
 STATUS_BY_KIND = {"bad_input": 422, "unknown": 400, "forbidden": 403, "budget": 429, "conflict": 409}
-EVAL_THREADS = 64
+THREADS = {"eval": 64, "submit": 16, "status": 8, "admin": 8}
 T = TypeVar("T")
 
 
@@ -75,7 +78,9 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        limiter["eval"] = anyio.CapacityLimiter(EVAL_THREADS)
+        # Separate thread pools: slow submits or evaluations never hold up /status.
+        for name, threads in THREADS.items():
+            limiter[name] = anyio.CapacityLimiter(threads)
         yield
         await anyio.to_thread.run_sync(sidecar.close)
 
@@ -83,9 +88,13 @@ def create_app(sidecar: Sidecar) -> FastAPI:
                   lifespan=lifespan)
     app.add_middleware(_BodyLimit)
 
-    async def in_thread(func: Callable[..., T], *args: Any, evaluation: bool = False) -> T:
-        chosen = limiter.get("eval") if evaluation else None
-        return await anyio.to_thread.run_sync(func, *args, limiter=chosen)
+    async def in_thread(pool: str, func: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=limiter[pool])
+
+    def keep_detail(exc: VeroError) -> None:
+        # What a trusted tool said stays in the admin log; the client sees the message and its id.
+        if exc.detail is not None and exc.error_id is not None:
+            sidecar.incidents.record(exc.error_id, exc.what, exc.detail)
 
     def out_of_space(what: str) -> JSONResponse:
         paths = sidecar.config.paths
@@ -101,6 +110,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.exception_handler(Rejected)
     async def on_rejected(_: Request, exc: Rejected) -> JSONResponse:
+        keep_detail(exc)
         return _error(STATUS_BY_KIND[exc.kind], exc.what, exc.fix)
 
     @app.exception_handler(EvaluationCancelled)
@@ -111,8 +121,9 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     async def on_vero_error(_: Request, exc: VeroError) -> JSONResponse:
         if is_disk_full(exc):
             return out_of_space(exc.what)
-        log.error("request failed: %s", exc.render())
-        return _error(500, exc.what, exc.fix)
+        error_id = exc.error_id or new_error_id()
+        sidecar.incidents.record(error_id, exc.render(), exc.detail or "")
+        return _error(500, f"{exc.what} (error id {error_id})" if exc.error_id is None else exc.what, exc.fix)
 
     @app.exception_handler(_Unauthorized)
     async def on_unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
@@ -126,8 +137,10 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, OSError) and is_disk_full(exc):
             return out_of_space(exc.strerror or str(exc))
-        log.exception("unexpected error", exc_info=exc)
-        return _error(500, "internal error in the eval sidecar", "see the sidecar log")
+        error_id = new_error_id()
+        log.exception("unexpected error %s", error_id, exc_info=exc)
+        sidecar.incidents.record(error_id, "unexpected error", f"{type(exc).__name__}: {exc}")
+        return _error(500, f"internal error in the eval sidecar (error id {error_id})", "see the sidecar log")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -135,27 +148,27 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.get("/status")
     async def status() -> StatusResponse:
-        return await in_thread(sidecar.status)
+        return await in_thread("status", sidecar.status)
 
     @app.post("/eval")
     async def evaluate(request: Request) -> EvalResponse:
         body = await read_model(request, EvalRequest)
-        return await in_thread(sidecar.evaluate, body, evaluation=True)
+        return await in_thread("eval", sidecar.evaluate, body)
 
     @app.post("/submit")
     async def submit(request: Request) -> Submission:
         body = await read_model(request, SubmitRequest)
-        return await in_thread(sidecar.submit, body)
+        return await in_thread("submit", sidecar.submit, body)
 
     @app.post("/finalize")
     async def run_finalize(request: Request) -> FinalizeReport:
         require_admin(request)
-        return await in_thread(finalize, sidecar, evaluation=True)
+        return await in_thread("admin", finalize, sidecar)
 
     @app.get("/experiments")
     async def experiments(request: Request) -> list[ExperimentRecord]:
         require_admin(request)
-        return await in_thread(sidecar.db.all)
+        return await in_thread("admin", sidecar.db.all)
 
     return app
 

@@ -93,12 +93,14 @@ def _rewards(report: Any) -> dict[str, float]:
 @click.option("--reward-key", "reward_keys", multiple=True,
               help="reward keys that get a 0.0 floor if the sidecar cannot answer "
                    "(repeatable; default: reward)")
-def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...]) -> None:
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="seconds to wait for the sidecar; then the floors are written (default: wait)")
+def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...], timeout: float | None) -> None:
     """Select and score the final candidate; always write the reward file (0.0 floors on failure)."""
     floors = dict.fromkeys(reward_keys or ("reward",), 0.0)
     try:
         client = SidecarClient(sidecar_url(), read_token(token_file))
-        report = client.call("POST", "/finalize", {}, timeout=None)
+        report = client.call("POST", "/finalize", {}, timeout=timeout)
         rewards = {**dict.fromkeys(reward_keys, 0.0), **_rewards(report)}
     except VeroError as exc:
         click.echo(exc.render(), err=True)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from vero.core.benchmark import Budget, RewardMode, SplitAccess, Target
+from vero.core.limits import Limits
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
 from vero.models import StrictModel
@@ -65,7 +66,11 @@ class ServeConfig(StrictModel):
     secrets: list[str] = Field(default_factory=list)
     max_concurrency: int = Field(default=4, ge=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds for one evaluation")
-    harness_user: str | None = Field(default="harness", description="unprivileged user for candidate code")
+    harness_user: str | None = Field(default="harness", description="unprivileged user for candidate code; "
+                                     "when set, candidate processes also get their own pid namespace")
+    fetch_uid: int | None = Field(default=None, ge=1, description="uid that reads the optimizer's repo (the "
+                                  "optimizer's own uid in a compiled task); None: the sidecar's own user")
+    limits: Limits = Field(default_factory=Limits)
     auto_best_top_k: int = Field(default=3, ge=1)
     mode_a: ModeAServe | None = None
     mode_b: ModeBServe | None = None

@@ -23,17 +23,19 @@ from pydantic import ValidationError
 
 from vero.baseline import restore_baseline
 from vero.core.benchmark import AccessTier, RewardMode
+from vero.core.confine import Confinement, numeric_user, require_namespaces, resolve_user
 from vero.core.datasets import ModeADataset, Partition, load_mode_a_dataset, make_partition
 from vero.core.engine import Engine, EvalRequest, SplitStatus
 from vero.core.experiments import ExperimentDB
+from vero.core.fetch import FetchSettings
 from vero.core.gitops import TrustedRepo
+from vero.core.incidents import INCIDENTS, IncidentLog
 from vero.core.ledger import Ledger, Remaining
 from vero.core.mode_a import ModeAStrategy
 from vero.core.records import Aggregate
 from vero.core.redaction import MIN_REDACTED_LENGTH, Redactor
 from vero.core.rejections import Conflict
-from vero.core.sandbox import SandboxUser, resolve_user
-from vero.core.scorer import load_scorer
+from vero.core.scorer_pool import ScorerPool
 from vero.core.strategy import EvaluationStrategy
 from vero.core.tiers import TierPolicy, disclose
 from vero.errors import VeroError
@@ -91,25 +93,40 @@ class StatusResponse(StrictModel):
     splits: list[SplitStatus]
 
 
-def _build_strategy(config: ServeConfig, catalog: ModeADataset | Partition, user: SandboxUser | None,
+def _build_strategy(config: ServeConfig, catalog: ModeADataset | Partition, confinement: Confinement,
                     secret_env: dict[str, str]) -> EvaluationStrategy:
     if config.mode == "A":
         assert config.mode_a is not None and isinstance(catalog, ModeADataset)
+        scorer = ScorerPool(Path(config.mode_a.scorer), workers=config.max_concurrency,
+                            timeout=config.limits.candidate.scorer_timeout)
         return ModeAStrategy(catalog, entrypoint=config.mode_a.entrypoint,
-                             label_fields=config.mode_a.label_fields,
-                             scorer=load_scorer(Path(config.mode_a.scorer)),
+                             label_fields=config.mode_a.label_fields, scorer=scorer,
                              sample_timeout=config.mode_a.sample_timeout,
                              max_concurrency=config.max_concurrency,
-                             user=user, scratch_dir=Path(config.paths.work_dir), secret_env=secret_env,
+                             confinement=confinement, scratch_dir=Path(config.paths.work_dir), secret_env=secret_env,
                              evaluation_timeout=config.timeout)
-    # Mode B plugs in through `vero.modeb.strategy.build_strategy(config, partition, user=, secret_env=)`.
+    # Mode B plugs in through `vero.modeb.strategy.build_strategy(config, partition, confinement=, secret_env=)`.
     try:
         module = importlib.import_module("vero.modeb.strategy")
     except ModuleNotFoundError:
         raise VeroError("this vero build has no Mode B strategy", where="serve.json: mode",
                         fix="use a vero build that includes vero.modeb.strategy") from None
-    built: Any = module.build_strategy(config, catalog, user=user, secret_env=secret_env)
+    built: Any = module.build_strategy(config, catalog, confinement=confinement, secret_env=secret_env)
     return built  # type: ignore[no-any-return]
+
+
+def _confinements(config: ServeConfig) -> tuple[Confinement, FetchSettings]:
+    """How candidate processes and the fetch of the optimizer's commits are confined. With a harness
+    user (a real sidecar, root) both get their own pid namespace, which must work."""
+    user = resolve_user(config.harness_user)
+    namespaces = user is not None
+    if namespaces:
+        require_namespaces()
+    limits = config.limits
+    fetch_user = numeric_user(config.fetch_uid) if config.fetch_uid is not None else None
+    fetch = FetchSettings(confinement=Confinement(user=fetch_user, limits=limits.candidate, namespaces=namespaces),
+                          scratch_parent=Path(config.paths.work_dir), limits=limits.repo)
+    return Confinement(user=user, limits=limits.candidate, namespaces=namespaces), fetch
 
 
 def _secret_env(names: list[str]) -> dict[str, str]:
@@ -128,17 +145,15 @@ def _prepare_dirs(config: ServeConfig) -> None:
         os.chmod(directory, mode)
 
 
-def _clean_work_dir(repo: TrustedRepo, work_dir: Path) -> None:
-    """Remove the worktrees and sample scratch dirs a killed sidecar left behind (ours by name)."""
-    for path in repo.remove_stale_worktrees(work_dir):
-        log.warning("removed the stale worktree %s", path)
-    for path in sorted([*work_dir.glob("wt-*"), *work_dir.glob("sample-*")]):
+def _clean_work_dir(work_dir: Path) -> None:
+    """Remove the checkouts and scratch dirs a killed sidecar left behind (ours by name)."""
+    for path in sorted([*work_dir.glob("wt-*"), *work_dir.glob("sample-*"), *work_dir.glob("fetch-*")]):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
             log.warning("removed the stale directory %s", path)
 
 
-def _trusted_repo(config: ServeConfig) -> TrustedRepo:
+def _trusted_repo(config: ServeConfig, fetch: FetchSettings) -> TrustedRepo:
     path = Path(config.paths.trusted_repo)
     if not path.exists():
         sha = restore_baseline(Path(config.paths.baseline_dir), path)
@@ -146,7 +161,7 @@ def _trusted_repo(config: ServeConfig) -> TrustedRepo:
             raise VeroError(f"the baseline files produce commit {sha}, "
                             f"serve.json says {config.baseline_commit}",
                             where=config.paths.baseline_dir, fix="rebuild the task with `vero harbor build`")
-    repo = TrustedRepo(path)
+    repo = TrustedRepo(path, fetch)
     if repo.commit_of(config.baseline_commit) != config.baseline_commit:
         raise VeroError(f"the trusted repo lacks the baseline commit {config.baseline_commit}",
                         where=str(path),
@@ -181,8 +196,10 @@ class Sidecar:
         _prepare_dirs(config)
         for split in recover_views(Path(paths.results_dir)):
             log.warning("put back the results view of split %s, which a previous stop left aside", split)
-        self.repo = _trusted_repo(config)
-        _clean_work_dir(self.repo, Path(paths.work_dir))
+        confinement, fetch = _confinements(config)
+        self.repo = _trusted_repo(config, fetch)
+        _clean_work_dir(Path(paths.work_dir))
+        self.incidents = IncidentLog(Path(paths.admin_dir) / INCIDENTS)
         self.db = ExperimentDB(Path(paths.admin_dir) / "experiments")
         if config.mode == "A":
             assert config.mode_a is not None
@@ -199,7 +216,7 @@ class Sidecar:
         for name in Redactor.too_short(secret_env):
             log.warning("secret %s is shorter than %d characters: it cannot be redacted from results", name,
                         MIN_REDACTED_LENGTH)
-        self.strategy = _build_strategy(config, self.catalog, resolve_user(config.harness_user), secret_env)
+        self.strategy = _build_strategy(config, self.catalog, confinement, secret_env)
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
         self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
                              strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
