@@ -30,7 +30,7 @@ LIMITS: dict[str, Any] = {
     "candidate": {"scorer_timeout": 4.0, "memory_mb": 768, "output_kb": 16},
 }
 
-pytestmark = pytest.mark.skipif(not is_root(), reason="the sidecar switches users and creates namespaces: "
+NEEDS_ROOT = pytest.mark.skipif(not is_root(), reason="the sidecar switches users and creates namespaces: "
                                                      "it needs root (CI runs as root)")
 
 

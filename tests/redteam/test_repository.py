@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.redteam.conftest import FETCH_TIMEOUT, PROTECTED, PROTECTED_TEXT, SECRET, Target
+from tests.redteam.conftest import FETCH_TIMEOUT, NEEDS_ROOT, PROTECTED, PROTECTED_TEXT, SECRET, Target
 from tests.support.mode_a import IMPROVED_AGENT, commit_agent, git
 
+pytestmark = NEEDS_ROOT
 
 def _refused(response_text: str, *needles: str) -> None:
     for needle in needles:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.redteam.conftest import Target, start_target
+from tests.redteam.conftest import NEEDS_ROOT, Target, start_target
 from tests.support.mode_a import IMPROVED_AGENT, commit_agent
 from tests.support.sidecar import start_sidecar
 
@@ -30,6 +30,8 @@ def test_no_access_answers_the_same_whatever_ids_it_names(target: Target, body: 
     assert response.json() == {"error": "split 'test' is no_access: it cannot be evaluated by the optimizer",
                                "fix": "evaluate a viewable or non_viewable split (see `vero harbor status`)"}
 
+
+pytestmark = NEEDS_ROOT
 
 def test_finalize_scores_once(target: Target) -> None:
     commit_agent(target.repo, IMPROVED_AGENT)
