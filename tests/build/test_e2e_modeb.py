@@ -335,6 +335,9 @@ class RuleAgent(BaseAgent):
         probes["upload_task_dir"] = await attempt_async(environment.upload_dir(TASKS, "/tmp/stolen"))
         probes["download_into_admin"] = await attempt_async(
             environment.download_file("/etc/hostname", "/var/lib/vero/admin/pwned"))
+        # `/x/..` once named the parent of the relay's private dir: harbor's /tmp came back whole.
+        probes["download_parent"] = await attempt_async(
+            environment.download_file("/etc/..", os.path.join(os.environ["HOME"], "parent")))
         forged = shlex.quote(json.dumps({"reward": 1.0}))
         planted = await environment.exec(
             f"mkdir -p /logs/verifier && echo {forged} > /logs/verifier/reward.json && echo planted")
@@ -345,12 +348,23 @@ class RuleAgent(BaseAgent):
         started = await environment.exec(
             f"nohup setsid bash -c {shlex.quote(loop)} >/dev/null 2>&1 & echo started")
         probes["background_forger"] = (started.stdout or "").strip()
-        # And one left running in the sidecar, as the harness user, detached from its session.
+        # And one left running in the sidecar, as the harness user, detached from its session, with
+        # as many helpers as it may fork (its process limit stops it; its pid namespace ends them).
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
                 time.sleep(600)
             os._exit(0)
+        forks = 0
+        try:
+            while forks < 5000:
+                if os.fork() == 0:
+                    time.sleep(600)
+                    os._exit(0)
+                forks += 1
+        except OSError:
+            pass
+        (self.logs_dir / "forks.txt").write_text(str(forks))
         (self.logs_dir / "probe.json").write_text(json.dumps(probes))
         context.metadata = {"probes": len(probes)}
 '''
@@ -373,7 +387,9 @@ def test_a_hostile_candidate_is_contained(live: Live) -> None:
         assert probe.pop("background_forger") == "started"  # killed before the verifier runs
         allowed = {name: value for name, value in probe.items() if not value.startswith("denied")}
         assert allowed == {}, allowed
-        assert len(probe) == 15, probe
+        assert len(probe) == 16, probe
+    for forks in (live.nested / live.project).glob("*/*/*/agent/forks.txt"):
+        assert int(forks.read_text()) < 512  # RLIMIT_NPROC of the candidate's user
     leftovers = [p for p in live.nested.rglob("*") if p.name in ("pwned", "forged.json")]
     assert leftovers == []
     # What the candidate detached in the sidecar did not outlive the evaluation.

@@ -9,6 +9,7 @@ tasks in `test_containers.py`. docs/trust-model.md lists every attack, its defen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,11 @@ class Target:
         return httpx.post(self.sidecar.url + path, json=body, timeout=timeout)
 
     def incidents(self) -> str:
+        """The incident log's entries as plain text (each `what` and `detail`, decoded)."""
         path = self.sidecar.admin_dir / "incidents.jsonl"
-        return path.read_text() if path.exists() else ""
+        lines = path.read_text().splitlines() if path.exists() else []
+        return "".join(f"{entry['error_id']}: {entry['what']}\n{entry['detail']}\n"
+                       for entry in map(json.loads, lines))
 
 
 def start_target(tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Target:

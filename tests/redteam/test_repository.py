@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.redteam.conftest import FETCH_TIMEOUT, NEEDS_ROOT, PROTECTED, PROTECTED_TEXT, SECRET, Target
@@ -39,7 +40,7 @@ def test_admin_token_through_a_packed_refs_symlink(target: Target) -> None:
         assert "error id E-" in response.json()["error"]
         _refused(response.text, token)
     # The admin log keeps what git said, and even that never saw the token: the fetcher could not read it.
-    assert target.incidents().count('"error_id"') == 2 and "packed-refs: Permission denied" in target.incidents()
+    assert target.incidents().count("E-") == 4 and "packed-refs: Permission denied" in target.incidents()
     _refused(target.incidents(), token)
     assert target.post("/finalize", {}).status_code == 403
 
@@ -50,8 +51,11 @@ def test_label_rows_through_an_alternates_symlink(target: Target) -> None:
     alternates = target.repo / ".git" / "objects" / "info" / "alternates"
     alternates.parent.mkdir(exist_ok=True)
     alternates.symlink_to(target.bench.dataset_dir / "test.jsonl")
-    # A commit the repo lacks sends git looking through every alternate, complaining about each.
-    response = target.post("/submit", {"commit": "f" * 40})
+    # A commit whose blob is missing sends git looking through every alternate, complaining about each.
+    commit = commit_agent(target.repo, IMPROVED_AGENT + "# missing blob\n")
+    blob = git(target.repo, "rev-parse", f"{commit}:agent.py")
+    (target.repo / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    response = target.post("/submit", {"commit": commit})
     assert response.status_code == 422
     assert "error id E-" in response.json()["error"]
     _refused(response.text + target.incidents(), labels, '"answer"')
@@ -110,13 +114,17 @@ def test_a_fifo_in_git_wedges_nothing(target: Target) -> None:
     assert all(seconds < FETCH_TIMEOUT + 10 for _, seconds in outcomes), outcomes
 
 
-def test_an_endless_pack_is_cut_off(target: Target) -> None:
-    """A pack file that is a link to /dev/zero (or any device) reads forever: timeout or size limit."""
-    commit = commit_agent(target.repo, IMPROVED_AGENT)
-    git(target.repo, "repack", "-a", "-d", "-q")
-    pack = next((target.repo / ".git" / "objects" / "pack").glob("*.pack"))
-    pack.unlink()
-    pack.symlink_to("/dev/zero")
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_special_files_as_objects_are_cut_off(target: Target, special: str) -> None:
+    """A loose object that is a FIFO (reads block forever) or a device (git checks sizes)."""
+    commit = commit_agent(target.repo, IMPROVED_AGENT + "# special object\n")
+    blob = git(target.repo, "rev-parse", f"{commit}:agent.py")
+    loose = target.repo / ".git" / "objects" / blob[:2] / blob[2:]
+    loose.unlink()
+    if special == "fifo":
+        os.mkfifo(loose)
+    else:
+        loose.symlink_to(special)
     started = time.monotonic()
     response = target.post("/eval", {"split": "train", "commit": commit})
     assert response.status_code == 422 and time.monotonic() - started < FETCH_TIMEOUT + 10
@@ -229,7 +237,7 @@ def test_hostile_file_names_are_checked_out_as_written(target: Target) -> None:
     assert not (target.sidecar.admin_dir.parent / "pwned").exists()
 
 
-@pytest.mark.parametrize("ref", ["ü", "refs/heads/ℌ", "main\u202e", "HEAD@{0}", "main:refs/x", "@{-1}",
+@pytest.mark.parametrize("ref", ["ü", "refs/heads/\u210c", "main\u202e", "HEAD@{0}", "main:refs/x", "@{-1}",
                                  "--output=/tmp/x", "-oProxyCommand=x", "main~1", "main^{tree}"])
 def test_hostile_ref_names_are_refused_before_git_runs(target: Target, ref: str) -> None:
     response = target.post("/submit", {"commit": ref})
@@ -250,13 +258,28 @@ def test_concurrent_submits_all_settle(target: Target) -> None:
     threads = [threading.Thread(target=submit) for _ in range(30)]
     for thread in threads:
         thread.start()
-    slowest = 0.0
-    while any(t.is_alive() for t in threads):
-        started = time.monotonic()
-        assert target.post("/eval", {"split": "nope"}).status_code == 400
-        slowest = max(slowest, time.monotonic() - started)
-        time.sleep(0.05)
+    for thread in threads:
+        thread.join(timeout=300)
     assert codes == [200] * 30
-    assert slowest < 2.0
     fetches = [p for p in Path(target.sidecar.config["paths"]["work_dir"]).iterdir()]
     assert fetches == []  # every scratch repository was removed
+
+
+def test_hanging_submits_never_starve_status(target: Target) -> None:
+    """Sixty submits that each hang on a FIFO for the whole fetch timeout: with one shared pool of
+    worker threads, /status queued behind them; each kind of request now has its own pool."""
+    packed = target.repo / ".git" / "packed-refs"
+    packed.unlink(missing_ok=True)
+    os.mkfifo(packed)
+    threads = [threading.Thread(target=target.post, args=("/submit", {"commit": "main"}, FETCH_TIMEOUT * 8))
+               for _ in range(60)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    status = httpx.get(target.sidecar.url + "/status", timeout=FETCH_TIMEOUT * 8)
+    waited = time.monotonic() - started
+    for thread in threads:
+        thread.join(timeout=FETCH_TIMEOUT * 10)
+    assert status.status_code == 200
+    assert waited < FETCH_TIMEOUT / 2, f"/status waited {waited:.1f} s behind hanging submits"

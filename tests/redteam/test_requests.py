@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -85,6 +87,47 @@ def test_a_candidate_output_that_hangs_the_scorer_costs_one_sample(slow_scorer_t
     assert samples["train-2"]["score"] == 1.0  # the workers were replaced and scoring went on
 
 
+def test_a_killed_sidecar_leaves_no_scorer_worker_behind(slow_scorer_target: Target, tmp_path: Path) -> None:
+    target = slow_scorer_target
+    commit = commit_agent(target.repo, "def solve(row):\n    return {'answer': 'a' * 60 + 'b'}\n")
+    def evaluate() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the sidecar is killed under it
+            target.post("/eval", {"split": "train", "commit": commit}, timeout=60)
+
+    threading.Thread(target=evaluate, daemon=True).start()
+    scorer = str(tmp_path / "regex_scorer.py")
+    deadline = time.monotonic() + 30
+    while not _busy(scorer) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _busy(scorer), "no scorer worker got to work"
+    target.sidecar.stop(signal.SIGKILL)
+    time.sleep(1.0)
+    assert _workers(scorer) == []
+
+
+def _workers(scorer: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if scorer.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _busy(scorer: str) -> bool:
+    """A worker of `scorer` is running on the CPU (the catastrophic regex)."""
+    for pid in _workers(scorer):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("R"):
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
 def test_a_scorer_exception_quoting_a_label_never_reaches_the_optimizer(slow_scorer_target: Target) -> None:
     target = slow_scorer_target
     commit = commit_agent(target.repo, "def solve(row):\n    return {'answer': 'quote'}\n")
@@ -122,9 +165,14 @@ def test_a_memory_bomb_hits_the_address_space_limit(target: Target) -> None:
     assert json.loads(sample.read_text())["error"].startswith("the entrypoint raised MemoryError (error id")
 
 
-def test_oversized_bodies_are_refused_unread(target: Target) -> None:
+def _address(target: Target) -> tuple[str, int]:
     url = httpx.URL(target.sidecar.url)
-    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+    assert url.port is not None
+    return url.host, url.port
+
+
+def test_oversized_bodies_are_refused_unread(target: Target) -> None:
+    with socket.create_connection(_address(target), timeout=10) as sock:
         sock.sendall(b"POST /eval HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 209715200\r\n\r\n{")
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")  # answered before the 200 MB arrive
@@ -141,7 +189,6 @@ def test_oversized_bodies_are_refused_unread(target: Target) -> None:
 
 def test_slow_clients_do_not_hold_up_status(target: Target) -> None:
     """Hundreds of connections that send their headers one byte at a time (slowloris)."""
-    url = httpx.URL(target.sidecar.url)
     stop = threading.Event()
     sockets: list[socket.socket] = []
 
@@ -155,7 +202,7 @@ def test_slow_clients_do_not_hold_up_status(target: Target) -> None:
             time.sleep(0.5)
 
     for _ in range(300):
-        sock = socket.create_connection((url.host, url.port))
+        sock = socket.create_connection(_address(target))
         sock.send(b"POST /eval HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
         sockets.append(sock)
     dripper = threading.Thread(target=drip, daemon=True)

@@ -10,10 +10,12 @@ pipes: `[4-byte length][JSON]` in each direction.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import queue
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -81,10 +83,22 @@ def _read_frame(fd: int, deadline: float | None) -> Any:
     return json.loads(_read_exact(fd, size, deadline))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A killed sidecar must not leave a worker spinning on a hostile output."""
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
 def serve_worker() -> None:
     """The worker's main loop (`python -c WORKER_CODE <scorer path>`): import once, then score."""
     from vero.core.scorer import load_scorer
 
+    _die_with_parent()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a scorer's prints must not corrupt the frames
     try:
