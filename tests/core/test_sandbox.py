@@ -125,6 +125,18 @@ def test_runs_as_the_unprivileged_user_without_groups_or_caps() -> None:
     assert "NoNewPrivs:\t1" in status
 
 
+@pytest.mark.skipif(not is_root(), reason="a pid namespace needs root (CI runs as root)")
+def test_the_oom_preference_lands_on_the_candidate_not_on_pid_1(tmp_path: Path) -> None:
+    """In its own pid namespace a process is pid 1, but /proc is still the parent's: a tool that
+    writes /proc/<getpid()>/oom_score_adj there marks the host's (the container's) pid 1 instead."""
+    before = Path("/proc/1/oom_score_adj").read_text()
+    script = "print(open('/proc/self/oom_score_adj').read())"
+    result = run_sandboxed([PY, "-c", script], cwd=tmp_path, env=ENV, timeout=30,
+                           confinement=Confinement(user=None, limits=CandidateLimits(), namespaces=True))
+    assert result.stdout_tail.strip() == "1000", result.stderr_tail
+    assert Path("/proc/1/oom_score_adj").read_text() == before
+
+
 def test_rlimits_are_applied(tmp_path: Path) -> None:
     limits = CandidateLimits(processes=77, memory_mb=900, file_size_mb=3, open_files=99, cpu_seconds=55)
     script = ("import resource as r; print(*(r.getrlimit(getattr(r, 'RLIMIT_' + n))[0] for n in "

@@ -1,8 +1,8 @@
 """Attacks of a Mode B candidate agent through the isolation relay: its requests are the only
 way it touches the task container, and the trusted end runs in harbor's root process.
 
-The candidate runs for real (`python -m vero.modeb.candidate_host`, confined as `nobody` in its
-own pid namespace); the task environment is the tests' stand-in with `docker cp` semantics."""
+The candidate runs for real (`python -m vero.modeb.candidate_host`, in its own pid namespace);
+the task environment is the tests' stand-in with `docker cp` semantics."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidat
 from tests.redteam.conftest import NEEDS_ROOT
 from tests.support.mode_a import shared_tmp
 from tests.support.relay import HEADER, LocalEnvironment, drive, report
-from vero.core.confine import Confinement, resolve_user
+from vero.core.confine import Confinement
 from vero.core.limits import CandidateLimits
 from vero.modeb.isolation import Isolation
 
@@ -93,7 +93,9 @@ def world(tmp_path: Path) -> Iterator[SimpleNamespace]:
         for name, body in AGENTS.items():
             (worktree / f"{name}_agent.py").write_text(HEADER + textwrap.dedent(body))
         scratch = shared / "work"
-        confinement = Confinement(user=resolve_user("nobody"), limits=CandidateLimits(), namespaces=True)
+        # Its own pid namespace, as in the sidecar; as root here, because the candidate host imports
+        # vero and pydantic, which the test runner keeps where other users cannot read them.
+        confinement = Confinement(user=None, limits=CandidateLimits(), namespaces=True)
         isolation = Isolation(confinement=confinement, scratch_root=scratch)
         logs = tmp_path / "logs"
         logs.mkdir()

@@ -2,6 +2,8 @@
 
 The command line is wrapped, outermost first, in:
 
+- `choom -n 1000` and `nice -n 10`: under memory pressure the kernel kills the candidate first,
+  and a busy candidate leaves CPU to the sidecar's own server.
 - `unshare --pid --fork --kill-child` (with namespaces): a new pid namespace whose first process
   is the candidate's. When that process exits or is killed, the kernel kills every other process
   of the namespace, so nothing the candidate started (with `setsid`, a double fork, a
@@ -9,8 +11,6 @@ The command line is wrapped, outermost first, in:
   Creating the namespace needs CAP_SYS_ADMIN, which the compiled sidecar has; the candidate
   itself gets no capability at all (setpriv below).
 - `prlimit`: processes of the user, address space, file size, open files, CPU time.
-- `choom -n 1000` and `nice -n 10`: under memory pressure the kernel kills the candidate first,
-  and a busy candidate leaves CPU to the sidecar's own server.
 - `setpriv`: the unprivileged user, no supplementary groups, no capabilities, no_new_privs,
   killed with its parent.
 """
@@ -87,12 +87,13 @@ class Confinement:
         """`argv` wrapped in the confinement; `network=False` cuts the network (with namespaces)."""
         limits = self.limits
         size = (file_size_mb or limits.file_size_mb) * MIB
-        wrapped: list[str] = []
+        # choom runs before unshare: in the new namespace it would write /proc/<its pid there>,
+        # which names another process (the container's pid 1) in the /proc it sees.
+        wrapped = ["choom", "-n", OOM_FIRST, "--", "nice", "-n", NICENESS]
         if self.namespaces:
             wrapped += ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", *([] if network else ["--net"]), "--"]
         wrapped += ["prlimit", f"--nproc={limits.processes}", f"--as={limits.memory_mb * MIB}",
-                    f"--fsize={size}", f"--nofile={limits.open_files}", f"--cpu={limits.cpu_seconds}", "--",
-                    "choom", "-n", OOM_FIRST, "--", "nice", "-n", NICENESS]
+                    f"--fsize={size}", f"--nofile={limits.open_files}", f"--cpu={limits.cpu_seconds}", "--"]
         if self.user is not None:
             wrapped += drop_privileges_argv(self.user)
         return [*wrapped, *argv]
