@@ -3,8 +3,9 @@
 Every error is JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read by
 `vero.serve.body`: 413 when too large, 415 when not JSON), unknown split or dataset 400, tier
 gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by shutdown
-503, a full disk 507 (whatever failed to be written). A request the app did not expect is a
-500 with no internals in the body; bad input never reaches that path. Blocking work runs in
+or one that could not run at all (nothing scored, nothing charged: retry) 503, a full disk 507
+(whatever failed to be written). A request the app did not expect is a 500 with no internals
+in the body; bad input never reaches that path. Blocking work runs in
 worker threads, so /health and /status answer while evaluations run.
 """
 
@@ -28,7 +29,7 @@ from vero.core.engine import EvalRequest
 from vero.core.experiments import ExperimentRecord
 from vero.core.rejections import Rejected
 from vero.core.storage import is_disk_full
-from vero.core.strategy import EvaluationCancelled
+from vero.core.strategy import EvaluationCancelled, InfrastructureFailure
 from vero.errors import VeroError
 from vero.serve.body import MAX_BODY_BYTES, read_model
 from vero.serve.config import ServeConfig
@@ -105,6 +106,10 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.exception_handler(EvaluationCancelled)
     async def on_cancelled(_: Request, exc: EvaluationCancelled) -> JSONResponse:
+        return _error(503, exc.what, exc.fix)
+
+    @app.exception_handler(InfrastructureFailure)
+    async def on_infrastructure(_: Request, exc: InfrastructureFailure) -> JSONResponse:
         return _error(503, exc.what, exc.fix)
 
     @app.exception_handler(VeroError)
