@@ -119,6 +119,8 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "submit_enabled": config.submit_enabled,
         "selection_split": config.selection_split,
         "reward_keys": [target.reward_key for target in config.targets],
+        # The free baseline evaluation exists on every split the optimizer may evaluate.
+        "free_baseline_splits": [entry.split for entry in config.splits if entry.access != "no_access"],
     }
     if isinstance(config, ModeABuild):
         context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,
