@@ -172,6 +172,18 @@ def test_mode_b_task(tmp_path: Path, pex: Path) -> None:
     assert verify(out).ok
 
 
+@pytest.mark.parametrize("score_baseline", [True, False])
+def test_score_baseline_reaches_serve_json(tmp_path: Path, pex: Path, score_baseline: bool) -> None:
+    config = write_mode_a(tmp_path / "bench", score_baseline=score_baseline)
+    _build(config, tmp_path / "out", pex)
+    serve = load_serve_config(tmp_path / "out/environment/sidecar/serve.json")
+    assert serve.score_baseline is score_baseline
+    # The verifier's time covers the baseline's target evaluations only when they run:
+    # (3 auto_best re-scores + 1 submission + 1 target, + 1 baseline target) x 600 s + 120 s.
+    task = tomllib.loads((tmp_path / "out/task.toml").read_text())
+    assert task["verifier"]["timeout_sec"] == (6 if score_baseline else 5) * 600.0 + 120.0
+
+
 def test_mode_b_remote_registry_source(tmp_path: Path, pex: Path) -> None:
     config = write_mode_b(tmp_path / "bench", inner_task=None,
                           harbor={"agent": "solver.agent:Agent", "task_source": "org/tasks@1.0"},
