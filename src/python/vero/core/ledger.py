@@ -3,8 +3,8 @@
 Every operation re-reads the ledger file under an exclusive lock (a thread lock plus
 `fcntl.flock` on a sibling lock file, so threads and processes exclude each other), decides,
 and writes the new state atomically (temp + fsync + rename) before releasing the lock. A
-rejected request writes nothing; spent units are never refunded; a missing file is an empty
-ledger, a corrupt one is a loud error (never a silent refill).
+rejected request writes nothing; spent units are never refunded (one exception, below); a
+missing file is an empty ledger, a corrupt one is a loud error (never a silent refill).
 
 A split without a configured `Budget` cannot be spent on (fail closed).
 
