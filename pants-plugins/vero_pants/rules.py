@@ -133,9 +133,11 @@ def read_build_config_facts(config_path: str, content: bytes) -> BuildConfigFact
     harbor = data.get("harbor")
     if isinstance(harbor, dict):
         source = harbor.get("task_source")
-        # A registry source (`org/name@version`) is not a path.
+        # A registry source (`name@version`, `org/name@version`) is not a path; its local
+        # registry.json is (the tasks it lists are absolute paths or file:// repositories).
         if isinstance(source, str) and "@" not in source:
             candidates.append(("harbor.task_source", source))
+        candidates.append(("harbor.registry_path", harbor.get("registry_path")))
     references = []
     for key, value in candidates:
         if not isinstance(value, str) or not value:

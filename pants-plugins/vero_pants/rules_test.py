@@ -61,6 +61,8 @@ def test_facts_resolve_paths_against_build_yaml() -> None:
 def test_registry_source_is_not_a_path_and_bad_yaml_yields_nothing() -> None:
     facts = read_build_config_facts("t/build.yaml", b"harbor: {task_source: 'org/name@1.0'}\n")
     assert facts.references == ()
+    local = read_build_config_facts("t/build.yaml", b"harbor: {task_source: 'bench@1.0', registry_path: r.json}\n")
+    assert [(r.key, r.path) for r in local.references] == [("harbor.registry_path", "t/r.json")]
     assert read_build_config_facts("t/build.yaml", b"a: [unclosed\n").references == ()
     assert read_build_config_facts("t/build.yaml", b"- a list\n").references == ()
 

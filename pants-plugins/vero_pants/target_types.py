@@ -21,8 +21,9 @@ class HarborTaskConfigField(SingleSourceField):
     expected_file_extensions = (".yaml", ".yml")
     help = (
         "The benchmark's build config (vero's BuildConfig). Paths in it (`agent_repo`, `dataset`, "
-        "`scorer`, `inner_task`, `solution`, a local `harbor.task_source`) are relative to its "
-        "directory and must be provided by the target's dependencies; their owners are inferred."
+        "`scorer`, `inner_task`, `solution`, a local `harbor.task_source`, `harbor.registry_path`) are "
+        "relative to its directory and must be provided by the target's dependencies; their owners "
+        "are inferred."
     )
 
 

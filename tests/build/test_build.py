@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.support.benchmarks import (
     mode_a_config,
     mode_b_config,
     snapshot,
+    write_local_registry,
     write_mode_a,
     write_mode_b,
     write_yaml,
@@ -27,6 +29,7 @@ from vero.build.compiler import build_task
 from vero.build.output import MARKER
 from vero.build.seal import verify
 from vero.errors import VeroError
+from vero.modeb.tasks import TaskSource
 from vero.serve.config import ServePaths, load_serve_config
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgSign=false"]
@@ -169,13 +172,118 @@ def test_mode_b_task(tmp_path: Path, pex: Path) -> None:
     assert verify(out).ok
 
 
-def test_mode_b_registry_source(tmp_path: Path, pex: Path) -> None:
-    config = write_mode_b(tmp_path / "bench", inner_task=None,
-                          harbor={"agent": "solver.agent:Agent", "task_source": "org/tasks@1.0"})
+@pytest.mark.parametrize("score_baseline", [True, False])
+def test_score_baseline_reaches_serve_json(tmp_path: Path, pex: Path, score_baseline: bool) -> None:
+    config = write_mode_a(tmp_path / "bench", score_baseline=score_baseline)
     _build(config, tmp_path / "out", pex)
     serve = load_serve_config(tmp_path / "out/environment/sidecar/serve.json")
+    assert serve.score_baseline is score_baseline
+    # The verifier's time covers the baseline's target evaluations only when they run:
+    # (3 auto_best re-scores + 1 submission + 1 target, + 1 baseline target) x 600 s + 120 s.
+    task = tomllib.loads((tmp_path / "out/task.toml").read_text())
+    assert task["verifier"]["timeout_sec"] == (6 if score_baseline else 5) * 600.0 + 120.0
+
+
+def test_mode_b_remote_registry_source(tmp_path: Path, pex: Path) -> None:
+    config = write_mode_b(tmp_path / "bench", inner_task=None,
+                          harbor={"agent": "solver.agent:Agent", "task_source": "org/tasks@1.0"},
+                          partition={"train": ["org/task-a", "org/task-b"], "validation": ["org/task-c"],
+                                     "test": ["org/task-d"]})
+    result = _build(config, tmp_path / "out", pex)
+    serve = load_serve_config(tmp_path / "out/environment/sidecar/serve.json")
     assert serve.mode_b is not None and serve.mode_b.harbor.task_source == "org/tasks@1.0"
+    assert serve.mode_b.harbor.registry_path is None
     assert not (tmp_path / "out/environment/sidecar/inner_tasks").exists()
+    assert any("needs network access" in warning for warning in result.warnings)
+
+
+def _registry_bench(tmp_path: Path, *, git: bool, **overrides: Any) -> Path:
+    """write_mode_b's benchmark, its inner tasks served by a local registry instead."""
+    config = write_mode_b(tmp_path / "bench")
+    inner = tmp_path / "bench" / "inner"
+    registry = write_local_registry(tmp_path / "registry", {d.name: d for d in sorted(inner.iterdir())}, git=git)
+    data = mode_b_config(inner_task=None, **overrides)
+    data["harbor"] = {**data["harbor"], "task_source": "bench@1.0", "registry_path": str(registry)}
+    return write_yaml(config, data)
+
+
+@pytest.mark.parametrize("git", [True, False])
+def test_mode_b_local_registry_is_baked_for_the_sidecar_only(tmp_path: Path, pex: Path, git: bool) -> None:
+    config = _registry_bench(tmp_path, git=git)
+    out = tmp_path / "out"
+    result = _build(config, out, pex)
+    assert not result.warnings
+    serve = load_serve_config(out / "environment/sidecar/serve.json")
+    assert serve.mode_b is not None
+    assert serve.mode_b.harbor.task_source == "bench@1.0"
+    assert serve.mode_b.harbor.registry_path == "/opt/vero/sidecar/registry/registry.json"
+    # Only the partition's tasks (task-e is not in it), at their in-container paths, same names.
+    baked = json.loads((out / "environment/sidecar/registry/registry.json").read_text())
+    assert baked == [{"name": "bench", "version": "1.0", "description": "test registry", "tasks": [
+        {"name": name, "path": f"/opt/vero/sidecar/registry/tasks/{name}"}
+        for name in ("task-a", "task-b", "task-c", "task-d")]}]
+    tasks = out / "environment/sidecar/registry/tasks"
+    assert sorted(p.name for p in tasks.iterdir()) == ["task-a", "task-b", "task-c", "task-d"]
+    source = tmp_path / "bench/inner/task-b"
+    assert snapshot(tasks / "task-b") == snapshot(source)
+    sidecar = (out / "environment/sidecar/Dockerfile").read_text()
+    assert "COPY sidecar/registry/ /opt/vero/sidecar/registry/" in sidecar
+    assert "registry" not in (out / "environment/Dockerfile").read_text()
+    assert verify(out).ok
+    # The partition resolves in the sidecar against the baked registry ('org/task-b' is a [task].name):
+    # here its in-container paths are mapped to the output, as the image's COPY does.
+    in_container = (out / "environment/sidecar/registry/registry.json").read_text()
+    mapped = tmp_path / "mapped.json"
+    mapped.write_text(in_container.replace("/opt/vero/sidecar/registry/", f"{out}/environment/sidecar/registry/"))
+    refs = TaskSource.open("bench@1.0", Path("/"), str(mapped)).resolve(["task-a", "org/task-b", "task-c"])
+    assert [(r.sample_id, r.dir_name) for r in refs] == [
+        ("task-a", "task-a"), ("org/task-b", "task-b"), ("task-c", "task-c")]
+
+
+def test_mode_b_local_registry_builds_are_byte_identical(tmp_path: Path, pex: Path) -> None:
+    config = _registry_bench(tmp_path, git=True)
+    _build(config, tmp_path / "one", pex)
+    _build(config, tmp_path / "two", pex)
+    assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+
+
+def test_mode_b_registry_names_are_checked_at_build_time(tmp_path: Path, pex: Path) -> None:
+    config = _registry_bench(tmp_path, git=True, partition={
+        "train": ["task-a", "org/task-b"], "validation": ["tsak-c"], "test": ["task-z"]})
+    message = _fails_cleanly(tmp_path, config, pex, "unknown or ambiguous task names")
+    assert f"(registry {tmp_path / 'registry/registry.json'})" in message
+    assert "'tsak-c' is not a task of bench@1.0 (did you mean 'task-c'" in message
+    assert "'task-z' is not a task of bench@1.0 (did you mean" in message
+    data = yaml.safe_load(config.read_text())
+    data["partition"] = {"train": ["task-a"], "validation": ["task-c"], "test": ["task-d"]}
+    data["harbor"]["task_source"] = "bench@2.0"
+    write_yaml(config, data)
+    _fails_cleanly(tmp_path, config, pex, re.escape("dataset 'bench' has no version '2.0' (it has 1.0)"))
+    data["harbor"]["task_source"] = "org/bench@1.0"
+    write_yaml(config, data)
+    _fails_cleanly(tmp_path, config, pex, "is a Harbor Hub package")
+    # Without a local registry the names can only be style-checked.
+    del data["harbor"]["registry_path"]
+    data["harbor"]["task_source"] = "bench@1.0"
+    data["partition"]["test"] = ["org/task-d"]
+    write_yaml(config, data)
+    _fails_cleanly(tmp_path, config, pex,
+                   re.escape("'org/task-d' is not a task directory name (did you mean 'task-d'?)"))
+
+
+def test_mode_b_registry_tasks_the_sidecar_cannot_reach_are_refused(tmp_path: Path, pex: Path) -> None:
+    config = _registry_bench(tmp_path, git=True)
+    registry = tmp_path / "registry/registry.json"
+    listing = json.loads(registry.read_text())
+    listing[0]["tasks"][0]["git_url"] = "https://github.com/example/tasks.git"
+    registry.write_text(json.dumps(listing))
+    _fails_cleanly(tmp_path, config, pex, "is fetched from https://github.com/example/tasks.git, which the "
+                                          "sidecar cannot reach")
+    listing[0]["tasks"][0] = {"name": "task-a", "path": "relative/task-a"}
+    registry.write_text(json.dumps(listing))
+    _fails_cleanly(tmp_path, config, pex, "has the relative local path 'relative/task-a'")
+    registry.write_text("{not json")
+    _fails_cleanly(tmp_path, config, pex, "the registry is not valid JSON")
 
 
 def test_rendered_shell_scripts_parse(tmp_path: Path, pex: Path) -> None:

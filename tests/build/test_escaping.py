@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import tomllib
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt  # pants: no-infer-dep (markdown-it-py comes with rich)
 
@@ -84,6 +84,87 @@ def test_shell_words_are_never_expanded(value: str) -> None:
 @given(PRINTABLE)
 def test_markdown_shows_any_printable_text_literally(value: str) -> None:
     assert _md_text("x " + escaping.md(value) + " y") == f"x {value} y"
+
+
+# The template's Markdown contexts: where a value can sit, and the text the value's inline run
+# must read as (the template's own words around it included).
+CONTEXTS = {
+    "paragraph start": ("{v}\n\nNext paragraph.\n", "{v}"),
+    "mid paragraph": ("Each sample may take at most {v} seconds.\n", "Each sample may take at most {v} seconds."),
+    "list item": ("Fields:\n\n- {v}\n- other\n", "{v}"),
+    "heading": ("# Improve the agent: {v}\n\nText.\n", "Improve the agent: {v}"),
+    "table cell": ("| split | access |\n|---|---|\n| {v} | viewable |\n", "{v}"),
+}
+SINGLE_LINE = {"heading", "table cell"}   # the template only puts validated names there
+
+
+def _structure(markdown: str) -> tuple[list[str], list[str]]:
+    """Block token types, and the text of every inline run (hard breaks as newlines)."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+    blocks = [t.type for t in tokens if t.type != "inline"]
+    texts = []
+    for token in tokens:
+        if token.type != "inline":
+            continue
+        parts = []
+        for child in token.children or []:
+            if child.type == "text":
+                parts.append(child.content)
+            elif child.type == "hardbreak":
+                parts.append("\n")
+            else:
+                raise AssertionError(f"markup {child.type} in {markdown!r}")
+        texts.append("".join(parts))
+    return blocks, texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=PRINTABLE, context=st.sampled_from(sorted(CONTEXTS)))
+def test_a_value_never_changes_the_documents_structure(value: str, context: str) -> None:
+    if context in SINGLE_LINE:
+        value = value.replace("\n", " ").replace("\r", " ")
+    # An empty value leaves an empty block; the template renders none (names, fields and paths are
+    # never empty, and an empty description is left out).
+    assume(value or context == "mid paragraph")
+    template, expected = CONTEXTS[context]
+    blocks, texts = _structure(template.format(v=escaping.md(value)))
+    placeholder_blocks, placeholder_texts = _structure(template.format(v="x"))
+    assert blocks == placeholder_blocks
+    index = placeholder_texts.index(expected.format(v="x"))
+    assert texts[index] == expected.format(v=value)
+
+
+# Text an agent reads raw: nothing in these can change Markdown structure, so none is escaped.
+ORDINARY = ["vero/foo", "question-answering program. It answers arithmetic;", "non_viewable",
+            "it's 50% (roughly) done: a - b + c = d!", "C:\\Users\\agent", "a * b", "AT&T and a & b",
+            "C# or F#", "issue #12", "about ~5 s", "what? e.g. this, that", "3.5 seconds",
+            "see [the notes] for details", "snake_case_name", "x < y and y > z", "done. 1. 2. 3."]
+
+
+@pytest.mark.parametrize("value", ORDINARY)
+def test_ordinary_text_reads_exactly_as_written(value: str) -> None:
+    assert escaping.md(value) == value
+    assert _md_text("x " + escaping.md(value) + " y") == f"x {value} y"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"[A-Za-z][A-Za-z0-9 .,;:!?'\"()/%@=+-]*", fullmatch=True))
+def test_ordinary_sentences_are_never_escaped(value: str) -> None:
+    value = value.rstrip()
+    assert escaping.md(value) == value
+
+
+@pytest.mark.parametrize(("value", "escaped"), [
+    ("# heading", "\\# heading"), ("> quote", "\\> quote"), ("- item", "\\- item"), ("* item", "\\* item"),
+    ("1. item", "1\\. item"), ("7) item", "7\\) item"), ("---", "\\---"), ("===", "\\==="),
+    ("x\n===", "x\\\n\\==="), ("```sh", "\\`\\`\\`sh"), ("~~~", "\\~\\~\\~"),
+    ("<!-- hide", "\\<!-- hide"), ("<div>", "\\<div>"), ("<https://x.y>", "\\<https://x.y>"),
+    ("[a](http://x)", "\\[a\\](http://x)"), ("![i](x.png)", "!\\[i\\](x.png)"), ("[r]: http://x", "\\[r\\]: http://x"),
+    ("a | b", "a \\| b"), ("*bold*", "\\*bold\\*"), ("_em_", "\\_em\\_"), ("`code`", "\\`code\\`"),
+    ("&amp;", "\\&amp;"), ("&#35;", "\\&#35;"), ("name #", "name \\#"), ("back\\", "back\\\\"),
+])
+def test_structure_is_neutralised_where_it_would_start(value: str, escaped: str) -> None:
+    assert escaping.md(value) == escaped
 
 
 def test_markdown_control_characters_become_references() -> None:

@@ -177,3 +177,43 @@ def test_crash_between_write_and_rename_keeps_the_old_state(tmp_path: Path) -> N
     assert ledger.remaining("train", DS).runs_used == 1
     ledger.reserve("train", DS, 1)  # the lock died with the child
     assert ledger.remaining("train", DS).runs_used == 2
+
+
+def test_release_gives_back_exactly_one_charge_once(tmp_path: Path) -> None:
+    budgets = [Budget(split="train", total_run_budget=3, total_sample_budget=10)]
+    ledger = Ledger(tmp_path / "l.json", budgets)
+    ledger.reserve("train", DS, 4, "e-kept")
+    ledger.reserve("train", DS, 3, "e-nothing-ran")
+    after = ledger.release("train", DS, "e-nothing-ran", 3)
+    assert (after.runs_used, after.samples_used, after.runs_remaining, after.samples_remaining) == (1, 4, 2, 6)
+    # Idempotent, recorded by id, and the charges say what happened to each experiment.
+    assert ledger.release("train", DS, "e-nothing-ran", 3) == after
+    assert ledger.charges() == {"e-kept": "run", "e-nothing-ran": "released"}
+    state = json.loads((tmp_path / "l.json").read_text())["entries"][0]
+    assert state["charged_experiments"] == ["e-kept"] and state["released_experiments"] == ["e-nothing-ran"]
+    # Nothing that was never spent can be released, and a released id is never charged again.
+    with pytest.raises(ValueError, match="never charged"):
+        ledger.release("train", DS, "e-unknown", 1)
+    with pytest.raises(ValueError, match="never charged again"):
+        ledger.reserve("train", DS, 1, "e-nothing-ran")
+    reopened = Ledger(tmp_path / "l.json", budgets).remaining("train", DS)
+    assert (reopened.runs_used, reopened.samples_used) == (1, 4)
+
+
+def test_releasing_the_free_baseline_makes_it_available_again(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.json", [])
+    assert ledger.claim_free_baseline("val", DS, "e-free")
+    ledger.release("val", DS, "e-free", 5)
+    remaining = ledger.remaining("val", DS)
+    assert remaining.free_baseline_available and remaining.samples_used == 0
+    assert ledger.charges() == {"e-free": "released"}
+    assert ledger.claim_free_baseline("val", DS, "e-free-again")
+    assert ledger.charges() == {"e-free": "released", "e-free-again": "free_baseline"}
+
+
+def test_a_ledger_written_before_releases_existed_still_loads(tmp_path: Path) -> None:
+    (tmp_path / "l.json").write_text(json.dumps({"version": 1, "entries": [
+        {"split": "train", "dataset_id": DS, "runs_used": 1, "samples_used": 2, "free_baseline_used": False,
+         "charged_experiments": ["e1"], "free_baseline_experiment": None}]}))
+    ledger = Ledger(tmp_path / "l.json", [Budget(split="train", total_run_budget=3)])
+    assert ledger.charges() == {"e1": "run"} and ledger.remaining("train", DS).runs_remaining == 2

@@ -28,7 +28,7 @@ class AdminState:
             if entry["split"] == split:
                 return dict(entry)
         return {"split": split, "runs_used": 0, "samples_used": 0, "free_baseline_used": False,
-                "charged_experiments": [], "free_baseline_experiment": None}
+                "charged_experiments": [], "free_baseline_experiment": None, "released_experiments": []}
 
 
 def read_admin(admin_dir: Path) -> AdminState:
@@ -45,10 +45,14 @@ def read_admin(admin_dir: Path) -> AdminState:
 
 def assert_consistent(admin_dir: Path, *, settled: bool = True) -> AdminState:
     """Nothing lost, nothing double-counted: every unit the ledger spent belongs to exactly one
-    charged record and every charged record was paid exactly once. With `settled`, no record is
-    left pending or running (the sidecar is idle or was restarted)."""
+    charged record and every charged record was paid exactly once. A released charge (an
+    evaluation that could not run at all) belongs to exactly one record that is failed,
+    uncharged and marked released, and scored nothing (so it disclosed nothing); it is never
+    also charged. With `settled`, no record is left pending or running (the sidecar is idle or
+    was restarted)."""
     state = read_admin(admin_dir)
     paid: list[str] = []
+    released: list[str] = []
     for entry in state.ledger["entries"]:
         ids = entry["charged_experiments"]
         assert entry["runs_used"] == len(ids), entry
@@ -59,8 +63,17 @@ def assert_consistent(admin_dir: Path, *, settled: bool = True) -> AdminState:
         free = entry["free_baseline_experiment"]
         if free is not None:
             assert entry["free_baseline_used"] and state.records[free]["free_baseline"]
+        for i in entry.get("released_experiments", []):
+            record = state.records[i]   # KeyError: a release without a record
+            assert record["split"] == entry["split"] and record["released"], record
+            assert not record["charged"] and not record["free_baseline"], record
+            assert record["status"] == "failed" and record["aggregate"]["n_scored"] == 0, record
+            released.append(i)
     assert len(paid) == len(set(paid)), "an experiment was charged twice"
+    assert len(released) == len(set(released)), "an experiment was released twice"
+    assert not set(paid) & set(released), "a released experiment is still charged"
     assert {i for i, r in state.records.items() if r["charged"]} == set(paid)
+    assert {i for i, r in state.records.items() if r.get("released")} == set(released)
     free_records = {i for i, r in state.records.items() if r["free_baseline"]}
     assert free_records == {e["free_baseline_experiment"] for e in state.ledger["entries"]} - {None}
     if settled:

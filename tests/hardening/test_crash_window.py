@@ -3,7 +3,8 @@
 A paid evaluation is written as a `pending` record first, the ledger's atomic spend names that
 record, and a start-up reconciles the two. These drills kill a real sidecar process at each
 point between those writes and check that the restarted sidecar has lost nothing, refilled
-nothing and counted nothing twice.
+nothing and counted nothing twice. The same holds for the one release of a charge (a Mode B
+evaluation whose nested harbor produced nothing): released and charged are never both true.
 
 Fault injection: no signal sent from outside can land exactly between two writes a few
 microseconds apart, so the sidecar is started through a launcher that wraps one vero method
@@ -24,7 +25,9 @@ import pytest
 
 from tests.hardening.audit import assert_consistent, read_admin, temp_files
 from tests.support.mode_a import IMPROVED_AGENT, ModeABench, commit_agent
-from tests.support.sidecar import serve_config, start_sidecar
+from tests.support.mode_b import make_mode_b_bench, mode_b_serve_config
+from tests.support.sidecar import Sidecar, serve_config, start_sidecar
+from tests.support.tools import harbor_bin, require_docker
 from vero.core.experiments import ExperimentDB
 from vero.errors import VeroError
 from vero.serve.results_view import recover_views
@@ -156,6 +159,7 @@ def test_recover_settles_every_leftover_against_the_ledger(tmp_path: Path) -> No
                          charged=status == "running", status=status).experiment_id
 
     paid, unpaid, free, running = create("pending"), create("pending"), create("pending"), create("running")
+    released = create("running")
     done = db.get(create("running"))
     assert done is not None
     db.finish(done, [])
@@ -164,10 +168,14 @@ def test_recover_settles_every_leftover_against_the_ledger(tmp_path: Path) -> No
     unwritten.mkdir()
     (unwritten / ".record.json.x1y2.tmp").write_text('{"half')
 
-    recovered = ExperimentDB(tmp_path).recover({paid: "run", free: "free_baseline", running: "run"})
-    assert sorted(recovered) == sorted([paid, free, running])
+    recovered = ExperimentDB(tmp_path).recover({paid: "run", free: "free_baseline", running: "run",
+                                                released: "released"})
+    assert sorted(recovered) == sorted([paid, free, running, released])
     records = {r.experiment_id: r for r in ExperimentDB(tmp_path).all()}
-    assert set(records) == {paid, free, running, done.experiment_id}
+    assert set(records) == {paid, free, running, released, done.experiment_id}
+    # Released by the ledger before a stop cut the record's write short: failed, never charged.
+    assert (records[released].status, records[released].charged, records[released].released) == (
+        "failed", False, True)
     assert (records[paid].status, records[paid].charged) == ("interrupted", True)
     assert not records[paid].free_baseline
     assert (records[free].charged, records[free].free_baseline) == (False, True)
@@ -263,3 +271,48 @@ def test_cached_records_follow_the_file(tmp_path: Path) -> None:
     (tmp_path / created.experiment_id / "record.json").write_text("{")
     with pytest.raises(VeroError, match="corrupt experiment record"):
         reader.all()
+
+
+def _budget(sidecar: Sidecar, split: str) -> dict[str, Any]:
+    status = httpx.get(sidecar.url + "/status", timeout=30).json()
+    budget: dict[str, Any] = next(s["budget"] for s in status["splits"] if s["split"] == split)
+    return budget
+
+
+def test_a_kill_at_any_write_of_an_evaluation_that_could_not_run_refills_nothing(root: Path) -> None:
+    """The same walk as above for an evaluation whose nested harbor produced nothing: before the
+    release the run stays paid (interrupted), after it the charge is back and the record failed;
+    never both, never a refill of anything else."""
+    require_docker()
+    bench = make_mode_b_bench(root / "bench")
+    no_docker = {"DOCKER_HOST": f"unix://{root}/no-docker.sock"}
+    body = {"split": "train", "commit": bench.improved}
+    outcomes = []
+    for target in itertools.count(1):
+        run = root / f"kill-{target}"
+        run.mkdir()
+        config = mode_b_serve_config(run, bench, {"harbor_command": [str(harbor_bin())], "timeout": 120})
+        doomed = start_sidecar(run, config, name="doomed", env=no_docker, code=KILL_AT_WRITE.format(target=target))
+        try:
+            response = httpx.post(doomed.url + "/eval", json=body, timeout=300)
+        except httpx.HTTPError:
+            assert doomed.proc.wait(timeout=30) == -9, doomed.log_text()
+        else:  # fewer writes than `target`: the evaluation went through them all
+            assert response.status_code == 503, response.text
+            doomed.stop()
+            break
+        restarted = start_sidecar(run, config, name="restarted", env=no_docker)
+        try:
+            state = assert_consistent(restarted.admin_dir)
+            entry = state.entry("train")
+            records = list(state.records.values())
+            outcomes.append((entry["runs_used"], [(r["status"], r["released"]) for r in records]))
+            assert entry["runs_used"] + len(entry["released_experiments"]) == len(records) <= 1
+            assert _budget(restarted, "train")["runs_remaining"] == 3 - entry["runs_used"]
+        finally:
+            restarted.stop()
+    # pending, ledger, running, the run's record (start, end), release, failed: a kill before the
+    # spend leaves nothing, one before the release leaves the run paid and interrupted, one after
+    # it leaves the charge given back and the record failed and released.
+    paid = (1, [("interrupted", False)])
+    assert outcomes == [(0, []), (0, []), paid, paid, paid, paid, (0, [("failed", True)])], outcomes

@@ -1,9 +1,10 @@
 """A fake `harbor` executable, used ONLY for faults real Harbor cannot be made to produce on
 demand: a run that hangs past the timeout with a grandchild that ignores SIGTERM, or that
 ignores SIGTERM itself (SIGKILL escalation), a crash in the middle of a run (half-written
-result.json, an unfinished trial, a traceback), and a harbor left running by a runner that
-was killed. Scoring, resume and an ordinary timeout are tested with the real harbor CLI
-(test_real_harbor.py).
+result.json, an unfinished trial, a traceback), a harbor left running by a runner that
+was killed, and an infrastructure failure that passes (the first runs fail before any trial,
+as harbor does while Docker is down, then the engine is back). Scoring, resume and an
+ordinary timeout are tested with the real harbor CLI (test_real_harbor.py).
 
 Stdlib only; run as `python fake_harbor.py run <harbor run flags>`. The scenario comes from
 the JSON file named by FAKE_HARBOR_SCENARIO:
@@ -11,7 +12,8 @@ the JSON file named by FAKE_HARBOR_SCENARIO:
    "fault": "none" | "crash" | "hang",
    "ignore_sigterm": false,                           hang: ignore SIGTERM (forces SIGKILL)
    "log": "<file>",                                   one JSON line per invocation (argv, env, stdin)
-   "child_pid_file": "<file>"}                        hang: pid of a grandchild that ignores SIGTERM
+   "child_pid_file": "<file>",                        hang: pid of a grandchild that ignores SIGTERM
+   "unavailable_first": 0}                            this many invocations fail before any trial
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ def main() -> None:
                               "pid": os.getpid(), "env": {k: os.environ.get(k) for k in (
                                   "PYTHONPATH", "HARBOR_TELEMETRY", "LITELLM_LOCAL_MODEL_COST_MAP")},
                               "isolation": os.environ.get("VERO_ISOLATION")}) + "\n")
+    invocation = len(Path(scenario["log"]).read_text().splitlines())
+    if invocation <= scenario.get("unavailable_first", 0):
+        # Harbor's own preflight words when the Docker daemon is down: no job dir, exit 1.
+        sys.stderr.write("Docker daemon is not running. Please start Docker and try again.\n")
+        sys.exit(1)
     run = FakeRun(argv, scenario)
     run.start_job()
     finish: dict[str, dict[str, float]] = scenario.get("finish", {})

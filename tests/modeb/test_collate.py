@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from tests.modeb.harbor_results import T0, make_job, make_task, write_trial, write_unfinished_trial
 from vero.core.records import SampleResult
 from vero.errors import VeroError
-from vero.modeb.collate import RunNote, best_trial, collate, reward_of
+from vero.modeb.collate import RunNote, best_trial, collate, match_trials, reward_of
 from vero.modeb.config import CollationSettings
 from vero.modeb.tasks import TaskRef, TaskSource
 from vero.modeb.trials import Trial, job_dirs, read_job, read_jobs
@@ -113,6 +114,15 @@ def test_mean_of_attempts_counts_every_scored_attempt(tasks_root: Path, tmp_path
     assert mean.attempts.model_dump() == {"n_attempts": 4, "n_scored": 3, "n_clean": 2}
     assert best.score == 0.0                              # latest clean attempt
     assert best.attempts == mean.attempts
+    # Every scored attempt's score is kept, in trial order; the mean over 3 of the 4 attempts
+    # `-k 4` asked for is flagged, a full set is not.
+    assert mean.attempt_scores is not None and sorted(mean.attempt_scores) == [0.0, 0.5, 1.0]
+    assert best.attempt_scores == mean.attempt_scores
+    short = run(tasks_root, jobs, ["alpha"], MEAN.model_copy(update={"n_attempts": 4}))["alpha"]
+    assert short.score == mean.score
+    assert short.warning == "mean over 3 scored attempt(s) of the 4 configured (4 finished)"
+    assert mean.warning is None and best.warning is None
+    assert run(tasks_root, jobs, ["alpha"], BEST.model_copy(update={"n_attempts": 4}))["alpha"].warning is None
 
 
 @pytest.mark.parametrize(("rewards", "key", "expected"), [
@@ -156,7 +166,9 @@ def test_retry_leaves_one_trial_dir_and_a_failed_final_attempt_is_an_error_sampl
     error = results["beta"].error
     assert error is not None and results["beta"].score is None
     assert "'beta'" in error and "none of 1 trial(s) produced rewards" in error
-    assert "EnvironmentStartTimeoutError: environment did not start within 600 s" in error
+    assert "EnvironmentStartTimeoutError (error id E-" in error
+    detail = results["beta"].error_detail or ""
+    assert "EnvironmentStartTimeoutError: environment did not start within 600 s" in detail
     assert "job-1/beta__RETRY02" in error
 
 
@@ -173,7 +185,9 @@ def test_missing_task_is_an_error_sample_naming_task_job_and_harbor_failure(task
     gamma = results["org/gamma"]
     assert gamma.error is not None and gamma.score is None
     assert gamma.error.startswith("task 'org/gamma' (dir gamma): no trial recorded in job job-1")
-    assert "harbor exited with 1" in gamma.error and "RuntimeError: docker went away" in gamma.error
+    assert "harbor exited with 1" in gamma.error and "(error id E-" in gamma.error
+    # What harbor printed is the sample's detail, never in the text the optimizer may read.
+    assert "docker went away" not in gamma.error and "RuntimeError: docker went away" in (gamma.error_detail or "")
     assert gamma.attempts is not None and gamma.attempts.n_attempts == 0
 
 
@@ -291,3 +305,68 @@ def test_best_trial_does_not_depend_on_file_order(order: list[int]) -> None:
     expected = best_trial(trials)
     assert best_trial([trials[i] for i in order]) == expected
     assert expected.clean
+
+
+# --- matching as a property: ids vs names, file order, job order -------------------------------
+
+_WORDS = ["alpha", "beta", "gamma-ray", "delta_x", "eps.2"]
+
+
+@st.composite
+def recorded_runs(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[Trial], list[int]]:
+    """Requested tasks `(dir name, task name)`, the trials recorded for them (and for a few tasks
+    that were not requested), and which requested task each trial belongs to (-1: none)."""
+    n_tasks = draw(st.integers(min_value=1, max_value=5))
+    tasks = []
+    for i in range(n_tasks + 2):          # the last two are recorded but never requested
+        dir_name = f"t{i}-{draw(st.sampled_from(_WORDS))}"
+        tasks.append((dir_name, draw(st.sampled_from([dir_name, f"org/{dir_name}"]))))
+    trials, owners = [], []
+    for index, (dir_name, task_name) in enumerate(tasks):
+        for attempt in range(draw(st.integers(min_value=0, max_value=3))):
+            job = draw(st.sampled_from(["job-a", "job-b", "job-c"]))
+            scored = draw(st.booleans())
+            reward = draw(st.floats(min_value=0.0, max_value=1.0, allow_nan=False))
+            trials.append(Trial(
+                job_name=job, trial_name=f"{dir_name[:32]}__{attempt}{index}x", path=f"/jobs/{job}/{index}/{attempt}",
+                task_name=task_name, task_dir=draw(st.sampled_from([dir_name, None])),
+                rewards={"reward": reward} if scored else None,
+                exception_type=draw(st.sampled_from([None, "AgentTimeoutError"])), exception_message=None,
+                started_at=T0, finished_at=T0 + timedelta(seconds=draw(st.integers(0, 3)))))
+            owners.append(index if index < n_tasks else -1)
+    return tasks[:n_tasks], trials, owners
+
+
+def _ref_variants(tasks: list[tuple[str, str]]) -> dict[str, list[TaskRef]]:
+    return {
+        # a local source named by directory, or by [task].name
+        "by-dir": [TaskRef(sample_id=d, dir_name=d, task_name=n) for d, n in tasks],
+        "by-name": [TaskRef(sample_id=n, dir_name=d, task_name=n) for d, n in tasks],
+        # a registry source: the id is the name, there is no directory to match (Hub packages)
+        "registry": [TaskRef(sample_id=n, dir_name=None, task_name=n) for _, n in tasks],
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(run=recorded_runs(), order=st.randoms(use_true_random=False))
+def test_matching_does_not_depend_on_ids_names_file_or_job_order(
+        run: tuple[list[tuple[str, str]], list[Trial], list[int]], order: random.Random) -> None:
+    tasks, trials, owners = run
+    shuffled = list(trials)
+    order.shuffle(shuffled)
+    by_job_reversed = sorted(trials, key=lambda t: t.job_name, reverse=True)
+    expected_paths = [sorted(t.path for t, o in zip(trials, owners) if o == i) for i in range(len(tasks))]
+    outcomes = []
+    for variant, variant_refs in _ref_variants(tasks).items():
+        registry_style = variant == "registry"
+        for trial_order in (trials, shuffled, by_job_reversed):
+            # A Hub package's trials record no task directory.
+            recorded = [replace(t, task_dir=None) for t in trial_order] if registry_style else trial_order
+            matching = match_trials(variant_refs, recorded)
+            assert [sorted(t.path for t in g.trials) for g in matching.by_task] == expected_paths, variant
+            assert sorted(t.path for t in matching.unmatched) == sorted(
+                t.path for t, o in zip(trials, owners) if o == -1)
+            results = collate(variant_refs, recorded, MEAN, split="s", commit="c", note=RunNote(job="j"),
+                              fallback_start=1.0, where="jobs", refuse=False)
+            outcomes.append([(r.score, r.metrics, r.error is None, r.attempt_scores) for r in results])
+    assert all(outcome == outcomes[0] for outcome in outcomes)

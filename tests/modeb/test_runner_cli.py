@@ -104,7 +104,8 @@ def test_collate_json_is_one_object_per_sample_then_the_aggregate(tmp_path: Path
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line.get("task") for line in lines[:2]] == ["vero-examples/count-words", "sort-unique"]
     assert lines[0]["score"] == 1.0 and lines[0]["metrics"] == {"close": 1.0, "pass": 1.0}
-    assert lines[1]["score"] is None and "RewardFileNotFoundError: no reward file" in lines[1]["error"]
+    assert lines[1]["score"] is None and "RewardFileNotFoundError (error id E-" in lines[1]["error"]
+    assert "RewardFileNotFoundError: no reward file" in lines[1]["error_detail"]  # the runner's user sees it
     assert lines[2] == {"aggregate": {"mean_score": 0.5, "metrics": {"close": 1.0, "pass": 1.0},
                                       "n_errors": 1, "n_samples": 2, "n_scored": 1}}
 
@@ -126,3 +127,50 @@ def test_collate_from_partition_and_task_source_flags(tmp_path: Path) -> None:
                     "--split", "test", "--jobs-dir", str(_jobs(tmp_path)), "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])["score"] == 1.0
+
+
+def _package_trial(job: Path, task: str, reward: float | None) -> None:
+    """A trial of a Harbor Hub package task: its task id is `{org, name, ref}`, with no path."""
+    org, name = task.split("/")
+    trial = write_trial(job, name, task_name=task, rewards=None if reward is None else {"reward": reward},
+                        exception=None if reward is not None else "RewardFileNotFoundError")
+    for file in ("result.json", "config.json"):
+        data = json.loads((trial / file).read_text())
+        if file == "result.json":
+            data["task_id"] = {"org": org, "name": name, "ref": "1.0"}
+            data["config"]["task"] = {"name": task, "ref": "1.0", "path": None}
+        else:
+            data["task"] = {"name": task, "ref": "1.0", "path": None}
+        (trial / file).write_text(json.dumps(data))
+
+
+def test_collate_matches_registry_tasks_by_their_names(tmp_path: Path) -> None:
+    """The issue's reproduction: a registry source whose partition names are the trials' task names."""
+    job = make_job(tmp_path / "jobs", "vero-registry-job")
+    _package_trial(job, "bench/alpha", 1.0)
+    _package_trial(job, "bench/beta", 0.5)
+    _package_trial(job, "bench/gamma", None)
+    partition = tmp_path / "p.json"
+    partition.write_text(json.dumps({"test": ["bench/alpha", "bench/beta", "bench/gamma", "bench/delta"]}))
+    result = invoke("collate", "--task-source", "bench/tasks@1.0", "--partition", str(partition), "--split", "test",
+                    "--jobs-dir", str(tmp_path / "jobs"), "--json")
+    assert result.exit_code == 0, result.stderr
+    lines = {line.get("task"): line for line in map(json.loads, result.stdout.splitlines())}
+    assert lines["bench/alpha"]["score"] == 1.0 and lines["bench/beta"]["score"] == 0.5
+    assert lines["bench/alpha"]["error"] is None and lines["bench/alpha"]["attempt_scores"] == [1.0]
+    assert "RewardFileNotFoundError" in lines["bench/gamma"]["error"]
+    assert "no trial recorded" in lines["bench/delta"]["error"]
+    assert lines[None]["aggregate"]["mean_score"] == 0.375
+
+
+def test_registry_task_names_are_style_checked_with_a_suggestion(tmp_path: Path) -> None:
+    partition = tmp_path / "p.json"
+    partition.write_text(json.dumps({"test": ["alpha", "bench//beta"]}))
+    result = invoke("collate", "--task-source", "bench/tasks@1.0", "--partition", str(partition), "--split", "test",
+                    "--jobs-dir", str(tmp_path))
+    assert_one_error(result, "'alpha' is not an org/name task name (did you mean 'bench/alpha'?)")
+    assert "'bench//beta' is not an org/name task name (did you mean 'bench/beta'?)" in result.stderr
+    partition.write_text(json.dumps({"test": ["vero-examples/alpha"]}))
+    result = invoke("collate", "--task-source", "tasks@1.0", "--partition", str(partition), "--split", "test",
+                    "--jobs-dir", str(tmp_path))
+    assert_one_error(result, "'vero-examples/alpha' is not a task directory name (did you mean 'alpha'?)")

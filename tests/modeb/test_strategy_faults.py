@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -86,7 +87,7 @@ def test_timeout_salvages_finished_tasks_and_kills_the_whole_tree(tmp_path: Path
     # The fake works through tasks in directory order: reverse-lines was running, sum-numbers never started.
     rev = by_id["reverse-lines"].error
     assert rev is not None and rev.startswith("task 'reverse-lines': ") and "CancelledError" in rev
-    assert rev.endswith("; harbor timed out")
+    assert re.search(r"; harbor timed out \(error id E-[0-9a-f]{10}\)$", rev), rev
     sums = by_id["vero-examples/sum-numbers"].error
     assert sums is not None and sums.startswith("task 'vero-examples/sum-numbers' (dir sum-numbers): ")
     assert "no trial recorded" in sums and "harbor timed out" in sums
@@ -121,10 +122,10 @@ def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_
     half_written = first["reverse-lines"].error or ""
     assert "unreadable result.json" in half_written
     unfinished = first["vero-examples/sum-numbers"].error or ""
-    assert "harbor exited with 1" in unfinished and "RuntimeError: fake harbor crashed mid-run" in unfinished
+    assert "harbor exited with 1" in unfinished and "fake harbor crashed" not in unfinished
+    assert "RuntimeError: fake harbor crashed mid-run" in (first["vero-examples/sum-numbers"].error_detail or "")
     run = first["vero-examples/sum-numbers"].output
-    assert isinstance(run, dict) and run["exit_code"] == 1 and not run["timed_out"]
-    assert str(run["stderr_tail"]).startswith("Traceback (most recent call last):")
+    assert isinstance(run, dict) and run["exit_code"] == 1 and not run["timed_out"] and "stderr_tail" not in run
     assert fake.store.done_ids(TASKS) == {"write-greeting"}
 
     fake.scenario(finish={"sum-numbers": {"reward": 1.0}, "reverse-lines": {"reward": 0.0}})

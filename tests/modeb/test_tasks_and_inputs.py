@@ -82,9 +82,17 @@ def test_single_task_source_and_registry_source(tmp_path: Path) -> None:
     single = TaskSource.open(str(task), Path("/"))
     refs = single.resolve(["org/solo"])
     assert single.is_single_task and single.harbor_args(refs) == ["-p", str(task)]
-    registry = TaskSource.open("org/bench@1.0", tmp_path)
-    reg_refs = registry.resolve(["org/a*b"])
-    assert registry.harbor_args(reg_refs) == ["-d", "org/bench@1.0", "-i", "org/a[*]b"]
+    # A Hub package's tasks are selected and recorded by org/name.
+    hub = TaskSource.open("org/bench@1.0", tmp_path)
+    hub_refs = hub.resolve(["org/a.b", "other/c_d"])
+    assert [(r.sample_id, r.dir_name, r.task_name) for r in hub_refs] == [
+        ("org/a.b", None, "org/a.b"), ("other/c_d", None, "other/c_d")]
+    assert hub.harbor_args(hub_refs) == ["-d", "org/bench@1.0", "-i", "org/a.b", "-i", "other/c_d"]
+    # A registry dataset's tasks are selected by directory name, which is the sample id.
+    dataset = TaskSource.open("bench@1.0", tmp_path)
+    ds_refs = dataset.resolve(["alpha", "beta+2"])
+    assert [(r.sample_id, r.dir_name) for r in ds_refs] == [("alpha", "alpha"), ("beta+2", "beta+2")]
+    assert dataset.harbor_args(ds_refs) == ["-d", "bench@1.0", "-i", "alpha", "-i", "beta+2"]
 
 
 def test_harbor_argv_has_every_configured_flag() -> None:

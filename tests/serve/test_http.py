@@ -292,3 +292,82 @@ def test_token_is_root_only(sidecar: Sidecar) -> None:
     info = sidecar.token_file.stat()
     assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
     assert len(sidecar.token()) >= 40
+
+
+# --- behaviours of the seed that had no test -------------------------------------------------------
+
+
+def _split_status(sidecar: Sidecar, split: str) -> dict[str, Any]:
+    status: dict[str, Any] = next(s for s in httpx.get(sidecar.url + "/status").json()["splits"]
+                                  if s["split"] == split)
+    return status
+
+
+def test_status_shows_the_free_baseline_and_the_submission_flipping(sidecar: Sidecar, bench: ModeABench) -> None:
+    status = httpx.get(sidecar.url + "/status").json()
+    assert status["free_baseline_available"] and status["submission"] is None
+    assert _split_status(sidecar, "train")["budget"]["free_baseline_available"]
+    assert _split_status(sidecar, "validation")["budget"]["free_baseline_available"]
+
+    # The free evaluation of one split is used up there only.
+    assert _post(sidecar, "/eval", {"split": "train", "commit": bench.baseline_commit}).json()["free_baseline"]
+    train = _split_status(sidecar, "train")
+    assert not train["budget"]["free_baseline_available"] and train["budget"]["runs_used"] == 0
+    assert _split_status(sidecar, "validation")["budget"]["free_baseline_available"]
+    assert httpx.get(sidecar.url + "/status").json()["free_baseline_available"]
+    paid = _post(sidecar, "/eval", {"split": "train", "commit": bench.baseline_commit}).json()
+    assert not paid["free_baseline"] and paid["remaining"]["runs_used"] == 1
+    assert _post(sidecar, "/eval", {"split": "validation", "commit": bench.baseline_commit}).json()["free_baseline"]
+    assert not httpx.get(sidecar.url + "/status").json()["free_baseline_available"]
+
+    # The submission shows up, and a later one replaces it.
+    improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    assert _post(sidecar, "/submit", {"commit": bench.baseline_commit}).status_code == 200
+    assert httpx.get(sidecar.url + "/status").json()["submission"] == bench.baseline_commit
+    assert _post(sidecar, "/submit", {}).json()["commit"] == improved
+    assert httpx.get(sidecar.url + "/status").json()["submission"] == improved
+
+
+def test_submit_mode_without_a_submission_falls_back_to_auto_best(bench: ModeABench, root: Path,
+                                                                   tmp_path: Path) -> None:
+    sidecar = start_sidecar(root, serve_config(root, bench, reward_mode="submit"))
+    try:
+        assert httpx.get(sidecar.url + "/status").json()["reward_mode"] == "submit"
+        # Nothing evaluated, nothing submitted: no candidate, every target floors to 0.0.
+        nothing = tmp_path / "nothing" / "reward.json"
+        result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(nothing))
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["source"] == "none" and json.loads(nothing.read_text()) == {"test_score": 0.0}
+    finally:
+        sidecar.stop()
+    # A fresh admin volume: an evaluated candidate but no submission, so auto_best picks it.
+    config = serve_config(root, bench, reward_mode="submit",
+                          paths={**serve_config(root, bench)["paths"], "admin_dir": str(root / "admin2"),
+                                 "trusted_repo": str(root / "admin2" / "repo")})
+    sidecar = start_sidecar(root, config, name="fallback")
+    try:
+        improved = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+        assert _post(sidecar, "/eval", {"split": "validation", "num_samples": 5}).status_code == 200
+        reward = tmp_path / "fallback" / "reward.json"
+        result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert (report["source"], report["candidate"]) == ("auto_best", improved)
+        assert [c["commit"] for c in report["ranking"]] == [improved]
+        assert json.loads(reward.read_text()) == {"test_score": 1.0}
+    finally:
+        sidecar.stop()
+
+
+def test_without_score_baseline_the_baseline_is_not_scored(sidecar: Sidecar, bench: ModeABench,
+                                                           tmp_path: Path) -> None:
+    assert sidecar.config["score_baseline"] is False
+    commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    assert _post(sidecar, "/eval", {"split": "validation", "num_samples": 5}).status_code == 200
+    reward = tmp_path / "reward.json"
+    result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["baseline"] is None and not (tmp_path / "baseline.json").exists()
+    admin = httpx.get(sidecar.url + "/experiments", headers=sidecar.admin_headers()).json()
+    assert not [e for e in admin if e["purpose"] == "baseline"]
+    assert not (sidecar.admin_dir / "baseline.json").exists()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,34 @@ def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
             else:
                 found[rel] = (oct(stat.S_IMODE(path.stat().st_mode)), path.read_bytes())
     return found
+
+
+def write_local_registry(root: Path, tasks: dict[str, Path], *, dataset: str = "bench", version: str = "1.0",
+                         git: bool = True, pin: bool = True) -> Path:
+    """A Harbor registry.json at `root` whose dataset `dataset@version` holds copies of `tasks`
+    ({dir name: task dir}): in a git repository reached through a `file://` URL (the commit
+    pinned with `pin`), else as absolute local paths. Returns the registry.json path."""
+    repo = root / "registry-repo"
+    (repo / "tasks").mkdir(parents=True)
+    for dir_name, source in tasks.items():
+        shutil.copytree(source, repo / "tasks" / dir_name)
+    commit = None
+    if git:
+        git_id = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgSign=false"]
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*git_id, "commit", "-q", "-m", "tasks"]):
+            subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                                text=True).stdout.strip()
+    entries = []
+    for dir_name in tasks:
+        if git:
+            entry = {"name": dir_name, "git_url": f"file://{repo}", "path": f"tasks/{dir_name}"}
+            if pin and commit is not None:
+                entry["git_commit_id"] = commit
+        else:
+            entry = {"name": dir_name, "path": str(repo / "tasks" / dir_name)}
+        entries.append(entry)
+    registry = root / "registry.json"
+    registry.write_text(json.dumps([{"name": dataset, "version": version, "description": "test registry",
+                                     "tasks": entries}], indent=2), encoding="utf-8")
+    return registry

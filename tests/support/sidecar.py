@@ -106,14 +106,15 @@ def vero_argv(*args: str, code: str = CLI_CODE) -> list[str]:
 
 
 def start_sidecar(root: Path, config: dict[str, Any], name: str = "sidecar", wait: float = 60.0,
-                  code: str = CLI_CODE) -> Sidecar:
-    """Write `config` to `root/<name>.json`, start the server and wait until /health answers."""
+                  code: str = CLI_CODE, env: dict[str, str] | None = None) -> Sidecar:
+    """Write `config` to `root/<name>.json`, start the server (with `env` added to its
+    environment) and wait until /health answers."""
     config_path = root / f"{name}.json"
     config_path.write_text(json.dumps(config))
     log = root / f"{name}.log"
     with log.open("ab") as handle:
         proc = subprocess.Popen(vero_argv("harbor", "serve", "--config", str(config_path), code=code),
-                                stdout=handle, stderr=subprocess.STDOUT, env=python_env())
+                                stdout=handle, stderr=subprocess.STDOUT, env={**python_env(), **(env or {})})
     url = f"http://127.0.0.1:{config['port']}"
     sidecar = Sidecar(proc=proc, url=url, config=config, log=log)
     deadline = time.monotonic() + wait

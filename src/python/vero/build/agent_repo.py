@@ -107,6 +107,13 @@ def _extract_head(top: Path, prefix: str, writer: TreeWriter, dest: str, where: 
     status = _git(["status", "--porcelain", "--untracked-files=all", "--", "."], subtree)
     if status.returncode == 0 and status.stdout.strip():
         warnings.append(f"agent_repo {subtree} has uncommitted changes; the baseline is HEAD's content")
+    extract_git_tree(top, treeish, writer, dest, where)
+    return warnings
+
+
+def extract_git_tree(top: Path, treeish: str, writer: TreeWriter, dest: str, where: str) -> None:
+    """Write the files of `treeish` (e.g. `HEAD:sub/dir`) of the repository `top` under `dest`,
+    streamed from `git archive` (no checkout, no hook), checking git's exit code."""
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(["git", "archive", "--format=tar", treeish], cwd=top, stdout=subprocess.PIPE,
                                 stderr=stderr, env={**os.environ, **_GIT_ENV})
@@ -127,7 +134,6 @@ def _extract_head(top: Path, prefix: str, writer: TreeWriter, dest: str, where: 
     if code != 0:
         raise VeroError(f"`git archive {treeish}` exited {code}: {message}", where=where,
                         fix="check the repo with `git fsck`")
-    return warnings
 
 
 def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, writer: TreeWriter, dest: str,
@@ -148,7 +154,7 @@ def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, writer: T
         assert handle is not None
         writer.write_bytes(rel, handle.read(), member.mode)
     else:
-        raise VeroError(f"{name!r} in the agent repo is neither a file nor a symlink", where=where,
+        raise VeroError(f"{name!r} in the repository is neither a file nor a symlink", where=where,
                         fix="remove it from the repo")
 
 

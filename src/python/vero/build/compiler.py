@@ -68,7 +68,8 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
                         fix="check that -o names a writable directory on a disk with free space, "
                             "and that the inputs are readable") from None
     return BuildResult(out=out, commit=baseline.commit, root_digest=seal.root, n_files=len(seal.files),
-                       warnings=[*_config_warnings(loaded.config), *baseline.warnings])
+                       warnings=[*_config_warnings(loaded.config), *baseline.warnings,
+                                 *(inputs.mode_b.warnings if inputs.mode_b is not None else ())])
 
 
 def _config_warnings(config: BuildConfig) -> list[str]:

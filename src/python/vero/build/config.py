@@ -35,7 +35,10 @@ class BuildHarborConfig(HarborConfig):
     """The `harbor:` section of a Mode B build.yaml.
 
     `task_source` may be omitted when `inner_task` names a local source: the compiler bakes that
-    source into the sidecar and writes its in-container path into serve.json.
+    source into the sidecar and writes its in-container path into serve.json. With a registry
+    dataset (`name@version`), `registry_path` names a local registry.json: the compiler bakes
+    the partition's tasks of that dataset, and a registry.json listing only them, into the
+    sidecar (never into main), so the nested harbor reaches them with no network.
     """
 
     task_source: str | None = None  # type: ignore[assignment]
@@ -171,13 +174,13 @@ class ModeBBuild(BuildCommon):
     def _mode_b_checks(self) -> ModeBBuild:
         source = self.harbor.task_source
         if self.inner_task is None and source is None:
-            raise ValueError("set inner_task (a local Harbor task or dataset dir) "
-                             "or harbor.task_source (a registry dataset org/name@version)")
+            raise ValueError("set inner_task (a local Harbor task or dataset dir) or harbor.task_source "
+                             "(a registry dataset name@version, or a Harbor Hub package org/name@version)")
         if self.inner_task is not None and source is not None:
             raise ValueError("set inner_task or harbor.task_source, not both")
         if source is not None and not is_registry_source(source):
-            raise ValueError(f"harbor.task_source {source!r} is not a registry dataset org/name@version; "
-                             "put a local source in inner_task")
+            raise ValueError(f"harbor.task_source {source!r} is not a registry dataset (name@version) or a "
+                             "Harbor Hub package (org/name@version); put a local source in inner_task")
         seen: dict[str, str] = {}
         for split, names in self.partition.items():
             if not names:

@@ -122,6 +122,8 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "reward_keys": [target.reward_key for target in config.targets],
         "limits": config.limits,
         "scratch_dirs": layout.SIDECAR_SCRATCH_DIRS,
+        # The free baseline evaluation exists on every split the optimizer may evaluate.
+        "free_baseline_splits": [entry.split for entry in config.splits if entry.access != "no_access"],
     }
     if isinstance(config, ModeABuild):
         context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,

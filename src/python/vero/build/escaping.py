@@ -10,7 +10,6 @@ import json
 import math
 import re
 import shlex
-import string
 import unicodedata
 from collections.abc import Sequence
 from typing import Union
@@ -117,37 +116,118 @@ def sh_words(values: Sequence[Scalar]) -> Escaped:
     return Escaped(" ".join(sh(v) for v in values))
 
 
-_MD_SPECIAL = frozenset(string.punctuation)
+# Line-start constructs (CommonMark and the GFM table extension): ATX headings, list items,
+# thematic breaks, setext underlines, ordered list markers.
+_ATX = re.compile(r"#{1,6}(?:[ \t]|$)")
+_BULLET = re.compile(r"[-+*](?:[ \t]|$)")
+_THEMATIC = re.compile(r"([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_SETEXT = re.compile(r"(?:=+|-+)[ \t]*$")
+_ORDERED = re.compile(r"[0-9]{1,9}[.)](?:[ \t]|$)")
+# `&` that a renderer could read as a character reference (`AT&T` and `a & b` are text).
+_ENTITY = re.compile(r"&(?:#|[A-Za-z][A-Za-z0-9]*;)")
 
 
-def _md_line(line: str) -> str:
-    lead = len(line) - len(line.lstrip())
-    trail = len(line.rstrip())
-    out = []
-    for index, ch in enumerate(line):
-        if ch in _MD_SPECIAL:
-            out.append("\\" + ch)
-        elif (ch.isspace() and (index < lead or index >= trail)) or ch == "\t" or (
-                unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")):
-            # Markdown would strip, collapse or misread these: a character reference keeps them.
-            out.append(f"&#{ord(ch)};")
-        else:
-            out.append(ch)
-    return "".join(out)
+def _runs(text: str) -> list[tuple[int, int]]:
+    """For each index, the (start, end) of the run of equal characters it belongs to (one pass)."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or text[i] != text[start]:
+            spans.extend([(start, i)] * (i - start))
+            start = i
+    return spans
+
+
+def _inline_escape(text: str, i: int, runs: list[tuple[int, int]], escaped_brackets: set[int]) -> bool:
+    """Whether `text[i]` could start or end inline markup where it stands (emphasis, code, links,
+    raw HTML, character references, table cells, hard breaks); neighbours outside `text` are
+    unknown (the template's), so they count as the worst case."""
+    ch = text[i]
+    nxt = text[i + 1] if i + 1 < len(text) else ""
+    if ch in "`|":
+        return True            # code spans pair across the line; a pipe splits a table cell
+    if ch == "\\":             # before punctuation (or a character reference we write) it escapes
+        return not nxt.isalnum()
+    if ch in "[]":
+        return i in escaped_brackets
+    if ch == "<":
+        return nxt == "" or nxt.isalpha() or nxt in "/!?"
+    if ch == "&":
+        return bool(_ENTITY.match(text, i))
+    start, end = runs[i]
+    before = text[start - 1] if start > 0 else ""
+    after = text[end] if end < len(text) else ""
+    if ch == "*":              # emphasis only where a run touches non-space text
+        return not (before.isspace() and after.isspace())
+    if ch == "_":              # `_` never opens or closes between two letters or digits
+        return not (before.isalnum() and after.isalnum())
+    if ch == "~":              # `~~` strikes through (GFM) and `~~~` opens a fence
+        return end - start > 1
+    if ch == "#":              # a closing sequence: a run after a space at the end of a heading line
+        return after in ("", "\n") and (before == "" or before.isspace())
+    return False
+
+
+def _brackets_to_escape(text: str) -> set[int]:
+    """Indices of `[` / `]` that could make a link, an image or a reference definition: a `]`
+    followed by `(`, `[` or `:` or ending the value, and a `[` with no kept `]` after it."""
+    escaped = {i for i, ch in enumerate(text)
+               if ch == "]" and (i + 1 == len(text) or text[i + 1] in "([:")}
+    closers = [i for i, ch in enumerate(text) if ch == "]" and i not in escaped]
+    last_closer = closers[-1] if closers else -1
+    escaped |= {i for i, ch in enumerate(text) if ch == "[" and i > last_closer}
+    return escaped
+
+
+def _line_start_escape(line: str) -> int | None:
+    """Index (in `line`) of the character to escape so the line cannot open a block: a heading,
+    a quote, a list item, a thematic break, a setext underline or an ordered list marker."""
+    if not line:
+        return None
+    if line[0] == ">" or _ATX.match(line) or _BULLET.match(line) or _THEMATIC.match(line) \
+            or _SETEXT.match(line):
+        return 0
+    ordered = _ORDERED.match(line)
+    if ordered:
+        return ordered.end() - (2 if ordered.group().endswith((" ", "\t")) else 1)
+    return None
 
 
 def md(value: Scalar) -> Escaped:
-    """Markdown inline text that shows the value literally: every ASCII punctuation character is
-    backslash-escaped (CommonMark allows it for all of them), whitespace Markdown would strip and
-    control characters become character references, and a line break becomes a hard break
-    (a character reference at the very end, where a hard break would be dropped)."""
+    """Markdown text that reads as written, both raw and rendered.
+
+    The optimizer reads instruction.md as raw text, so only what could change the document's
+    structure is neutralised: a backslash goes before a character only where it would start or
+    end markup there (headings, quotes, lists, breaks and ordered markers at a line start; code
+    spans, table pipes, emphasis, links and images, raw HTML and autolinks, character references,
+    strikethrough and fences, a heading's closing `#`s, a trailing backslash). Ordinary text
+    (`vero/foo`, `answers arithmetic;`, `non_viewable`, `a - b`) is left as it is. Whitespace
+    Markdown would strip or turn into a hard break, tabs and control characters become character
+    references; a line break becomes a hard break (a character reference at the very end)."""
     _scalar_check(value)
-    lines = [_md_line(line) for line in str(value).split("\n")]
-    body = lines[0]
-    for index, line in enumerate(lines[1:], start=1):
-        rest_empty = not any(lines[index:])
-        body += ("&#10;" if rest_empty else "\\\n") + line
-    return Escaped(body)
+    text = str(value)
+    brackets = _brackets_to_escape(text)
+    runs = _runs(text)
+    out: list[str] = []
+    offset = 0
+    for index, line in enumerate(text.split("\n")):
+        if index:
+            rest_empty = not text[offset:].strip("\n")
+            out.append("&#10;" if rest_empty else "\\\n")
+        lead = len(line) - len(line.lstrip())
+        trail = len(line.rstrip())
+        block = _line_start_escape(line) if lead == 0 else None
+        for i, ch in enumerate(line):
+            if (ch.isspace() and (i < lead or i >= trail)) or ch == "\t" or (
+                    unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")):
+                # Markdown would strip, collapse or misread these: a character reference keeps them.
+                out.append(f"&#{ord(ch)};")
+            elif i == block or _inline_escape(text, offset + i, runs, brackets):
+                out.append("\\" + ch)
+            else:
+                out.append(ch)
+        offset += len(line) + 1
+    return Escaped("".join(out))
 
 
 def md_code(value: Scalar) -> Escaped:

@@ -16,6 +16,7 @@ from vero.build.dataset import DatasetInfo, inspect_dataset
 from vero.build.loader import LoadedConfig
 from vero.core.datasets import make_partition
 from vero.errors import VeroError
+from vero.modeb.registry import RegistryDataset, RegistryTask
 from vero.modeb.tasks import TaskSource
 
 SCORER_FIX = "point scorer at a Python file or a package directory defining score(output, row)"
@@ -31,11 +32,27 @@ class ModeAInputs:
 
 
 @dataclass(frozen=True)
+class RegistryInputs:
+    """A registry dataset from a local registry.json: the partition's tasks, to bake for the sidecar."""
+
+    registry: Path
+    dataset: RegistryDataset
+    tasks: list[RegistryTask]   # one per partition task, sorted by directory name
+
+    def origins(self) -> list[Path]:
+        """Where the baked tasks are read from: task dirs and file:// repositories."""
+        return [path for task in self.tasks for path in (task.local_dir or task.git_repo,) if path is not None]
+
+
+@dataclass(frozen=True)
 class ModeBInputs:
-    """The local inner task source (None for a registry source) and the task dirs the partition names."""
+    """The local inner task source (None for a registry source) and the task dirs the partition
+    names, or the local registry's tasks (None when the registry is only reachable at run time)."""
 
     source: Path | None
     task_dirs: list[Path]
+    registry: RegistryInputs | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,20 +147,58 @@ def resolve_inputs(loaded: LoadedConfig, runtime_pex: Path, out: Path, env: Mapp
         dirs += [dataset] + ([scorer] if scorer.is_dir() else [])
     elif isinstance(config, ModeBBuild):
         make_partition(config.partition, where=f"{where}: partition")  # the sidecar's own rules
-        source = None
-        task_dirs: list[Path] = []
+        names = [name for split in sorted(config.partition) for name in config.partition[split]]
         if config.inner_task is not None:
             source = _existing(loaded, "inner_task", config.inner_task, "dir")
             _outside(source, agent_repo, "inner_task", loaded)
             # The runner's own resolution: the same names must resolve the same way in the sidecar.
             tasks = TaskSource.open(str(source), source.parent)
-            names = [name for split in sorted(config.partition) for name in config.partition[split]]
+            task_dirs: list[Path] = []
             for ref in tasks.resolve(names, where=f"{where}: partition"):
                 task_dir = tasks.task_dir(ref)
                 assert task_dir is not None  # a local source resolves every name to a directory
                 task_dirs.append(task_dir)
             dirs.append(source)
-        mode_b = ModeBInputs(source=source, task_dirs=sorted(task_dirs))
+            mode_b = ModeBInputs(source=source, task_dirs=sorted(task_dirs))
+        else:
+            mode_b = _registry_inputs(loaded, config, names, agent_repo)
+            if mode_b.registry is not None:
+                dirs += mode_b.registry.origins()
     check_output_vs_inputs(out, dirs, where)
     return Inputs(loaded=loaded, agent_repo=agent_repo, runtime_pex=pex, solution=solution,
                   mode_a=mode_a, mode_b=mode_b)
+
+
+def _registry_inputs(loaded: LoadedConfig, config: ModeBBuild, names: list[str], agent_repo: Path) -> ModeBInputs:
+    """Check the partition against a registry source: resolved against a local registry (whose
+    tasks are then baked), else style-checked only (the sidecar will need the network)."""
+    where = str(loaded.path)
+    spec = config.harbor.task_source
+    assert spec is not None  # the config's own check: inner_task or task_source
+    registry_path = config.harbor.registry_path
+    if registry_path is not None:
+        _existing(loaded, "harbor.registry_path", registry_path, "file")
+    tasks = TaskSource.open(spec, loaded.path.parent, registry_path)
+    refs = tasks.resolve(names, where=f"{where}: partition")
+    if tasks.registry is None or tasks.dataset is None:
+        return ModeBInputs(source=None, task_dirs=[], warnings=(
+            f"harbor.task_source {spec} is fetched when the sidecar runs: its nested harbor needs network "
+            "access (set harbor.registry_path to a local registry.json to bake the tasks instead)",))
+    _outside(tasks.registry.path, agent_repo, "harbor.registry_path", loaded)
+    baked: list[RegistryTask] = []
+    for ref in refs:
+        task = tasks.registry_task(ref)
+        assert task is not None  # a local registry resolves every name to one of its tasks
+        origin = task.local_dir or task.git_repo
+        if origin is None:
+            raise VeroError(f"task {task.name!r} of {spec} is fetched from {task.git_url}, which the sidecar "
+                            "cannot reach (it has no network)", where=f"{where}: harbor.registry_path",
+                            fix="point the registry entry at a local path or a file:// git repository")
+        if task.local_dir is not None and not (task.local_dir / "task.toml").is_file():
+            raise VeroError(f"task {task.name!r} of {spec}: {task.local_dir} has no task.toml",
+                            where=str(tasks.registry.path), fix="fix the task's path in the registry")
+        _outside(origin, agent_repo, f"registry task {task.name!r}", loaded)
+        baked.append(task)
+    baked.sort(key=lambda task: task.dir_name)
+    return ModeBInputs(source=None, task_dirs=[],
+                       registry=RegistryInputs(registry=tasks.registry.path, dataset=tasks.dataset, tasks=baked))

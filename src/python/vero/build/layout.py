@@ -51,6 +51,10 @@ BASELINE_DIR = _SERVE.baseline_dir
 DATASET_ITEM = "dataset"
 SCORER_ITEM = "scorer"
 INNER_TASKS_ITEM = "inner_tasks"
+# Mode B with a local registry: registry.json (the dataset, its partition tasks only) and tasks/<dir>/.
+REGISTRY_ITEM = "registry"
+REGISTRY_JSON = "registry.json"
+REGISTRY_TASKS = "tasks"
 # Mode B: the nested harbor's jobs dir is a host dir mounted at the same path (harbor bind-mounts
 # trial dirs into the inner tasks' containers through the socket), one per outer trial: Compose
 # interpolates the project name harbor gives each trial. VERO_NESTED_DIR on the host moves the base.

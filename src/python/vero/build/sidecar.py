@@ -1,12 +1,15 @@
-"""The sidecar-only part of a task: the baked dataset and scorer (Mode A) or inner tasks (Mode B),
+"""The sidecar-only part of a task: the baked dataset and scorer (Mode A) or inner tasks (Mode B:
+a local source, or the partition's tasks of a local registry with a registry.json listing them),
 and serve.json, the ServeConfig that tells `vero harbor serve` where they are."""
 
 from __future__ import annotations
 
 from vero.build import layout
+from vero.build.agent_repo import extract_git_tree
 from vero.build.config import ModeABuild, ModeBBuild
-from vero.build.inputs import Inputs
+from vero.build.inputs import Inputs, RegistryInputs
 from vero.build.tree import TreeWriter
+from vero.fsutil import canonical_json
 from vero.modeb.config import HarborConfig
 from vero.serve.config import ModeAServe, ModeBServe, ServeConfig, ServePaths
 
@@ -46,6 +49,9 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
                 writer.copy_tree(f"{tasks_out}/{task_dir.name}", task_dir, where=f"{where}: inner_task")
             items = [layout.INNER_TASKS_ITEM]
             harbor["task_source"] = f"{layout.SIDECAR_DIR}/{layout.INNER_TASKS_ITEM}"
+        elif inputs.mode_b.registry is not None:
+            harbor["registry_path"] = write_registry(writer, inputs.mode_b.registry, where)
+            items = [layout.REGISTRY_ITEM]
         mode_b = ModeBServe(harbor=HarborConfig.model_validate(harbor), partition=config.partition)
     serve = ServeConfig(
         mode=config.mode,
@@ -72,3 +78,26 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         mode_b=mode_b,
     )
     return items, serve
+
+
+def write_registry(writer: TreeWriter, registry: RegistryInputs, where: str) -> str:
+    """Bake the partition's tasks of a local registry dataset and a registry.json that lists just
+    them (the same dataset name and version, the same task names and directory names) at their
+    in-container paths; return the registry.json path the sidecar's harbor gets."""
+    base = f"{layout.SIDECAR_OUT}/{layout.REGISTRY_ITEM}"
+    in_container = f"{layout.SIDECAR_DIR}/{layout.REGISTRY_ITEM}"
+    entries = []
+    for task in registry.tasks:
+        dest = f"{base}/{layout.REGISTRY_TASKS}/{task.dir_name}"
+        origin = f"{where}: harbor.registry_path: task {task.name!r}"
+        if task.local_dir is not None:
+            writer.copy_tree(dest, task.local_dir, where=origin)
+        else:
+            assert task.git_repo is not None  # inputs refuse tasks the sidecar could not reach
+            extract_git_tree(task.git_repo, task.treeish, writer, dest, origin)
+        entries.append({"name": task.name, "path": f"{in_container}/{layout.REGISTRY_TASKS}/{task.dir_name}"})
+    dataset = registry.dataset
+    listing = [{"name": dataset.name, "version": dataset.version, "description": dataset.description,
+                "tasks": entries}]
+    writer.write_text(f"{base}/{layout.REGISTRY_JSON}", canonical_json(listing))
+    return f"{in_container}/{layout.REGISTRY_JSON}"

@@ -22,7 +22,8 @@ class SplitAccess(StrictModel):
 
 
 class Budget(StrictModel):
-    """Evaluation budget of one split: runs and/or samples, spent atomically, never refunded."""
+    """Evaluation budget of one split: runs and/or samples, spent atomically, never refunded (except
+    the charge of an evaluation that could not run at all, see `vero.core.ledger`)."""
 
     split: str = Field(pattern=SPLIT_NAME_PATTERN)
     total_run_budget: int | None = Field(default=None, ge=0)

@@ -10,7 +10,10 @@ record done. Admin requests (finalize) skip the gate, the differencing check and
 
 An evaluation that ends abnormally is settled: failed or interrupted, or removed if it was
 never paid for. When even that write fails (a full disk) the record is settled again before
-the next evaluation, and at the next start in any case (`ExperimentDB.recover`).
+the next evaluation, and at the next start in any case (`ExperimentDB.recover`). One that could
+not run at all (`InfrastructureFailure`: nothing was scored, nothing disclosed) first has its
+charge released by the ledger, then is recorded `failed` and `released`; the caller gets a
+retryable error naming the experiment.
 
 Sample selection: `sample_ids` picks exactly those (unique, all in the split);
 `num_samples` = N picks the first N samples in split order (deterministic, so repeated
@@ -35,7 +38,13 @@ from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger, Remaining
 from vero.core.records import SampleResult
 from vero.core.rejections import BadInput, Forbidden, UnknownSplit
-from vero.core.strategy import EvaluationCancelled, EvaluationContext, EvaluationStrategy, ProgressCallback
+from vero.core.strategy import (
+    EvaluationCancelled,
+    EvaluationContext,
+    EvaluationStrategy,
+    InfrastructureFailure,
+    ProgressCallback,
+)
 from vero.core.tiers import TierPolicy
 from vero.errors import VeroError
 from vero.models import StrictModel
@@ -207,6 +216,17 @@ class Engine:
         except EvaluationCancelled as exc:
             self._settle(record, exc.what, "interrupted")
             raise
+        except InfrastructureFailure as exc:
+            released = self._release(record)
+            self._settle(record, f"could not run: {exc.what}" + (f"\n{exc.detail}" if exc.detail else ""), "failed")
+            if not (record.charged or record.free_baseline):
+                spent = "nothing was charged"
+            elif released:
+                spent = "no budget was spent (its charge was given back)"
+            else:
+                spent = "its charge could not be given back (see the sidecar log)"
+            raise InfrastructureFailure(f"evaluation {record.experiment_id} could not run: {exc.what}; {spent}",
+                                        where=exc.where, fix=exc.fix, detail=exc.detail) from exc
         except VeroError as exc:
             self._settle(record, exc.what + (f"\n{exc.detail}" if exc.detail else ""), "failed")
             raise
@@ -215,10 +235,23 @@ class Engine:
             raise VeroError(f"evaluation {record.experiment_id} failed inside the eval sidecar",
                             fix="see the sidecar log", detail=f"{type(exc).__name__}: {exc}") from exc
 
+    def _release(self, record: ExperimentRecord) -> bool:
+        """Give back the charge of an agent evaluation that could not run; False when the ledger
+        cannot be written (the run then stays paid: a release never happens without its write)."""
+        if not (record.charged or record.free_baseline):
+            return True
+        try:
+            self.ledger.release(record.split, record.dataset_id, record.experiment_id, len(record.sample_ids))
+        except (OSError, VeroError) as exc:
+            log.error("cannot release the charge of experiment %s: %s", record.experiment_id, exc)
+            return False
+        return True
+
     def _settle(self, record: ExperimentRecord, error: str, status: Literal["failed", "interrupted"]) -> None:
         """Write the end of an abnormal evaluation; if that fails too, retry before the next one."""
         try:
-            charge = self.ledger.charges().get(record.experiment_id) if record.status == "pending" else None
+            # The ledger knows what a pending record was paid, and whether a charge was released.
+            charge = self.ledger.charges().get(record.experiment_id)
             self.db.settle(record, error, status=status, charge=charge)
         except (OSError, VeroError) as exc:
             log.warning("cannot settle experiment %s yet (%s); retrying before the next evaluation",

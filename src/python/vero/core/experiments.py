@@ -10,6 +10,10 @@ the experiment id), then `running`. So a crash at any point leaves a consistent 
 pending record the ledger paid for becomes `interrupted` (charged) at start; one the ledger
 never paid for was never answered nor run, and is removed; a request the ledger refuses
 removes its pending record at once. No paid run is ever without a record.
+
+An evaluation that could not run at all (`InfrastructureFailure`) has its charge released by
+the ledger first, then its record becomes `failed` with `released` set (never ranked). A crash
+between the two is settled the same way at start, from the ledger's `released` entry.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class ExperimentRecord(StrictModel):
     full_split: bool
     charged: bool = Field(description="the run was paid from the budget")
     free_baseline: bool = False
+    released: bool = Field(default=False, description="its charge was given back: it could not run at "
+                                                      "all and disclosed nothing")
     status: ExperimentStatus = "running"
     created_at: float
     finished_at: float | None = None
@@ -110,18 +116,23 @@ class ExperimentDB:
                charge: ChargeKind | None) -> ExperimentRecord | None:
         """The final state of an evaluation that ended abnormally; None when nothing is left of it.
 
-        `charge` is what the ledger says it paid for this experiment. A `pending` record the
-        ledger never paid for is removed (the request leaves no trace); a paid one, and a
-        `running` one, is marked `status` with `error`. Finished records are left as they are.
+        `charge` is what the ledger says about this experiment. A `pending` record the ledger
+        never paid for is removed (the request leaves no trace); one whose charge the ledger
+        released (it could not run at all) becomes `failed`, uncharged and `released`, whatever
+        `status` says; any other paid one, and a `running` one, is marked `status` with `error`.
+        Finished records are left as they are.
         """
+        if record.status not in ("pending", "running"):
+            return record
+        if charge == "released":
+            released = record.model_copy(update={"charged": False, "free_baseline": False, "released": True})
+            return self.fail(released, error, status="failed")
         if record.status == "pending":
             if charge is None:
                 self._remove(record.experiment_id)
                 return None
             record = record.model_copy(update={"charged": charge == "run",
                                                "free_baseline": charge == "free_baseline"})
-        elif record.status != "running":
-            return record
         return self.fail(record, error, status=status)
 
     def _remove(self, experiment_id: str) -> None:
@@ -220,11 +231,12 @@ class ExperimentDB:
         return aggregate(results)
 
     def recover(self, charges: Mapping[str, ChargeKind] | None = None) -> list[str]:
-        """Settle what a killed process left (call at start); return the ids marked `interrupted`.
+        """Settle what a killed process left (call at start); return the ids it settled.
 
         `charges` are the experiments the ledger paid for (`Ledger.charges()`). A `running`
         record becomes `interrupted`; so does a `pending` one the ledger paid for (with the
-        charge it got); a `pending` one the ledger never paid for is removed.
+        charge it got); a `pending` one the ledger never paid for is removed; one whose charge
+        the ledger released (the stop came between the release and the record) becomes `failed`.
         """
         charges = charges or {}
         with self._lock:
@@ -233,10 +245,13 @@ class ExperimentDB:
             for record in self.all():
                 if record.status not in ("pending", "running"):
                     continue
+                charge = charges.get(record.experiment_id)
                 when = "before this evaluation started" if record.status == "pending" else \
                     "during this evaluation"
-                if self.settle(record, f"the sidecar stopped {when}", status="interrupted",
-                               charge=charges.get(record.experiment_id)) is None:
+                error = f"the sidecar stopped {when}"
+                if charge == "released":
+                    error = "it could not run: its run produced nothing (the budget was given back)"
+                if self.settle(record, error, status="interrupted", charge=charge) is None:
                     log.warning("removed experiment %s: the sidecar stopped before it was paid for",
                                 record.experiment_id)
                 else:

@@ -3,14 +3,20 @@
 Every operation re-reads the ledger file under an exclusive lock (a thread lock plus
 `fcntl.flock` on a sibling lock file, so threads and processes exclude each other), decides,
 and writes the new state atomically (temp + fsync + rename) before releasing the lock. A
-rejected request writes nothing; spent units are never refunded; a missing file is an empty
-ledger, a corrupt one is a loud error (never a silent refill).
+rejected request writes nothing; spent units are never refunded (one exception, below); a
+missing file is an empty ledger, a corrupt one is a loud error (never a silent refill).
 
 A split without a configured `Budget` cannot be spent on (fail closed).
 
 Each spend names the experiment it pays for, in the same atomic write, so a crash between the
 spend and the experiment's next record write can be reconciled at start: the ledger says which
 experiments were paid for (see `ExperimentDB.recover`).
+
+The one exception to "never refunded": `release` gives back the charge of an evaluation that
+could not run at all (its nested harbor run produced no trial, so nothing was scored or shown).
+It moves the experiment from `charged_experiments` (or `free_baseline_experiment`) to
+`released_experiments` in one atomic write; an id is released at most once and a released id
+can never be charged again, so no crash or repeated call refills anything else.
 """
 
 from __future__ import annotations
@@ -43,9 +49,12 @@ class LedgerEntry(StrictModel):
     charged_experiments: list[str] = Field(default_factory=list,
                                            description="experiments paid from this entry, oldest first")
     free_baseline_experiment: str | None = None
+    released_experiments: list[str] = Field(default_factory=list,
+                                            description="experiments whose charge was given back "
+                                                        "(their run produced nothing), oldest first")
 
 
-ChargeKind: TypeAlias = Literal["run", "free_baseline"]
+ChargeKind: TypeAlias = Literal["run", "free_baseline", "released"]
 
 
 class LedgerState(StrictModel):
@@ -144,7 +153,7 @@ class Ledger:
             return self._remaining(self._read().entry(split, dataset_id))
 
     def charges(self) -> dict[str, ChargeKind]:
-        """Every experiment the ledger has paid for (or given the free baseline evaluation)."""
+        """Every experiment the ledger has paid for, given the free baseline evaluation, or released."""
         with self._locked():
             state = self._read()
         found: dict[str, ChargeKind] = {}
@@ -152,7 +161,32 @@ class Ledger:
             found.update(dict.fromkeys(entry.charged_experiments, "run"))
             if entry.free_baseline_experiment is not None:
                 found[entry.free_baseline_experiment] = "free_baseline"
+            found.update(dict.fromkeys(entry.released_experiments, "released"))
         return found
+
+    def release(self, split: str, dataset_id: str, experiment_id: str, n_samples: int) -> Remaining:
+        """Give back what `experiment_id` was charged (one run and `n_samples`, or the free baseline
+        evaluation) because its run produced nothing. Idempotent; an experiment this entry never
+        charged is a ValueError (nothing is ever released that was not spent)."""
+        with self._locked():
+            state = self._read()
+            entry = state.entry(split, dataset_id)
+            if experiment_id in entry.released_experiments:
+                return self._remaining(entry)
+            if experiment_id in entry.charged_experiments:
+                entry.charged_experiments.remove(experiment_id)
+                entry.runs_used -= 1
+                entry.samples_used -= n_samples
+                if entry.runs_used < 0 or entry.samples_used < 0:
+                    raise ValueError(f"releasing {experiment_id} would make the ledger of {split!r} negative")
+            elif experiment_id == entry.free_baseline_experiment:
+                entry.free_baseline_used = False
+                entry.free_baseline_experiment = None
+            else:
+                raise ValueError(f"experiment {experiment_id} was never charged on split {split!r}")
+            entry.released_experiments.append(experiment_id)
+            self._write(state)
+            return self._remaining(entry)
 
     def reserve(self, split: str, dataset_id: str, n_samples: int,
                 experiment_id: str | None = None) -> Remaining:
@@ -182,6 +216,8 @@ class Ledger:
                                      "left "
                                      f"in the sample budget of split {split!r}",
                                      fix=f"request at most {before.samples_remaining} samples")
+            if experiment_id is not None and experiment_id in entry.released_experiments:
+                raise ValueError(f"experiment {experiment_id} was released; it is never charged again")
             entry.runs_used += 1
             entry.samples_used += n_samples
             if experiment_id is not None:

@@ -35,6 +35,10 @@ class SampleResult(StrictModel):
     duration_s: float = Field(ge=0.0)
     task_name: str | None = None
     attempts: AttemptCounts | None = None
+    attempt_scores: list[float] | None = Field(default=None, description="Mode B: the score of every "
+                                               "scored attempt, in trial order")
+    warning: str | None = Field(default=None, description="a caveat on a scored sample (e.g. a mean over "
+                                                          "fewer attempts than configured)")
 
     @property
     def ok(self) -> bool:

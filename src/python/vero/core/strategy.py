@@ -20,6 +20,20 @@ class EvaluationCancelled(VeroError):
     """The sidecar is shutting down: the evaluation stopped early; finished samples are kept."""
 
 
+class InfrastructureFailure(VeroError):
+    """The evaluation produced nothing to score for a reason outside the candidate (e.g. a nested
+    `harbor run` that wrote no trial at all: Docker unreachable, harbor crashing at start).
+
+    Nothing was scored, so nothing can be disclosed: the engine records the evaluation as
+    failed, gives its budget back and the caller may retry. `what` is a fixed message that
+    may reach the optimizer; `detail` (e.g. harbor's stderr tail) is for the admin log only.
+    """
+
+    def __init__(self, what: str, *, detail: str = "", where: str | None = None,
+                 fix: str | None = "retry the evaluation: nothing was scored or charged") -> None:
+        super().__init__(what, where=where, fix=fix, exit_code=3, detail=detail)
+
+
 @dataclass(frozen=True)
 class Progress:
     """Progress of one evaluation: samples finished so far and how many of them passed."""

@@ -5,19 +5,25 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vero.core.benchmark import SPLIT_NAME_PATTERN
 from vero.models import StrictModel
 
-REGISTRY_SOURCE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*@[\w.+-]+$")
+# A registry source: `name@version` (a dataset of a Harbor registry: the default remote one, or a
+# local registry.json given as `registry_path`) or `org/name@version` (a Harbor Hub package).
+REGISTRY_SOURCE = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*@[\w.+-]+$")
 _SPLIT_NAME = re.compile(SPLIT_NAME_PATTERN)
 
 
 class HarborConfig(StrictModel):
     """Flags of the nested `harbor run`, validated at build time (SPEC §6)."""
 
-    task_source: str = Field(min_length=1, description="local task/dataset dir, or registry org/name@version")
+    task_source: str = Field(min_length=1, description="local task/dataset dir, registry dataset name@version, "
+                                                         "or Harbor Hub package org/name@version")
+    registry_path: str | None = Field(default=None, min_length=1,
+                                      description="a local registry.json holding the name@version dataset "
+                                                  "(harbor run --registry-path)")
     agent: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$",
                        description="module:Class import path of the candidate's Harbor agent")
     model: str | None = None
@@ -38,10 +44,33 @@ class HarborConfig(StrictModel):
         """True when `task_source` names a registry dataset rather than a local directory."""
         return is_registry_source(self.task_source)
 
+    @model_validator(mode="after")
+    def _registry_path_needs_a_registry_dataset(self) -> HarborConfig:
+        check_registry_path(self.task_source, self.registry_path)
+        return self
+
 
 def is_registry_source(task_source: str) -> bool:
-    """True when a task source names a registry dataset (`org/name@version`), not a local path."""
+    """True when a task source names a registry dataset (`name@version` or `org/name@version`),
+    not a local path (a local dir whose name looks like one is written `./name@version`)."""
     return bool(REGISTRY_SOURCE.fullmatch(task_source)) and not task_source.startswith((".", "/"))
+
+
+def is_hub_package(task_source: str) -> bool:
+    """True for `org/name@version`: Harbor 0.24 fetches such a dataset from the Harbor Hub."""
+    return is_registry_source(task_source) and "/" in task_source
+
+
+def check_registry_path(task_source: str | None, registry_path: str | None) -> None:
+    """A local registry serves only a `name@version` dataset (ValueError otherwise)."""
+    if registry_path is None:
+        return
+    if task_source is None or not is_registry_source(task_source):
+        raise ValueError("registry_path needs task_source to name a dataset of that registry (name@version)")
+    if is_hub_package(task_source):
+        raise ValueError(f"task_source {task_source!r} is a Harbor Hub package (org/name@version), which "
+                         "Harbor 0.24 never reads from a local registry; name the registry's dataset "
+                         f"as name@version (e.g. {task_source.split('/', 1)[1]!r})")
 
 
 class CollationSettings(StrictModel):
@@ -49,11 +78,14 @@ class CollationSettings(StrictModel):
 
     reward_key: str | None = None
     aggregate_attempts: Literal["best", "mean"] = "best"
+    n_attempts: int = Field(default=1, ge=1, description="attempts each task should have (a mean over "
+                                                         "fewer scored ones is flagged)")
 
     @classmethod
     def of(cls, config: HarborConfig) -> CollationSettings:
         """The collation settings of a full HarborConfig."""
-        return cls(reward_key=config.reward_key, aggregate_attempts=config.aggregate_attempts)
+        return cls(reward_key=config.reward_key, aggregate_attempts=config.aggregate_attempts,
+                   n_attempts=config.n_attempts)
 
 
 def check_partition(partition: dict[str, list[str]]) -> dict[str, list[str]]:

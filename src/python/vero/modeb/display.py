@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,8 +32,11 @@ def progress_bar(console: Console, label: str) -> Iterator[ProgressCallback]:
 
 def _status(result: SampleResult) -> str:
     if result.error:
-        return f"[red]error[/red] {result.error}"
-    return "[green]pass[/green]" if (result.score or 0.0) >= 1.0 else "scored"
+        # The runner's user ran harbor themselves: they see harbor's words too.
+        detail = f"\n{escape(result.error_detail)}" if result.error_detail else ""
+        return f"[red]error[/red] {escape(result.error)}{detail}"
+    status = "[green]pass[/green]" if (result.score or 0.0) >= 1.0 else "scored"
+    return f"{status} [yellow]warning[/yellow] {escape(result.warning)}" if result.warning else status
 
 
 def results_table(results: Sequence[SampleResult], title: str) -> Table:
@@ -67,10 +71,13 @@ def aggregate_table(agg: Aggregate) -> Table:
 
 
 def json_lines(results: Sequence[SampleResult], agg: Aggregate) -> str:
-    """One JSON object per sample (task, score, metrics, error, attempts), then `{"aggregate": ...}`."""
+    """One JSON object per sample (task, score, metrics, error and its detail, warning, attempts
+    and the score of each scored attempt), then `{"aggregate": ...}`."""
     lines = [json.dumps({"task": r.sample_id, "task_name": r.task_name, "score": r.score,
-                         "metrics": r.metrics, "error": r.error,
-                         "attempts": r.attempts.model_dump() if r.attempts is not None else None},
+                         "metrics": r.metrics, "error": r.error, "error_detail": r.error_detail,
+                         "warning": r.warning,
+                         "attempts": r.attempts.model_dump() if r.attempts is not None else None,
+                         "attempt_scores": r.attempt_scores},
                         sort_keys=True)
              for r in results]
     lines.append(json.dumps({"aggregate": agg.model_dump()}, sort_keys=True))

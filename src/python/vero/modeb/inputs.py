@@ -109,6 +109,12 @@ class BenchmarkInput:
                             fix="set harbor.task_source (or inner_task in build.yaml), or pass --task-source")
         return value
 
+    @property
+    def registry_path(self) -> str | None:
+        """The local registry.json of a registry source, as configured (relative to `base_dir`)."""
+        value = self.overrides.get("registry_path", self.harbor.get("registry_path"))
+        return value if isinstance(value, str) and value else None
+
     def split(self, split: str) -> list[str]:
         """The task names of one split, as written."""
         if split not in self.partition:

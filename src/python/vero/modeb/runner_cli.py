@@ -3,6 +3,8 @@
 `run` checks the commit out into a temporary worktree, runs the nested `harbor run` with a live
 progress bar, prints a per-task table and the aggregate, and persists every sample result
 under `--results-dir` so a re-run resumes. `collate` re-collates an existing jobs directory.
+Exit codes: 0 scored, 2 bad input, 3 harbor ran no trial at all (nothing saved; retry), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.console import Console
 
 from vero.core.records import SampleResult, aggregate
 from vero.core.sample_store import SampleStore
-from vero.core.strategy import EvaluationContext
+from vero.core.strategy import EvaluationContext, InfrastructureFailure
 from vero.errors import VeroError
 from vero.fsutil import remove_unfinished_writes
 from vero.modeb import display, harbor_cli
@@ -48,6 +50,12 @@ class RunnerGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except InfrastructureFailure as exc:
+            # The runner is the developer's own tool: harbor's stderr is theirs to read.
+            click.echo(exc.render(), err=True)
+            if exc.detail:
+                click.echo(f"harbor's stderr ends with:\n{exc.detail}", err=True)
+            sys.exit(exc.exit_code)
         except VeroError as exc:
             click.echo(exc.render(), err=True)
             sys.exit(exc.exit_code)
@@ -67,7 +75,10 @@ def _source_options(require_agent: bool) -> Callable[[Callable[..., Any]], Calla
             click.option("--partition", "partition_file", type=click.Path(path_type=Path),
                          help="a YAML/JSON {split: [task names]}; needs --task-source"
                               + (" and --agent" if require_agent else "")),
-            click.option("--task-source", help="local Harbor task/dataset dir (or org/name@version)"),
+            click.option("--task-source", help="local Harbor task/dataset dir, registry dataset name@version "
+                                               "or Harbor Hub package org/name@version"),
+            click.option("--registry-path", type=click.Path(path_type=Path),
+                         help="a local Harbor registry.json holding the name@version dataset"),
             click.option("--reward-key", help="reward key to score by (else pass, reward, mean of all)"),
             click.option("--aggregate-attempts", type=click.Choice(["best", "mean"]),
                          help="best trial per task, or mean over scored attempts"),
@@ -82,7 +93,7 @@ def _source_options(require_agent: bool) -> Callable[[Callable[..., Any]], Calla
 
 
 def _load(build_config: Path | None, harbor_config: Path | None, partition_file: Path | None,
-          task_source: str | None, agent: str | None) -> BenchmarkInput:
+          task_source: str | None, agent: str | None, registry_path: Path | None) -> BenchmarkInput:
     chosen = [name for name, value in (("--build-config", build_config), ("--harbor-config", harbor_config),
                                        ("--partition", partition_file)) if value is not None]
     if len(chosen) != 1:
@@ -97,7 +108,8 @@ def _load(build_config: Path | None, harbor_config: Path | None, partition_file:
     else:
         assert partition_file is not None
         loaded = from_flags(partition_file, task_source, agent)
-    return loaded.with_overrides({"task_source": task_source, "agent": agent})
+    registry = str(registry_path.resolve()) if registry_path is not None else None
+    return loaded.with_overrides({"task_source": task_source, "agent": agent, "registry_path": registry})
 
 
 def _console(stderr: bool = False) -> Console:
@@ -171,13 +183,13 @@ def cli() -> None:
 @click.option("--results-dir", type=click.Path(path_type=Path),
               help="where sample results and Harbor jobs go [default: .vero/runs/<split>-<commit12>]")
 def run(build_config: Path | None, harbor_config: Path | None, partition_file: Path | None,
-        task_source: str | None, reward_key: str | None, aggregate_attempts: str | None, split: str,
-        as_json: bool, agent: str | None, model: str | None, environment: str | None,
-        n_concurrent: int | None, n_attempts: int | None, max_retries: int | None, timeout: float | None,
-        harbor_command: str | None, extra_args: tuple[str, ...], repo: Path, commit: str, agent_path: str,
-        sample_ids: tuple[str, ...], results_dir: Path | None) -> None:
+        task_source: str | None, registry_path: Path | None, reward_key: str | None,
+        aggregate_attempts: str | None, split: str, as_json: bool, agent: str | None, model: str | None,
+        environment: str | None, n_concurrent: int | None, n_attempts: int | None, max_retries: int | None,
+        timeout: float | None, harbor_command: str | None, extra_args: tuple[str, ...], repo: Path, commit: str,
+        agent_path: str, sample_ids: tuple[str, ...], results_dir: Path | None) -> None:
     """Score COMMIT of REPO on one split; re-running the same command resumes."""
-    loaded = _load(build_config, harbor_config, partition_file, task_source, agent).with_overrides({
+    loaded = _load(build_config, harbor_config, partition_file, task_source, agent, registry_path).with_overrides({
         "reward_key": reward_key, "aggregate_attempts": aggregate_attempts, "model": model,
         "environment": environment, "n_concurrent": n_concurrent, "n_attempts": n_attempts,
         "max_retries": max_retries, "timeout": timeout,
@@ -233,13 +245,13 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
               help="a Harbor jobs dir (-o) or a single job dir")
 @click.option("--commit", default="-", help="commit label recorded in the results")
 def collate_command(build_config: Path | None, harbor_config: Path | None, partition_file: Path | None,
-                    task_source: str | None, reward_key: str | None, aggregate_attempts: str | None,
-                    split: str, as_json: bool, jobs_dir: Path, commit: str) -> None:
+                    task_source: str | None, registry_path: Path | None, reward_key: str | None,
+                    aggregate_attempts: str | None, split: str, as_json: bool, jobs_dir: Path, commit: str) -> None:
     """Re-collate an existing jobs directory against a partition and split (runs nothing)."""
-    loaded = _load(build_config, harbor_config, partition_file, task_source, None).with_overrides(
+    loaded = _load(build_config, harbor_config, partition_file, task_source, None, registry_path).with_overrides(
         {"reward_key": reward_key, "aggregate_attempts": aggregate_attempts})
     settings = loaded.collation()
-    source = TaskSource.open(loaded.task_source, loaded.base_dir)
+    source = TaskSource.open(loaded.task_source, loaded.base_dir, loaded.registry_path)
     refs = source.resolve(loaded.split(split), where=f"partition.{split}")
     if not job_dirs(jobs_dir):
         raise VeroError("no Harbor job directory found", where=str(jobs_dir),

@@ -2,7 +2,9 @@
 
 Per evaluation (SPEC §6): skip samples already finished cleanly in the store (an error sample
 is re-run), stop harbor runs a dead owner left behind and adopt the tasks they finished, run
-ONE `harbor run` for the rest, collate its trials and persist every result.
+ONE `harbor run` for the rest, collate its trials and persist every result. A run that wrote no
+trial at all (Docker unreachable, harbor failing at start, a timeout before the first trial)
+scored nothing: it raises `InfrastructureFailure` and persists nothing.
 
 With an `Isolation`, harbor runs `vero.modeb.isolated_agent:IsolatedAgent` and the candidate's
 agent runs in its own unprivileged process (see `vero.modeb.isolation`); without one (the runner,
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 from vero.core.confine import Confinement
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
-from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
+from vero.core.strategy import EvaluationCancelled, EvaluationContext, InfrastructureFailure, Progress
 from vero.errors import VeroError
 from vero.modeb import harbor_cli, nested, runs
 from vero.modeb.collate import PASS_SCORE, RunNote, best_trial, collate, match_trials, reward_of
@@ -120,7 +122,7 @@ class ModeBStrategy:
                                                                   *config.harbor_command[1:]]})
         self.config = config
         self.settings = CollationSettings.of(config)
-        self.source = TaskSource.open(config.task_source, base_dir)
+        self.source = TaskSource.open(config.task_source, base_dir, config.registry_path)
         # Resolve every name up front: a typo fails before anything runs.
         self._refs: dict[str, dict[str, TaskRef]] = {}
         for split, names in partition.items():
@@ -289,12 +291,19 @@ class ModeBStrategy:
                             on_start=started, poll=poll, poll_interval=self.poll_interval,
                             should_stop=self._stopping.is_set)
         runs.save(jobs_dir, record.ended(outcome))
+        state = "timed out" if outcome.timed_out else f"exited with {outcome.exit_code}"
         if self.clean_jobs_on_close and outcome.failed:
             # The run record goes with the nested jobs dir when the sidecar stops: the log keeps it.
-            state = "timed out" if outcome.timed_out else f"exited with {outcome.exit_code}"
             log.warning("harbor job %s %s; its stderr ends with:\n%s", job_name, state, outcome.stderr_end())
         job_dir = jobs_dir / job_name
         trials = read_job(job_dir)[0] if job_dir.is_dir() else []
+        if not trials and not outcome.interrupted:
+            # Nothing ran, so nothing about the candidate is known: not a score of 0 for every task.
+            raise InfrastructureFailure(
+                f"the nested harbor run produced no trial (harbor {state}); nothing was scored",
+                detail=outcome.stderr_end(), where=f"harbor job {job_name}",
+                fix="retry; if it keeps failing, check that harbor and its environment (the Docker "
+                    "engine for -e docker) work")
         note = RunNote(job=job_name, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
                        stderr_tail=outcome.stderr_tail)
         results = collate(pending, trials, self.settings, split=context.split, commit=context.commit,

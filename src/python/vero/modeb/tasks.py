@@ -3,6 +3,8 @@
 A partition may name a task by its `[task].name` (`org/name`) or by its directory name.
 Harbor's `-i` filters match directory names while trial results record `task_name`, so a
 local source resolves every name to its directory up front and trials are matched back by both.
+A registry source is resolved the same way against a local registry (`registry_path`); without
+one its names can only be style-checked (see `vero.modeb.registry`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 import tomllib
 
 from vero.errors import VeroError
-from vero.modeb.config import is_registry_source
+from vero.modeb.config import check_registry_path, is_hub_package, is_registry_source
+from vero.modeb.registry import LocalRegistry, RegistryDataset, RegistryTask, check_names, resolve_names
 
 _REQUIRED = ("task.toml", "instruction.md", "environment", "tests/test.sh")
 
@@ -68,18 +71,32 @@ def _missing_parts(task_dir: Path) -> list[str]:
 
 
 class TaskSource:
-    """The inner tasks of a Mode B benchmark: a local task or dataset dir, or a registry dataset."""
+    """The inner tasks of a Mode B benchmark: a local task or dataset dir, or a registry dataset
+    (listed when a local registry.json holds it)."""
 
-    def __init__(self, spec: str, *, local_root: Path | None, tasks: dict[str, str]) -> None:
+    def __init__(self, spec: str, *, local_root: Path | None, tasks: dict[str, str],
+                 registry: LocalRegistry | None = None, dataset: RegistryDataset | None = None) -> None:
         self.spec = spec
         self.local_root = local_root
         self._tasks = tasks          # dir name -> task name (local sources only)
+        self.registry = registry
+        self.dataset = dataset
+        self._registry_tasks: dict[str, RegistryTask] = {}   # dir name -> task, once resolved
 
     @classmethod
-    def open(cls, task_source: str, base_dir: Path) -> TaskSource:
-        """Open a task source; a relative local path is resolved against `base_dir`."""
+    def open(cls, task_source: str, base_dir: Path, registry_path: str | None = None) -> TaskSource:
+        """Open a task source; relative local paths (source, registry) are resolved against `base_dir`."""
+        try:
+            check_registry_path(task_source, registry_path)
+        except ValueError as exc:
+            raise VeroError(str(exc), where="harbor.registry_path",
+                            fix="drop registry_path, or set task_source to a name@version dataset of it") from None
         if is_registry_source(task_source):
-            return cls(task_source, local_root=None, tasks={})
+            if registry_path is None:
+                return cls(task_source, local_root=None, tasks={})
+            registry = LocalRegistry.load((Path(base_dir) / registry_path).resolve())
+            return cls(task_source, local_root=None, tasks={}, registry=registry,
+                       dataset=registry.dataset(task_source))
         root = (Path(base_dir) / task_source).resolve()
         if not root.is_dir():
             raise VeroError(f"task source {task_source!r} is not a directory", where=str(root),
@@ -105,11 +122,14 @@ class TaskSource:
             return None
         return self.local_root if self.is_single_task else self.local_root / ref.dir_name
 
+    def registry_task(self, ref: TaskRef) -> RegistryTask | None:
+        """The local registry's entry of a resolved registry task."""
+        return self._registry_tasks.get(ref.dir_name) if ref.dir_name is not None else None
+
     def resolve(self, names: Sequence[str], *, where: str = "partition") -> list[TaskRef]:
         """Map partition names to tasks; unknown or ambiguous names are one VeroError listing them all."""
         if self.local_root is None:
-            # A registry dataset cannot be listed offline: names are passed through as written.
-            return [TaskRef(sample_id=name, dir_name=None, task_name=name) for name in names]
+            return self._resolve_registry(names, where)
         by_task_name: dict[str, list[str]] = {}
         for dir_name, task_name in self._tasks.items():
             by_task_name.setdefault(task_name, []).append(dir_name)
@@ -146,10 +166,36 @@ class TaskSource:
                             fix=f"use directory names or [task].name values of the tasks in {self.spec}")
         return refs
 
+    def _resolve_registry(self, names: Sequence[str], where: str) -> list[TaskRef]:
+        if self.registry is not None and self.dataset is not None:
+            resolved, problems = resolve_names(self.dataset, names)
+            if problems:
+                raise VeroError(f"unknown or ambiguous task names (registry {self.registry.path}): "
+                                + "; ".join(problems), where=where,
+                                fix=f"use directory names, registry names or [task].name values of the tasks "
+                                    f"of {self.spec}")
+            for item in resolved:
+                self._registry_tasks[item.task.dir_name] = item.task
+            return [TaskRef(sample_id=item.sample_id, dir_name=item.task.dir_name, task_name=item.task_name)
+                    for item in resolved]
+        problems = check_names(self.spec, names)
+        if problems:
+            raise VeroError("registry task names that Harbor cannot select: " + "; ".join(problems), where=where,
+                            fix="fix the partition's task names")
+        if is_hub_package(self.spec):
+            # Hub tasks are selected and recorded by their org/name: the name is all there is.
+            return [TaskRef(sample_id=name, dir_name=None, task_name=name) for name in names]
+        # A registry dataset is selected by directory name: the name IS the directory.
+        return [TaskRef(sample_id=name, dir_name=name, task_name=name) for name in names]
+
     def harbor_args(self, refs: Sequence[TaskRef]) -> list[str]:
-        """`-p`/`-d` plus one exact include filter per task (none for a single local task)."""
+        """`-p`/`-d` (plus `--registry-path`) and one exact include filter per task (none for a single
+        local task)."""
         if self.local_root is None:
-            return ["-d", self.spec, *[arg for ref in refs for arg in ("-i", fnmatch_literal(ref.sample_id))]]
+            source = ["-d", self.spec]
+            if self.registry is not None:
+                source += ["--registry-path", str(self.registry.path)]
+            return [*source, *[arg for ref in refs for arg in ("-i", fnmatch_literal(ref.dir_name or ref.sample_id))]]
         if self.is_single_task:
             return ["-p", str(self.local_root)]
         includes = [arg for ref in refs if ref.dir_name for arg in ("-i", fnmatch_literal(ref.dir_name))]

@@ -95,12 +95,13 @@ class Trial:
         """`<job>/<trial>`: unique within a jobs directory."""
         return f"{self.job_name}/{self.trial_name}"
 
-    def describe_failure(self) -> str:
-        """Why this trial has no usable rewards, in one line."""
+    def describe_failure(self, with_message: bool = True) -> str:
+        """Why this trial has no usable rewards, in one line; the exception's message (harbor's or
+        the candidate's words) only `with_message`."""
         if self.read_error:
             return f"trial {self.ref}: {self.read_error}"
         if self.exception_type:
-            message = " ".join((self.exception_message or "").split())[:300]
+            message = " ".join((self.exception_message or "").split())[:300] if with_message else ""
             return f"trial {self.ref}: {self.exception_type}: {message}" if message else \
                 f"trial {self.ref}: {self.exception_type}"
         return f"trial {self.ref}: the verifier produced no rewards"

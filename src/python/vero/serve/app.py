@@ -3,11 +3,12 @@
 Every error is JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read by
 `vero.serve.body`: 413 when too large, 415 when not JSON), unknown split or dataset 400, tier
 gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by shutdown
-503, a full disk 507 (whatever failed to be written). A request the app did not expect is a
-500 with no internals in the body but an error id; bad input never reaches that path. What a
-trusted tool said (git, a scorer) is never in a body: it goes to the incident log under the
-error id the body names. Blocking work runs in worker threads, one pool per kind of request,
-so /health and /status answer while submits and evaluations run.
+503, or one that could not run at all (nothing scored, nothing charged: retry) 503, a full disk
+507 (whatever failed to be written). A request the app did not expect is a 500 with no internals
+in the body but an error id; bad input never reaches that path. What a trusted tool said (git, a
+scorer) is never in a body: it goes to the incident log under the error id the body names.
+Blocking work runs in worker threads, one pool per kind of request, so /health and /status
+answer while submits and evaluations run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from vero.core.experiments import ExperimentRecord
 from vero.core.incidents import new_error_id
 from vero.core.rejections import Rejected
 from vero.core.storage import is_disk_full
-from vero.core.strategy import EvaluationCancelled
+from vero.core.strategy import EvaluationCancelled, InfrastructureFailure
 from vero.errors import VeroError
 from vero.serve.body import MAX_BODY_BYTES, read_model
 from vero.serve.config import ServeConfig
@@ -116,6 +117,12 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     @app.exception_handler(EvaluationCancelled)
     async def on_cancelled(_: Request, exc: EvaluationCancelled) -> JSONResponse:
         return _error(503, exc.what, exc.fix)
+
+    @app.exception_handler(InfrastructureFailure)
+    async def on_infrastructure(_: Request, exc: InfrastructureFailure) -> JSONResponse:
+        error_id = exc.error_id or new_error_id()  # what harbor said stays in the incident log
+        sidecar.incidents.record(error_id, exc.what, exc.detail or "")
+        return _error(503, f"{exc.what} (error id {error_id})", exc.fix)
 
     @app.exception_handler(VeroError)
     async def on_vero_error(_: Request, exc: VeroError) -> JSONResponse:

@@ -11,9 +11,11 @@ split by their mean score (one entry per commit, its best; ties to the earlier e
 re-scores the top `auto_best_top_k` commits on the full selection split with the trusted
 scorer (admin evaluations: no budget, no gate), and takes the best trusted score (ties to the
 commit evaluated first). With no candidate every target floors to 0.0; a target whose
-evaluation fails also floors to 0.0 and the error is reported. `score_baseline` scores the
-baseline on the targets too; its failure never fails finalize, and neither does a corrupt
-submission file (reported, then ignored).
+evaluation fails also floors to 0.0 and the error is reported (`errors`, and `target_errors`
+by reward key next to the floor). An evaluation that could not run at all (its nested run
+produced nothing: `InfrastructureFailure`) is retried once before it counts as failed.
+`score_baseline` scores the baseline on the targets too; its failure never fails finalize,
+and neither does a corrupt submission file (reported, then ignored).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
+from vero.core.strategy import InfrastructureFailure
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
 from vero.models import StrictModel
@@ -50,6 +55,8 @@ class FinalizeReport(StrictModel):
     """The outcome of finalize (also persisted on the admin volume)."""
 
     rewards: dict[str, float]
+    target_errors: dict[str, str] = Field(default_factory=dict,
+                                          description="reward key -> why its reward is a 0.0 floor")
     candidate: str | None
     source: Source
     baseline: dict[str, float] | None = None
@@ -66,6 +73,19 @@ class BaselineScores(StrictModel):
 
 
 _lock = threading.Lock()
+
+
+def _admin_score(sidecar: Sidecar, split: str, sample_ids: list[str] | None, commit: str, purpose: str) -> float:
+    """A trusted score; an evaluation that could not run at all is tried a second time (a nested
+    run that produced nothing is usually a passing infrastructure problem)."""
+    try:
+        return sidecar.admin_evaluate(split, sample_ids, commit, purpose)
+    except InfrastructureFailure as exc:
+        log.warning("finalize: %s; trying once more", exc.what)
+        try:
+            return sidecar.admin_evaluate(split, sample_ids, commit, purpose)
+        except InfrastructureFailure as again:
+            raise InfrastructureFailure(f"{again.what} (tried twice)", where=again.where, fix=again.fix) from again
 
 
 def _rank(sidecar: Sidecar, extra_commit: str | None) -> list[RankedCandidate]:
@@ -96,7 +116,7 @@ def _auto_best(sidecar: Sidecar, pool: list[RankedCandidate], errors: list[str])
     split = sidecar.config.selection_split
     for index, candidate in enumerate(pool):
         try:
-            score = sidecar.admin_evaluate(split, None, candidate.commit, "auto_best")
+            score = _admin_score(sidecar, split, None, candidate.commit, "auto_best")
             pool[index] = candidate.model_copy(update={"trusted_score": score})
         except VeroError as exc:
             errors.append(f"auto_best re-score of {candidate.commit} failed: {exc.what}")
@@ -108,18 +128,24 @@ def _auto_best(sidecar: Sidecar, pool: list[RankedCandidate], errors: list[str])
     return winner.commit
 
 
-def _score_targets(sidecar: Sidecar, commit: str, purpose: str, errors: list[str]) -> dict[str, float]:
+def _score_targets(sidecar: Sidecar, commit: str, purpose: str, errors: list[str],
+                   target_errors: dict[str, str] | None = None) -> dict[str, float]:
     rewards: dict[str, float] = {}
-    cache: dict[tuple[str, tuple[str, ...] | None], float] = {}
+    cache: dict[tuple[str, tuple[str, ...] | None], float | str] = {}
     for target in sidecar.config.targets:
         key = (target.split, tuple(target.sample_ids) if target.sample_ids is not None else None)
         if key not in cache:
             try:
-                cache[key] = sidecar.admin_evaluate(target.split, target.sample_ids, commit, purpose)
+                cache[key] = _admin_score(sidecar, target.split, target.sample_ids, commit, purpose)
             except VeroError as exc:
-                errors.append(f"{purpose} {target.reward_key} on {target.split} failed: {exc.what}")
-                cache[key] = 0.0
-        rewards[target.reward_key] = cache[key]
+                cache[key] = exc.what
+        outcome = cache[key]
+        if isinstance(outcome, str):
+            errors.append(f"{purpose} {target.reward_key} on {target.split} floored to 0.0: {outcome}")
+            if target_errors is not None:
+                target_errors[target.reward_key] = outcome
+            outcome = 0.0
+        rewards[target.reward_key] = outcome
     return rewards
 
 
@@ -177,13 +203,14 @@ def finalize(sidecar: Sidecar) -> FinalizeReport:
             ranking = _rank(sidecar, extra)
             candidate = _auto_best(sidecar, ranking, errors) if ranking else None
             source = "auto_best" if candidate is not None else "none"
+        target_errors: dict[str, str] = {}
         if candidate is None:
             rewards = {target.reward_key: 0.0 for target in config.targets}
         else:
-            rewards = _score_targets(sidecar, candidate, "target", errors)
+            rewards = _score_targets(sidecar, candidate, "target", errors, target_errors)
         baseline = _score_baseline(sidecar, errors) if config.score_baseline else None
-        report = FinalizeReport(rewards=rewards, candidate=candidate, source=source, baseline=baseline,
-                                ranking=ranking, errors=errors, finished_at=time.time())
+        report = FinalizeReport(rewards=rewards, target_errors=target_errors, candidate=candidate, source=source,
+                                baseline=baseline, ranking=ranking, errors=errors, finished_at=time.time())
         atomic_write_model(Path(config.paths.admin_dir) / FINALIZE_REPORT, report, mode=0o600)
         for error in errors:
             log.warning("finalize: %s", error)

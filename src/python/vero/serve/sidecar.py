@@ -210,7 +210,7 @@ class Sidecar:
         _check_splits(config, self.catalog)
         self.ledger = Ledger(Path(paths.admin_dir) / "ledger.json", config.budgets)
         for experiment_id in self.db.recover(self.ledger.charges()):
-            log.warning("experiment %s was interrupted by a previous stop", experiment_id)
+            log.warning("settled experiment %s, which a previous stop left unfinished", experiment_id)
         secret_env = _secret_env(config.secrets)
         self.redactor = Redactor(secret_env)
         for name in Redactor.too_short(secret_env):
