@@ -29,7 +29,7 @@ class InfrastructureFailure(VeroError):
     may reach the optimizer; `detail` (e.g. harbor's stderr tail) is for the admin log only.
     """
 
-    def __init__(self, what: str, *, detail: str = "", where: str | None = None,
+    def __init__(self, what: str, *, detail: str | None = None, where: str | None = None,
                  fix: str | None = "retry the evaluation: nothing was scored or charged") -> None:
         super().__init__(what, where=where, fix=fix, exit_code=3, detail=detail)
 
