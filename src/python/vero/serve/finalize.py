@@ -11,7 +11,8 @@ split by their mean score (one entry per commit, its best; ties to the earlier e
 re-scores the top `auto_best_top_k` commits on the full selection split with the trusted
 scorer (admin evaluations: no budget, no gate), and takes the best trusted score (ties to the
 commit evaluated first). With no candidate every target floors to 0.0; a target whose
-evaluation fails also floors to 0.0 and the error is reported. `score_baseline` scores the
+evaluation fails also floors to 0.0 and the error is reported, and so is an evaluation in which
+every sample errored (its score is a silent 0.0 otherwise). `score_baseline` scores the
 baseline on the targets too; its failure never fails finalize, and neither does a corrupt
 submission file (reported, then ignored).
 """
@@ -96,8 +97,10 @@ def _auto_best(sidecar: Sidecar, pool: list[RankedCandidate], errors: list[str])
     split = sidecar.config.selection_split
     for index, candidate in enumerate(pool):
         try:
-            score = sidecar.admin_evaluate(split, None, candidate.commit, "auto_best")
-            pool[index] = candidate.model_copy(update={"trusted_score": score})
+            result = sidecar.admin_evaluate(split, None, candidate.commit, "auto_best")
+            pool[index] = candidate.model_copy(update={"trusted_score": result.score})
+            if result.all_errored is not None:
+                errors.append(f"auto_best re-score of {candidate.commit} on {split}: {result.all_errored}")
         except VeroError as exc:
             errors.append(f"auto_best re-score of {candidate.commit} failed: {exc.what}")
             pool[index] = candidate.model_copy(update={"error": exc.what})
@@ -115,7 +118,10 @@ def _score_targets(sidecar: Sidecar, commit: str, purpose: str, errors: list[str
         key = (target.split, tuple(target.sample_ids) if target.sample_ids is not None else None)
         if key not in cache:
             try:
-                cache[key] = sidecar.admin_evaluate(target.split, target.sample_ids, commit, purpose)
+                result = sidecar.admin_evaluate(target.split, target.sample_ids, commit, purpose)
+                cache[key] = result.score
+                if result.all_errored is not None:
+                    errors.append(f"{purpose} {target.reward_key} on {target.split}: {result.all_errored}")
             except VeroError as exc:
                 errors.append(f"{purpose} {target.reward_key} on {target.split} failed: {exc.what}")
                 cache[key] = 0.0
