@@ -22,6 +22,7 @@ from tests.support.benchmarks import (
     write_mode_b,
     write_yaml,
 )
+from tests.support.markdown import inline_texts
 from vero.baseline import make_baseline_commit
 from vero.build.compiler import build_task
 from vero.build.output import MARKER
@@ -116,6 +117,38 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     assert serve.paths == ServePaths()  # the sidecar sees /work/agent and /work/results like main
     assert files["solution/solve.sh"][1] == (tmp_path / "bench/solution/solve.sh").read_bytes()
     assert verify(out).ok
+
+
+def _instruction(out: Path) -> str:
+    """instruction.md as a reader sees it: inline texts joined, markup and escapes resolved."""
+    return "\n".join(inline_texts((out / "instruction.md").read_text(encoding="utf-8")))
+
+
+def test_instruction_states_the_time_limit_the_mean_and_where_the_output_is_described(tmp_path: Path,
+                                                                                    pex: Path) -> None:
+    config = write_mode_a(tmp_path / "bench", agent_timeout=5400)
+    _build(config, tmp_path / "out", pex)
+    text = _instruction(tmp_path / "out")
+    assert "You have 5400 seconds (90 minutes) in all (the task's `[agent] timeout_sec`)" in text
+    assert "A split's score is the mean of its samples' scores; a sample that errors or times out scores 0." in text
+    assert "What the function must return is described in the repository's `README.md`." in text
+    contract = "the answer as a decimal string, e.g. \"42\""
+    write_yaml(config, mode_a_config(output_contract=contract))
+    _build(config, tmp_path / "out2", pex)
+    text = _instruction(tmp_path / "out2")
+    assert f"What the function must return: {contract}" in text and "described in the repository" not in text
+    (tmp_path / "bench/agent/README.md").unlink()
+    write_yaml(config, mode_a_config(read_only_paths=[]))
+    _build(config, tmp_path / "out3", pex)
+    assert "What the function must return" not in _instruction(tmp_path / "out3")
+
+
+def test_task_toml_has_harbor_collect_the_sidecar_log_dir(tmp_path: Path, pex: Path) -> None:
+    _build(write_mode_a(tmp_path / "bench"), tmp_path / "out", pex)
+    task = tomllib.loads((tmp_path / "out/task.toml").read_text())
+    assert task["artifacts"] == [{"source": "/var/log/vero", "destination": "eval-sidecar",
+                                  "service": "eval-sidecar"}]
+    assert ServePaths().log_dir == "/var/log/vero"
 
 
 def test_only_referenced_splits_are_baked(tmp_path: Path, pex: Path) -> None:

@@ -58,7 +58,23 @@ def _limit(value: int | None) -> str:
     return "no limit" if value is None else str(value)
 
 
-def template_context(config: BuildConfig, commit: str, sidecar_items: list[str]) -> dict[str, Any]:
+def harbor_artifacts() -> list[dict[str, str]]:
+    """task.toml's `[[artifacts]]`: what Harbor copies into the trial dir, on failure paths too.
+    The sidecar's log dir holds why it could not start (`vero.serve.failure`)."""
+    return [{"source": layout.SIDECAR_LOG_DIR, "destination": layout.SIDECAR_SERVICE,
+             "service": layout.SIDECAR_SERVICE}]
+
+
+README_NAMES = ("README.md", "README.rst", "README.txt", "README")
+
+
+def _duration(seconds: float) -> str:
+    text = f"{seconds:g} seconds"
+    return f"{text} ({seconds / 60:g} minutes)" if seconds >= 120 and seconds % 60 == 0 else text
+
+
+def template_context(config: BuildConfig, commit: str, sidecar_items: list[str],
+                     baseline_files: list[str]) -> dict[str, Any]:
     """Every value the templates render (each template escapes for its own format)."""
     n_evals = verifier_evaluations(config)
     context: dict[str, Any] = {
@@ -71,6 +87,7 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "agent_uid": layout.AGENT_UID,
         "harness_user": layout.HARNESS_USER,
         "agent_timeout": config.agent_timeout,
+        "agent_time_limit": _duration(config.agent_timeout),
         "eval_timeout": evaluation_limit(config),
         "verifier_evals": n_evals,
         "verifier_timeout": verifier_timeout(config),
@@ -119,10 +136,13 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "submit_enabled": config.submit_enabled,
         "selection_split": config.selection_split,
         "reward_keys": [target.reward_key for target in config.targets],
+        "artifacts": harbor_artifacts(),
     }
     if isinstance(config, ModeABuild):
+        readme = next((name for name in README_NAMES if name in baseline_files), None)
         context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,
-                       sample_timeout=config.sample_timeout)
+                       sample_timeout=config.sample_timeout, output_contract=config.output_contract,
+                       readme=readme)
     else:
         context.update(agent_class=config.harbor.agent)
     return context
