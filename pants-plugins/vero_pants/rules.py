@@ -325,6 +325,8 @@ async def render_harbor_task(
             env={
                 "PATH": search_path,
                 "PEX_ROOT": f".cache/{_PEX_ROOT_CACHE}",
+                # The PEX hides PEX_ROOT from the compiler; its scorer check reuses the cache through this.
+                "VERO_PEX_ROOT": f".cache/{_PEX_ROOT_CACHE}",
                 "LANG": "C.UTF-8",
                 **{name: SECRET_STAND_IN for name in facts.secrets},
             },

@@ -7,6 +7,7 @@ also bakes itself: the scorer check runs with exactly the packages the sidecar i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 
 from tests.support.benchmarks import FOO_DIR, write_agent, write_mode_b
 from tests.support.tools import runtime_pex
+from vero.build.probes import runtime_interpreter
 from vero.build.seal import verify
 
 FOO = Path("tasks/foo").absolute() if Path("tasks/foo/build.yaml").is_file() else FOO_DIR
@@ -159,3 +161,16 @@ def test_mode_b_agent_class_is_checked_without_importing_harbor(tmp_path: Path) 
     assert "checked: harbor.agent solver.agent:Agnet is defined in the baseline" in run.stdout
     serve = json.loads((tmp_path / "out/environment/sidecar/serve.json").read_text())
     assert serve["mode_b"]["harbor"]["agent"] == "solver.agent:Agnet"
+
+
+def test_the_runtime_interpreter_is_never_a_venvs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A venv-mode PEX (vero's own) puts its venv first on PATH: candidate code must not see the
+    # venv's packages, which the image does not have.
+    venv = tmp_path / "venv"
+    subprocess.run(["python3.11", "-m", "venv", "--without-pip", str(venv)], check=True)
+    monkeypatch.setenv("PATH", f"{venv / 'bin'}:{os.environ['PATH']}")
+    python = runtime_interpreter()
+    assert python.name == "python3.11" and not Path(python.executable).is_relative_to(venv)
+    probe = subprocess.run([python.executable, "-c", "import sys; print(sys.prefix == sys.base_prefix)"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "True"

@@ -32,6 +32,7 @@ from pydantic import JsonValue
 from vero.errors import VeroError
 
 RUNTIME_PYTHONS = ("python3.11", "python3.13")
+PEX_ROOT_VAR = "VERO_PEX_ROOT"  # where the scorer probe unpacks the runtime PEX
 PROBE_TIMEOUT_SEC = 120.0
 _REPLY = "reply.json"
 
@@ -100,6 +101,11 @@ else:
 """
 
 
+# sys._base_executable (CPython >= 3.7) is the interpreter a venv was created from, and the
+# interpreter itself outside a venv.
+_BASE_EXECUTABLE = "import sys; print(getattr(sys, '_base_executable', None) or sys.executable)"
+
+
 @dataclass(frozen=True)
 class Interpreter:
     """The interpreter the task's images will run: its command name and resolved executable."""
@@ -120,7 +126,9 @@ class ProbeReply:
 
 def runtime_interpreter() -> Interpreter:
     """The first of python3.11 and python3.13 on PATH, resolved to its real executable (a
-    version-manager shim would otherwise run once per sample)."""
+    version-manager shim would otherwise run once per sample) and, for a venv's interpreter (a
+    venv-mode PEX, vero's own included, puts its venv first on PATH), to the interpreter the venv
+    was made from: the images' interpreter has no third-party packages."""
     return _resolve(os.environ.get("PATH", os.defpath))
 
 
@@ -131,8 +139,8 @@ def _resolve(search_path: str) -> Interpreter:
         if found is None:
             continue
         try:
-            probe = subprocess.run([found, "-c", "import sys; print(sys.executable)"], capture_output=True,
-                                   text=True, timeout=PROBE_TIMEOUT_SEC, check=False)
+            probe = subprocess.run([found, "-c", _BASE_EXECUTABLE], capture_output=True, text=True,
+                                   timeout=PROBE_TIMEOUT_SEC, check=False)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if probe.returncode == 0 and probe.stdout.strip():
@@ -179,12 +187,15 @@ def probe_scorer(python: Interpreter, runtime_pex: Path, scorer: Path, *, call: 
         request.write_text(json.dumps({"scorer": str(scorer), "call": call, "output": output,
                                        "row": dict(row or {})}), encoding="utf-8")
         reply = Path(private) / _REPLY
-        # HOME and PEX_ROOT locate the PEX's unpacked venv, built once and reused by every probe.
+        # HOME or PEX_ROOT locate the PEX's unpacked venv, built once and reused by every probe (a
+        # fresh one costs seconds). A running PEX hides PEX_* variables from its own environment, so
+        # the Pants plugin passes its cache as VERO_PEX_ROOT.
         probe_env = {"PATH": env.get("PATH", os.defpath), "HOME": env.get("HOME", private), "LANG": "C.UTF-8",
                      "PEX_INTERPRETER": "1", "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": private}
-        if env.get("PEX_ROOT"):
-            # A relative PEX_ROOT (the Pants sandbox's cache) must survive the probe's other cwd.
-            probe_env["PEX_ROOT"] = os.path.abspath(env["PEX_ROOT"])
+        pex_root = env.get(PEX_ROOT_VAR) or env.get("PEX_ROOT")
+        if pex_root:
+            # A relative one (the Pants sandbox's cache) must survive the probe's other cwd.
+            probe_env["PEX_ROOT"] = os.path.abspath(pex_root)
         # The working directory is empty: the scorer gets no sys.path entry the sidecar lacks.
         workdir = Path(private) / "cwd"
         workdir.mkdir()
