@@ -65,8 +65,10 @@ def check_task(stage: Path, inputs: Inputs, *, dry_run: bool) -> CheckReport:
         scratch = Path(scratch_dir)
         baseline = scratch / "baseline"
         shutil.copytree(stage / SEED_DIR / BASELINE_FILES, baseline, symlinks=True)
-        scorer = scratch / "scorer" / inputs.mode_a.scorer.name
-        _copy(inputs.mode_a.scorer, scorer)
+        # The scorer as baked into the sidecar (its name is the user's file or package name).
+        name = inputs.mode_a.scorer.name
+        scorer = scratch / "scorer" / name
+        _copy(stage / layout.SIDECAR_OUT / layout.SCORER_ITEM / name, scorer)
         _check_entrypoint(python, baseline, config, inputs)
         report.notes.append(f"entrypoint {config.entrypoint} imports from the baseline under {python.name}")
         _check_scorer(python, stage / layout.PEX_OUT, scorer, config, inputs, report)
@@ -82,7 +84,7 @@ def check_task(stage: Path, inputs: Inputs, *, dry_run: bool) -> CheckReport:
 def _copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(src, dest, symlinks=True)
     else:
         shutil.copy2(src, dest)
 
