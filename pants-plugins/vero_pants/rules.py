@@ -3,10 +3,17 @@
 One rule (`render_harbor_task`) runs the compiler; `package`, the two codegen paths and the
 archive option all request its result, so they share one cached process. The process is a
 pure function of its input digest: the compiler PEX, build.yaml and the declared input files.
+
+The baseline is the agent directory as it is on disk, minus what git ignores, whichever way the
+task is built (see vero.build.agent_repo): the sandbox holds exactly the files Pants sees there
+(Pants applies the same ignore rules), so every such file must be an input, and `package` warns
+about uncommitted changes in the agent directory as `vero harbor build` does.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -17,6 +24,7 @@ from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import InterpreterConstraintsField
 from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
 from pants.backend.python.util_rules.pex_environment import PythonExecutable
+from pants.base.build_root import BuildRoot
 from pants.core.goals.package import (
     BuiltPackage,
     BuiltPackageArtifact,
@@ -25,11 +33,13 @@ from pants.core.goals.package import (
 )
 from pants.core.target_types import FileSourceField
 from pants.core.util_rules.archive import CreateArchive
+from pants.core.util_rules.distdir import DistDir
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
 from pants.core.util_rules.system_binaries import (
     ArchiveFormat,
     BinaryPathRequest,
     BinaryPaths,
+    GitBinaryException,
 )
 from pants.engine.addresses import Address
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
@@ -37,6 +47,7 @@ from pants.engine.fs import (
     AddPrefix,
     Digest,
     DigestContents,
+    DigestSubset,
     MergeDigests,
     PathGlobs,
     Paths,
@@ -63,13 +74,17 @@ from pants.engine.target import (
 )
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
+from pants.vcs.git import GitWorktreeRequest, MaybeGitWorktree
 
 from vero_pants.target_types import (
     HarborTaskArchiveFormatField,
     HarborTaskCompilerField,
     HarborTaskConfigField,
+    HarborTaskDryRunField,
     HarborTaskOutputNameField,
 )
+
+logger = logging.getLogger(__name__)
 
 _OUT_DIR = "__vero_out"
 CODEGEN_PREFIX = "dist"
@@ -81,6 +96,8 @@ SECRET_STAND_IN = "set-on-host"
 PATH_KEYS = ("agent_repo", "dataset", "scorer", "inner_task", "solution")
 _GIT_SEARCH_PATH = ("/usr/bin", "/bin", "/usr/local/bin")
 _ARCHIVE_FORMATS = {"tar": ArchiveFormat.TAR, "tar.gz": ArchiveFormat.TGZ, "zip": ArchiveFormat.ZIP}
+MAX_LISTED_PATHS = 10
+_SEAL = "SEAL.json"
 
 
 class HarborTaskError(Exception):
@@ -95,6 +112,7 @@ class HarborTaskFieldSet(PackageFieldSet):
     output_name: HarborTaskOutputNameField
     archive_format: HarborTaskArchiveFormatField
     compiler: HarborTaskCompilerField
+    dry_run: HarborTaskDryRunField
 
     @property
     def dest(self) -> str:
@@ -163,6 +181,30 @@ def missing_references(references: Iterable[ConfigReference], files: Iterable[st
     ]
 
 
+def _listed(paths: list[str]) -> str:
+    shown = ", ".join(paths[:MAX_LISTED_PATHS])
+    return shown + (f" and {len(paths) - MAX_LISTED_PATHS} more" if len(paths) > MAX_LISTED_PATHS else "")
+
+
+def unprovided_agent_files(agent: ConfigReference, on_disk: Iterable[str], inputs: Iterable[str]) -> list[str]:
+    """Files Pants sees under the agent directory that no dependency provides, relative to it:
+    the baseline is the whole directory, so the sandbox must hold every one of them."""
+    provided = set(inputs)
+    prefix = agent.path.rstrip("/") + "/"
+    return sorted(path[len(prefix):] for path in on_disk if path.startswith(prefix) and path not in provided)
+
+
+def uncommitted_changes_warning(agent_path: str, changed: list[str]) -> str:
+    """Worded as `vero harbor build` words it (vero.build.agent_repo.uncommitted_changes_warning)."""
+    return (f"agent_repo {agent_path} has uncommitted changes ({_listed(changed)}); the baseline is the directory "
+            "as it is on disk, these changes included: commit them to make the baseline reproducible from git")
+
+
+def compile_description(address: Address, distdir: DistDir, dest: str) -> str:
+    """The log line of the compile process, naming the directory `package` writes."""
+    return f"Compiling {address} into {os.path.join(str(distdir.relpath), dest)}"
+
+
 async def _build_config_facts(field: HarborTaskConfigField) -> BuildConfigFacts:
     contents = await Get(DigestContents, PathGlobs([field.file_path]))
     if not contents:
@@ -190,11 +232,13 @@ class RenderHarborTaskRequest:
 @dataclass(frozen=True)
 class RenderedHarborTask:
     digest: Digest  # the compiled task, under field_set.dest
+    stdout: bytes   # the compiler's report: `checked: ...` lines and the `built ...` line
+    stderr: bytes   # its `warning: ...` lines
 
 
 @rule(desc="Compile harbor_task", level=LogLevel.DEBUG)
 async def render_harbor_task(
-    request: RenderHarborTaskRequest, python_setup: PythonSetup
+    request: RenderHarborTaskRequest, python_setup: PythonSetup, distdir: DistDir
 ) -> RenderedHarborTask:
     fs = request.field_set
     compiler_address = await _compiler_address(fs)
@@ -251,6 +295,18 @@ async def render_harbor_task(
             "Add a `files(sources=[\"<dir>/**\"])` target owning them (it is then inferred), or list it in "
             "`dependencies`; check the path for typos."
         )
+    agent = next((ref for ref in facts.references if ref.key == "agent_repo"), None)
+    if agent is not None:
+        on_disk = await Get(Paths, PathGlobs([f"{agent.path}/**"]))
+        unowned = unprovided_agent_files(agent, on_disk.files, inputs.snapshot.files)
+        if unowned:
+            raise HarborTaskError(
+                f"{fs.address}: files of `agent_repo: {agent.value}` ({agent.path}) are not provided by the "
+                f"target's dependencies: {_listed(unowned)}. The baseline is the whole directory, as "
+                "`vero harbor build` bakes it: own them with a `files` target (e.g. "
+                f"`files(sources=[\"{os.path.basename(agent.path)}/**/*\"])` in the BUILD file above it), delete "
+                "them, or have git ignore them."
+            )
     [pex_artifact] = [a for a in compiler_package.artifacts if a.relpath]
     pex_path = pex_artifact.relpath
     assert pex_path is not None
@@ -258,31 +314,78 @@ async def render_harbor_task(
     input_digest = await Get(
         Digest, MergeDigests([compiler_package.digest, config.snapshot.digest, inputs.snapshot.digest])
     )
+    dry_run = () if fs.dry_run.value else ("--no-dry-run",)
+    # The compiler runs the baseline and the scorer under python3.11 (or 3.13), found on PATH.
+    search_path = os.pathsep.join(dict.fromkeys([os.path.dirname(git.path), os.path.dirname(python.path)]))
     result = await Get(
         ProcessResult,
         Process(
             argv=(python.path, pex_path, "harbor", "build", "-c", fs.config.file_path, "-o", out,
-                  "--runtime-pex", pex_path),
+                  "--runtime-pex", pex_path, *dry_run),
             input_digest=input_digest,
             output_directories=(_OUT_DIR,),
             env={
-                "PATH": os.path.dirname(git.path),
+                "PATH": search_path,
                 "PEX_ROOT": f".cache/{_PEX_ROOT_CACHE}",
+                # The PEX hides PEX_ROOT from the compiler; its scorer check reuses the cache through this.
+                "VERO_PEX_ROOT": f".cache/{_PEX_ROOT_CACHE}",
                 "LANG": "C.UTF-8",
                 **{name: SECRET_STAND_IN for name in facts.secrets},
             },
             append_only_caches={_PEX_ROOT_CACHE: f".cache/{_PEX_ROOT_CACHE}"},
-            description=f"Compiling {fs.address} into {fs.dest}",
+            description=compile_description(fs.address, distdir, fs.dest),
             level=LogLevel.INFO,
         ),
     )
     stripped = await Get(Digest, RemovePrefix(result.output_digest, _OUT_DIR))
-    return RenderedHarborTask(await Get(Digest, AddPrefix(stripped, fs.address.spec_path)))
+    return RenderedHarborTask(await Get(Digest, AddPrefix(stripped, fs.address.spec_path)), result.stdout,
+                              result.stderr)
+
+
+def build_summary(address: Address, dest: str, seal: bytes | None, stdout: bytes) -> str:
+    """The package log line: what the directory now holds (seal root, build.yaml digest) and what
+    the compiler checked."""
+    line = f"{address}: {dest}"
+    if seal is not None:
+        try:
+            recorded = json.loads(seal)
+            line += f" has seal {recorded['root']}, compiled from build.yaml sha256 {recorded['build_config_sha256']}"
+        except (ValueError, KeyError, TypeError):
+            line += f" has an unreadable {_SEAL}"
+    checked = [text for text in stdout.decode("utf-8", "replace").splitlines() if text.startswith("checked: ")]
+    return "\n  ".join([line, *checked])
+
+
+async def _warn_about_uncommitted_changes(field_set: HarborTaskFieldSet) -> None:
+    """The CLI's warning for an agent dir that differs from git's HEAD (the sandbox has no .git)."""
+    facts = await _build_config_facts(field_set.config)
+    agent = next((ref for ref in facts.references if ref.key == "agent_repo"), None)
+    maybe = await Get(MaybeGitWorktree, GitWorktreeRequest())
+    if agent is None or maybe.git_worktree is None:
+        return
+    try:
+        changed = maybe.git_worktree.changed_files(
+            include_untracked=True, relative_to=os.path.join(BuildRoot().path, agent.path)
+        )
+    except GitBinaryException as exc:
+        logger.warning(f"{field_set.address}: agent_repo {agent.path}: git cannot compare it with HEAD ({exc}); "
+                       "the baseline is the directory as it is on disk")
+        return
+    if changed:
+        logger.warning(f"{field_set.address}: {uncommitted_changes_warning(agent.path, sorted(changed))}")
 
 
 @rule(desc="Package harbor_task", level=LogLevel.DEBUG)
-async def package_harbor_task(field_set: HarborTaskFieldSet) -> BuiltPackage:
+async def package_harbor_task(field_set: HarborTaskFieldSet, distdir: DistDir) -> BuiltPackage:
     rendered = await Get(RenderedHarborTask, RenderHarborTaskRequest(field_set))
+    await _warn_about_uncommitted_changes(field_set)
+    for text in rendered.stderr.decode("utf-8", "replace").splitlines():
+        if text.startswith("warning: "):
+            logger.warning(f"{field_set.address}: {text.removeprefix('warning: ')}")
+    seal_path = os.path.join(field_set.dest, _SEAL)
+    seal = await Get(DigestContents, DigestSubset(rendered.digest, PathGlobs([seal_path])))
+    logger.info(build_summary(field_set.address, os.path.join(str(distdir.relpath), field_set.dest),
+                              seal[0].content if seal else None, rendered.stdout))
     artifacts = [BuiltPackageArtifact(field_set.dest)]
     digests = [rendered.digest]
     archive_format = field_set.archive_format.value

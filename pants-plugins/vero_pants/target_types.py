@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
+    BoolField,
     Dependencies,
     SingleSourceField,
     StringField,
@@ -55,6 +56,16 @@ class HarborTaskCompilerField(StringField):
     )
 
 
+class HarborTaskDryRunField(BoolField):
+    alias = "dry_run"
+    default = True
+    help = (
+        "Mode A: run the baseline on a few rows at build time (`vero harbor build --dry-run`); a baseline "
+        "that fails on every one of them fails the build. `False` skips that run, and says so; the checks "
+        "of the entrypoint and the scorer run either way."
+    )
+
+
 class HarborTaskTarget(Target):
     alias = "harbor_task"
     core_fields = (
@@ -64,6 +75,7 @@ class HarborTaskTarget(Target):
         HarborTaskOutputNameField,
         HarborTaskArchiveFormatField,
         HarborTaskCompilerField,
+        HarborTaskDryRunField,
     )
     help = (
         "A sealed Harbor task compiled from an optimization benchmark. `package` writes "

@@ -24,6 +24,7 @@ from tests.support.benchmarks import (
     write_mode_b,
     write_yaml,
 )
+from tests.support.markdown import inline_texts
 from vero.baseline import make_baseline_commit
 from vero.build.compiler import build_task
 from vero.build.output import MARKER
@@ -119,6 +120,38 @@ def test_mode_a_task_layout(tmp_path: Path, pex: Path) -> None:
     assert serve.paths == ServePaths()  # the sidecar sees /work/agent and /work/results like main
     assert files["solution/solve.sh"][1] == (tmp_path / "bench/solution/solve.sh").read_bytes()
     assert verify(out).ok
+
+
+def _instruction(out: Path) -> str:
+    """instruction.md as a reader sees it: inline texts joined, markup and escapes resolved."""
+    return "\n".join(inline_texts((out / "instruction.md").read_text(encoding="utf-8")))
+
+
+def test_instruction_states_the_time_limit_the_mean_and_where_the_output_is_described(tmp_path: Path,
+                                                                                    pex: Path) -> None:
+    config = write_mode_a(tmp_path / "bench", agent_timeout=5400)
+    _build(config, tmp_path / "out", pex)
+    text = _instruction(tmp_path / "out")
+    assert "You have 5400 seconds (90 minutes) in all (the task's `[agent] timeout_sec`)" in text
+    assert "A split's score is the mean of its samples' scores; a sample that errors or times out scores 0." in text
+    assert "What the function must return is described in the repository's `README.md`." in text
+    contract = "the answer as a decimal string, e.g. \"42\""
+    write_yaml(config, mode_a_config(output_contract=contract))
+    _build(config, tmp_path / "out2", pex)
+    text = _instruction(tmp_path / "out2")
+    assert f"What the function must return: {contract}" in text and "described in the repository" not in text
+    (tmp_path / "bench/agent/README.md").unlink()
+    write_yaml(config, mode_a_config(read_only_paths=[]))
+    _build(config, tmp_path / "out3", pex)
+    assert "What the function must return" not in _instruction(tmp_path / "out3")
+
+
+def test_task_toml_has_harbor_collect_the_sidecar_log_dir(tmp_path: Path, pex: Path) -> None:
+    _build(write_mode_a(tmp_path / "bench"), tmp_path / "out", pex)
+    task = tomllib.loads((tmp_path / "out/task.toml").read_text())
+    assert task["artifacts"] == [{"source": "/var/log/vero", "destination": "eval-sidecar",
+                                  "service": "eval-sidecar"}]
+    assert ServePaths().log_dir == "/var/log/vero"
 
 
 def test_only_referenced_splits_are_baked(tmp_path: Path, pex: Path) -> None:
@@ -327,45 +360,85 @@ def test_git_and_plain_sources_give_the_same_commit(tmp_path: Path, pex: Path) -
     assert not (tmp_path / "out-git/environment/agent-seed/files/.git").exists()
 
 
-def test_git_subtree_uses_head_and_warns_about_uncommitted_changes(tmp_path: Path, pex: Path) -> None:
+def _baseline(out: Path) -> dict[str, tuple[str, bytes]]:
+    return snapshot(out / "environment/agent-seed/files")
+
+
+def test_git_subtree_bakes_the_files_on_disk_and_warns_about_uncommitted_changes(tmp_path: Path,
+                                                                                 pex: Path) -> None:
     config = write_mode_a(tmp_path / "mono" / "bench")
     mono = tmp_path / "mono"
-    (mono / "bench/agent/solver/__pycache__").mkdir()
-    (mono / "bench/agent/solver/__pycache__/core.cpython-311.pyc").write_bytes(b"junk")
+    agent = mono / "bench/agent"
+    (mono / ".gitignore").write_text("*.log\n/bench/agent/build/\n")
+    (agent / "solver/__pycache__").mkdir()
+    (agent / "solver/__pycache__/core.cpython-311.pyc").write_bytes(b"junk")
     _git(mono, "init", "-q")
     _git(mono, "add", "-A")
     _git(mono, "commit", "-qm", "x")
-    committed = (mono / "bench/agent/solver/core.py").read_text()
-    (mono / "bench/agent/solver/core.py").write_text("uncommitted\n")
-    (mono / "bench/agent/untracked.txt").write_text("x\n")
+    clean = _build(config, tmp_path / "out-clean", pex)
+    assert clean.warnings == []
+    edited = "def solve(row):\n    return 'edited'\n"
+    (agent / "solver/core.py").write_text(edited)
+    (agent / "untracked.txt").write_text("x\n")
+    (agent / "run.log").write_text("ignored by the root .gitignore\n")
+    (agent / "build").mkdir()
+    (agent / "build/out.bin").write_bytes(b"ignored directory")
     result = _build(config, tmp_path / "out", pex)
     files = tmp_path / "out/environment/agent-seed/files"
-    assert (files / "solver/core.py").read_text() == committed
-    assert not (files / "untracked.txt").exists()
+    # The baseline is the directory on disk: edits and untracked files in, ignored ones out.
+    assert (files / "solver/core.py").read_text() == edited
+    assert (files / "untracked.txt").is_file()
+    assert not (files / "run.log").exists() and not (files / "build").exists()
     assert not (files / "solver/__pycache__").exists()
     assert not (files / "build.yaml").exists()  # only the agent_repo subtree
-    assert any("uncommitted changes" in w for w in result.warnings)
+    assert result.warnings == [
+        "agent_repo bench/agent has uncommitted changes (solver/core.py, untracked.txt); the baseline is the "
+        "directory as it is on disk, these changes included: commit them to make the baseline reproducible "
+        "from git"]
+    assert result.commit != clean.commit
+    # What Pants puts in its sandbox (no .git, git-ignored files left out) gives the same seal.
+    sandbox = tmp_path / "sandbox"
+    shutil.copytree(mono / "bench", sandbox, ignore=shutil.ignore_patterns("*.log", "build", "__pycache__"))
+    plain = _build(sandbox / "build.yaml", tmp_path / "out-plain", pex)
+    assert plain.warnings == [] and plain.root_digest == result.root_digest
 
 
-def test_git_archive_failure_is_reported(tmp_path: Path, pex: Path) -> None:
+def test_gitignore_files_inside_a_plain_dir_apply_too(tmp_path: Path, pex: Path) -> None:
+    config = write_mode_a(tmp_path / "bench")
+    agent = tmp_path / "bench/agent"
+    (agent / ".gitignore").write_text("secret.txt\n.venv/\n")
+    (agent / "secret.txt").write_text("not for the baseline\n")
+    (agent / ".venv/bin").mkdir(parents=True)
+    os.symlink("/usr/bin/python3", agent / ".venv/bin/python")  # outside the tree, but ignored
+    _build(config, tmp_path / "out", pex)
+    baked = _baseline(tmp_path / "out")
+    assert ".gitignore" in baked and "secret.txt" not in baked
+    assert not any(rel.startswith(".venv") for rel in baked)
+
+
+def test_a_tracked_file_that_matches_an_ignore_pattern_is_left_out(tmp_path: Path, pex: Path) -> None:
+    # Pants ignores by pattern, tracked or not; the compiler does the same, so both agree.
+    config = write_mode_a(tmp_path / "bench")
+    agent = tmp_path / "bench/agent"
+    (agent / ".gitignore").write_text("*.dat\n")
+    (agent / "forced.dat").write_text("tracked anyway\n")
+    _git(agent, "init", "-q")
+    _git(agent, "add", "-A")
+    _git(agent, "add", "-f", "forced.dat")
+    _git(agent, "commit", "-qm", "x")
+    result = _build(config, tmp_path / "out", pex)
+    assert "forced.dat" not in _baseline(tmp_path / "out") and result.warnings == []
+
+
+def test_git_repo_without_commits_bakes_its_files_and_warns(tmp_path: Path, pex: Path) -> None:
     config = write_mode_a(tmp_path / "bench")
     agent = tmp_path / "bench/agent"
     _git(agent, "init", "-q")
-    _git(agent, "add", "-A")
-    _git(agent, "commit", "-qm", "x")
-    blob = _git(agent, "rev-parse", "HEAD:solver/core.py")
-    os.remove(agent / ".git/objects" / blob[:2] / blob[2:])  # a real corruption: a missing object
-    with pytest.raises(VeroError, match="git archive") as info:
-        _build(config, tmp_path / "out", pex)
-    assert "git fsck" in info.value.render()
-    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
-
-
-def test_git_repo_without_commits(tmp_path: Path, pex: Path) -> None:
-    config = write_mode_a(tmp_path / "bench")
-    _git(tmp_path / "bench/agent", "init", "-q")
-    with pytest.raises(VeroError, match="has no commits"):
-        _build(config, tmp_path / "out", pex)
+    result = _build(config, tmp_path / "out", pex)
+    assert "solver/core.py" in _baseline(tmp_path / "out")
+    assert len(result.warnings) == 1
+    assert "agent has uncommitted changes (README.md, run.sh, solver/__init__.py, solver/core.py)" \
+        in result.warnings[0]
 
 
 def test_symlinks_inside_are_kept_outside_refused(tmp_path: Path, pex: Path) -> None:

@@ -30,7 +30,10 @@ def test_build_prints_a_summary(tmp_path: Path) -> None:
     code, out, err = _invoke("harbor", "build", "-c", str(config), "-o", str(tmp_path / "out"),
                              "--runtime-pex", str(pex))
     assert code == 0, err
-    assert out.startswith(f"built {tmp_path / 'out'}: ") and "baseline " in out and "seal " in out
+    *checked, built = out.splitlines()
+    assert built.startswith(f"built {tmp_path / 'out'}: ") and "baseline " in built and "seal " in built
+    assert "build.yaml sha256 " in built
+    assert [line.split(" ", 2)[1] for line in checked] == ["entrypoint", "scorer", "dry"]
 
 
 def test_build_errors_are_one_message_without_traceback(tmp_path: Path) -> None:
@@ -133,9 +136,9 @@ TERM_WHILE_COMPILING = """
 import os, signal
 from vero.build import compiler
 real_write_seal = compiler.write_seal
-def write_seal(writer):
+def write_seal(*args):
     os.kill(os.getpid(), signal.SIGTERM)
-    return real_write_seal(writer)
+    return real_write_seal(*args)
 compiler.write_seal = write_seal
 from vero.cli import main
 main()

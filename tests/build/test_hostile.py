@@ -67,6 +67,9 @@ def _hostile_mode_a(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     scorer = root / (hostile("scorer", slash=False) + ".py")
     (root / "scorer/scorer.py").rename(scorer)
+    # The build calls the scorer on a row with its own label: it must read that label.
+    scorer.write_text(f"LABEL = {label!r}\n\n\ndef score(output, row):\n    return float(output == row[LABEL])\n",
+                      encoding="utf-8")
     solution = root / hostile("solution", slash=False)
     (root / "solution").rename(solution)
     values = {

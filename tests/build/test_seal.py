@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,19 +24,43 @@ def task(tmp_path: Path) -> Path:
     return out
 
 
-def _verify_cli(task: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["harbor", "verify", str(task)])
+def _verify_cli(task: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["harbor", "verify", str(task), *args])
     return result.exit_code, result.stdout + result.stderr
 
 
 def test_fresh_build_verifies(task: Path) -> None:
     seal = load_seal(task)
+    config_sha256 = hashlib.sha256((task.parent / "bench/build.yaml").read_bytes()).hexdigest()
     assert seal.tools == {"vero": "0.1.0"}
-    assert seal.root == root_digest(seal.files)
+    assert seal.build_config_sha256 == config_sha256
+    assert seal.root == root_digest(seal.files, config_sha256) != root_digest(seal.files)
     assert SEAL_FILE not in seal.files and ".vero-task" in seal.files
     assert seal.files["tests/test.sh"].mode == "0755"
     code, output = _verify_cli(task)
     assert code == 0 and f"{len(seal.files)} files match" in output
+    assert f"compiled from a build.yaml with sha256 {config_sha256}" in output
+
+
+def test_verify_says_whether_the_task_holds_a_build_of_this_build_yaml(tmp_path: Path, task: Path) -> None:
+    config = tmp_path / "bench/build.yaml"
+    code, output = _verify_cli(task, "-c", str(config))
+    assert code == 0 and f"ok: compiled from {config}" in output
+    # A later build that fails leaves this output in place: verify names the mismatch.
+    config.write_text(config.read_text().replace("name: test/bench", "name: test/renamed"))
+    failed = CliRunner().invoke(cli, ["harbor", "build", "-c", str(config), "-o", str(task), "--runtime-pex",
+                                      str(tmp_path / "missing.pex")])
+    assert failed.exit_code == 2
+    code, output = _verify_cli(task, "-c", str(config))
+    assert code == 1 and "was compiled from another build.yaml" in output and "Traceback" not in output
+    assert f"rebuild it from {config}" in output
+
+
+def test_the_seal_covers_the_recorded_build_yaml_digest(task: Path) -> None:
+    seal = json.loads((task / SEAL_FILE).read_text())
+    seal["build_config_sha256"] = "1" * 64
+    (task / SEAL_FILE).write_text(json.dumps(seal))
+    assert verify(task).root_mismatch
 
 
 def test_edited_file_is_named(task: Path) -> None:

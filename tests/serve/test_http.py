@@ -252,6 +252,42 @@ def test_a_baseline_report_that_cannot_be_written_costs_no_reward(bench: ModeABe
         sidecar.stop()
 
 
+BROKEN_AGENT = "def solve(row):\n    raise NotImplementedError('not yet')\n"
+
+
+def test_an_evaluation_in_which_every_sample_errored_says_so_everywhere(bench: ModeABench, root: Path,
+                                                                       tmp_path: Path) -> None:
+    sidecar = start_sidecar(root, serve_config(root, bench, reward_mode="submit", score_baseline=True),
+                            name="all-errored")
+    try:
+        broken = commit_agent(bench.agent_repo, BROKEN_AGENT)
+        viewable = _cli(sidecar, "eval", "--split", "train", "--num-samples", "2")
+        assert viewable.exit_code == 0, viewable.output
+        reply = json.loads(viewable.stdout)
+        assert reply["all_errored"] and reply["aggregate"]["n_errors"] == 2
+        assert reply["warning"] == ("every sample errored (2 of 2): nothing was scored; each sample's error is in "
+                                    f"{sidecar.results_dir / 'train'}/samples/")
+        assert viewable.stderr == f"warning: {reply['warning']}\n"
+        hidden = _post(sidecar, "/eval", {"split": "validation", "num_samples": 5}).json()
+        assert hidden["all_errored"] and "a non_viewable split shows no per-sample errors" in hidden["warning"]
+        # An evaluation that scored something is not marked.
+        commit_agent(bench.agent_repo, PARTIAL_AGENT)
+        partial = _post(sidecar, "/eval", {"split": "validation", "num_samples": 5}).json()
+        assert not partial["all_errored"] and partial["warning"] is None
+        assert _post(sidecar, "/submit", {"commit": broken}).status_code == 200
+        reward = tmp_path / "verifier" / "reward.json"
+        result = _cli(sidecar, "finalize", "--token-file", str(sidecar.token_file), "--output", str(reward))
+        assert result.exit_code == 0, result.output
+        assert json.loads(reward.read_text()) == {"test_score": 0.0}
+        errors = json.loads((reward.parent / "finalize.json").read_text())["errors"]
+        assert errors == ["target test_score on test: every sample errored (6 of 6); first, 'test-0': "
+                          "NotImplementedError: not yet"]
+        # The verifier's output (test.sh's stdout and stderr) carries the same line.
+        assert f"warning: {errors[0]}" in result.stderr
+    finally:
+        sidecar.stop()
+
+
 def test_client_commands(sidecar: Sidecar, bench: ModeABench) -> None:
     commit_agent(bench.agent_repo, IMPROVED_AGENT)
     status = _cli(sidecar, "status")

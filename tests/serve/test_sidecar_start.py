@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.mode_a import ModeABench
-from tests.support.sidecar import serve_config
+from tests.support.sidecar import python_env, serve_config, start_sidecar, vero_argv
 from vero.errors import VeroError
 from vero.serve.config import ServeConfig
+from vero.serve.failure import FAILURE_FILE
 from vero.serve.sidecar import Sidecar
 
 
@@ -49,3 +52,35 @@ def test_start_prepares_dirs_and_reuses_the_trusted_repo(bench: ModeABench, root
         assert second.token != first.token
     finally:
         second.close()
+
+
+def test_a_sidecar_that_cannot_start_writes_why_where_harbor_collects_it(bench: ModeABench, root: Path) -> None:
+    broken = root / "broken_scorer.py"
+    broken.write_text("import numpy\n\n\ndef score(output, row):\n    return 1.0\n")
+    config = serve_config(root, bench)
+    config["mode_a"]["scorer"] = str(broken)
+    log_dir = Path(config["paths"]["log_dir"])
+    log_dir.mkdir()
+    (log_dir / FAILURE_FILE).write_text("a report from an earlier start\n")
+    path = root / "serve.json"
+    path.write_text(json.dumps(config))
+    run = subprocess.run(vero_argv("harbor", "serve", "--config", str(path)), capture_output=True, text=True,
+                         env=python_env(), timeout=120, check=False)
+    assert run.returncode == 2, run.stderr
+    report = (log_dir / FAILURE_FILE).read_text()
+    assert report.startswith("vero harbor serve stopped at ")
+    assert f"error: {broken}: importing the scorer failed: ModuleNotFoundError: No module named 'numpy'" in report
+    assert "earlier start" not in report and oct(log_dir.stat().st_mode & 0o777) == "0o700"
+    assert report.splitlines()[1] in run.stderr  # the container log says the same
+
+
+def test_a_sidecar_that_starts_clears_an_earlier_failure(bench: ModeABench, root: Path) -> None:
+    config = serve_config(root, bench)
+    log_dir = Path(config["paths"]["log_dir"])
+    log_dir.mkdir()
+    (log_dir / FAILURE_FILE).write_text("a report from an earlier start\n")
+    sidecar = start_sidecar(root, config, name="clears")
+    try:
+        assert not (log_dir / FAILURE_FILE).exists()
+    finally:
+        sidecar.stop()

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,35 @@ BUILD_ROOT = Path(__file__).resolve().parents[2]
 FOO_DIR = BUILD_ROOT / "tasks" / "foo"
 
 
+# The stand-in's packages are this test process's (vero's sources and its dependencies) instead of
+# wheels inside the zip; like a PEX it hides the interpreter's own site-packages.
+_FAKE_PEX_MAIN = """
+import os, sys
+sys.path = [p for p in sys.path if not p.endswith(("site-packages", "dist-packages"))] + {paths!r}
+if os.environ.get("PEX_INTERPRETER") == "1" and sys.argv[1:2] == ["-c"]:
+    code = sys.argv[2]
+    sys.argv = ["-c", *sys.argv[3:]]
+    exec(compile(code, "<string>", "exec"), {{"__name__": "__main__"}})
+else:
+    from vero.cli import main
+    main()
+"""
+
+
 def fake_runtime_pex(path: Path) -> Path:
-    """A PEX-shaped zip (it has PEX-INFO) for builds whose images are never started."""
+    """A PEX-shaped zip (it has PEX-INFO) for builds whose images are never started. It runs like
+    the vero PEX where the build needs it to (`PEX_INTERPRETER=1 python PEX -c CODE`, the scorer
+    check) with this process's packages; the real PEX is needed to start the images."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    def is_stdlib(entry: str) -> bool:
+        base = os.path.commonpath([os.path.abspath(entry), sys.base_prefix]) == sys.base_prefix
+        return base and not entry.endswith(("site-packages", "dist-packages"))
+
+    paths = [os.path.abspath(entry) for entry in sys.path if entry and os.path.isdir(entry) and not is_stdlib(entry)]
     with zipfile.ZipFile(path, "w") as archive:
-        info = zipfile.ZipInfo("PEX-INFO", date_time=(1980, 1, 1, 0, 0, 0))
-        archive.writestr(info, json.dumps({"entry_point": "vero.cli:main"}))
+        stamp = (1980, 1, 1, 0, 0, 0)
+        archive.writestr(zipfile.ZipInfo("PEX-INFO", date_time=stamp), json.dumps({"entry_point": "vero.cli:main"}))
+        archive.writestr(zipfile.ZipInfo("__main__.py", date_time=stamp), _FAKE_PEX_MAIN.format(paths=paths))
     return path
 
 

@@ -34,7 +34,7 @@ def serve_config(root: Path, bench: ModeABench, **overrides: Any) -> dict[str, A
         "paths": {"agent_repo": str(bench.agent_repo), "results_dir": str(root / "results"),
                   "admin_dir": str(root / "admin"), "token_file": str(root / "token" / "admin-token"),
                   "baseline_dir": str(bench.baseline_dir), "trusted_repo": str(root / "admin" / "repo"),
-                  "work_dir": str(root / "work")},
+                  "work_dir": str(root / "work"), "log_dir": str(root / "log")},
         "baseline_commit": bench.baseline_commit,
         "splits": [{"split": "train", "access": "viewable"},
                    {"split": "validation", "access": "non_viewable"},

@@ -49,3 +49,14 @@ def harbor_bin() -> Path:
             raise AssertionError("unreachable")
         candidate = Path(found)
     return candidate
+
+
+def runtime_pex() -> Path:
+    """The real vero PEX: a `runtime_package_dependencies` of the test under Pants, else the one
+    `./pants package src/python/vero:vero` left in dist/ (for runs outside Pants)."""
+    for candidate in (Path("src.python.vero/vero.pex"),
+                      Path(__file__).resolve().parents[2] / "dist/src.python.vero/vero.pex"):
+        if candidate.is_file():
+            return candidate.absolute()
+    _unavailable("the vero PEX", "run ./pants package src/python/vero:vero")
+    raise AssertionError("unreachable")

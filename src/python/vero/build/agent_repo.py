@@ -1,8 +1,14 @@
 """Exporting the baseline agent repo into the task, as the one deterministic baseline commit.
 
-From a git work tree (the repo itself or a subtree of a bigger repo) the files are HEAD's, taken
-with `git archive`; from a plain directory they are the files on disk minus `.git`. Both sides
-(`agent-seed/` for main, `agent-baseline/` for the sidecar) get the same files and BASELINE.json.
+One rule, whichever way the task is built: **the baseline is the agent directory as it is on
+disk**, minus `.git` and `__pycache__` at any depth and minus what git's ignore rules exclude
+(`.gitignore` files, and in a git work tree also `.git/info/exclude` and the user's global
+excludes file). `./pants package` compiles in a sandbox without `.git` from the files the
+`harbor_task` depends on, which Pants selects by the same ignore rules; `vero harbor build` on a
+git work tree reads the same files from disk, committed or not. When the directory differs from
+git's HEAD the build warns, naming the uncommitted paths (the Pants plugin prints the same
+warning). Both sides (`agent-seed/` for main, `agent-baseline/` for the sidecar) get the same
+files and BASELINE.json.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from vero.fsutil import canonical_json
 SEED_DIR = "environment/agent-seed"
 BASELINE_DIR = "environment/agent-baseline"
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+# A plain directory's ignore rules are its own .gitignore files only: no user or system config.
+_PLAIN_GIT_ENV = {**_GIT_ENV, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
 RAM_DIR = "/dev/shm"
+MAX_LISTED_CHANGES = 10
 
 
 @dataclass
@@ -31,14 +40,16 @@ class ExportedBaseline:
     """What was exported: the commit SHA, where the files came from, and warnings for the user."""
 
     commit: str
-    source: str                       # "git" or "dir"
+    source: str                       # "git" (inside a git work tree) or "dir"
     files: list[str]
     warnings: list[str] = field(default_factory=list)
 
 
-def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **_GIT_ENV}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env if env is not None else _GIT_ENV)}
+    return subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, text=True, check=False,
+                          input=stdin)
 
 
 def _require_git(where: str) -> None:
@@ -61,6 +72,89 @@ def _git_location(src: Path, where: str) -> tuple[Path, str] | None:
     return Path(lines[0]), lines[1].rstrip("/")
 
 
+def uncommitted_changes_warning(agent_path: str, changed: list[str]) -> str:
+    """The warning for an agent dir that differs from git's HEAD (the Pants plugin words it alike)."""
+    shown = ", ".join(changed[:MAX_LISTED_CHANGES])
+    if len(changed) > MAX_LISTED_CHANGES:
+        shown += f" and {len(changed) - MAX_LISTED_CHANGES} more"
+    return (f"agent_repo {agent_path} has uncommitted changes ({shown}); the baseline is the directory as it is "
+            "on disk, these changes included: commit them to make the baseline reproducible from git")
+
+
+def _uncommitted(top: Path, prefix: str, where: str) -> list[str]:
+    """Paths under `prefix` (relative to it) that differ from HEAD or are untracked and not ignored.
+
+    The same two git questions the Pants plugin asks (`git diff --name-only HEAD`, `git ls-files
+    --others --exclude-standard`), so both name the same paths.
+    """
+    scope = ["--", prefix or "."]
+    diff = _git(["diff", "--name-only", "-z", "HEAD", *scope], top)
+    if diff.returncode != 0:
+        if _git(["rev-parse", "--verify", "--quiet", "HEAD"], top).returncode != 0:
+            diff = _git(["ls-files", "-z", "--cached", *scope], top)  # no commit yet: all of it is new
+        else:
+            raise VeroError(f"`git diff HEAD` failed: {diff.stderr.strip()}", where=where,
+                            fix="check the repo with `git fsck`")
+    others = _git(["ls-files", "-z", "--others", "--exclude-standard", "--full-name", *scope], top)
+    names = {name for name in (diff.stdout + others.stdout).split("\0") if name}
+    base = f"{prefix}/" if prefix else ""
+    return sorted(name[len(base):] for name in names if name.startswith(base))
+
+
+def _ignored(src: Path, paths: list[str], location: tuple[Path, str] | None) -> set[str]:
+    """The subset of `paths` (relative to `src`) that git's ignore rules exclude, by pattern:
+    a tracked file that matches a pattern is excluded too, as Pants excludes it."""
+    if not paths:
+        return set()
+    listing = "\0".join(paths) + "\0"
+    if location is not None:
+        result = _git(["check-ignore", "--no-index", "-z", "--stdin"], src, stdin=listing)
+    else:
+        with tempfile.TemporaryDirectory(prefix="vero-ignore-") as scratch:
+            env = {**_PLAIN_GIT_ENV, "GIT_DIR": scratch, "GIT_WORK_TREE": str(src)}
+            init = _git(["init", "--quiet", "--bare", scratch], src, env=_PLAIN_GIT_ENV)
+            if init.returncode != 0:
+                raise VeroError(f"`git init` failed: {init.stderr.strip()}", where=str(src),
+                                fix="check that git is installed and the temp dir is writable")
+            result = _git(["check-ignore", "--no-index", "-z", "--stdin"], src, env=env, stdin=listing)
+    if result.returncode not in (0, 1):  # 1: nothing is ignored
+        raise VeroError(f"`git check-ignore` failed: {result.stderr.strip()}", where=str(src),
+                        fix="check the .gitignore files of the agent repo")
+    return {name for name in result.stdout.split("\0") if name}
+
+
+def baseline_files(src: Path, location: tuple[Path, str] | None, where: str) -> list[tuple[str, Path, str | None]]:
+    """The baseline's files under `src` as (relative path, path, symlink target or None), sorted."""
+    def unreadable(exc: OSError) -> None:
+        raise VeroError(f"cannot read {exc.filename}: {exc.strerror}", where=where,
+                        fix="check that the agent repo is readable")
+
+    listed: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):
+        base = Path(dirpath)
+        dirnames[:] = [name for name in dirnames if name not in SKIPPED_NAMES]
+        # os.walk lists a symlink to a directory among the directories without entering it.
+        names = filenames + [name for name in dirnames if (base / name).is_symlink()]
+        listed += [(base / name).relative_to(src).as_posix() for name in names if name not in SKIPPED_NAMES]
+    # git reports a file inside an ignored directory as ignored. Special files and outward links
+    # are refused only when they are part of the baseline (a git-ignored .venv may hold both).
+    ignored = _ignored(src, listed, location)
+    files: list[tuple[str, Path, str | None]] = []
+    for rel in sorted(set(listed) - ignored):
+        path = src / rel
+        check_relpath(rel, where)
+        if path.is_symlink():
+            target = os.readlink(path)
+            check_symlink(rel, target, where)
+            files.append((rel, path, target))
+        elif path.is_file():
+            files.append((rel, path, None))
+        else:
+            raise VeroError(f"{rel!r} is not a regular file, directory or symlink", where=where,
+                            fix="remove special files (sockets, fifos, devices) from the input")
+    return files
+
+
 def export_agent_repo(src: Path, writer: TreeWriter, *, where: str) -> ExportedBaseline:
     """Write the baseline files and BASELINE.json into both baseline dirs of `writer`'s tree."""
     _require_git(where)
@@ -70,45 +164,30 @@ def export_agent_repo(src: Path, writer: TreeWriter, *, where: str) -> ExportedB
     seed_files = f"{SEED_DIR}/{BASELINE_FILES}"
     location = _git_location(src, where)
     warnings: list[str] = []
-    if location is None:
-        source = "dir"
-        writer.copy_tree(seed_files, src, where=where)
-    else:
-        source = "git"
+    if location is not None:
         top, prefix = location
-        warnings += _extract_head(top, prefix, writer, seed_files, where)
-    prefix = seed_files + "/"
-    files = sorted(rel.removeprefix(prefix) for rel in writer.entries if rel.startswith(prefix))
+        changed = _uncommitted(top, prefix, where)
+        if changed:
+            warnings.append(uncommitted_changes_warning(prefix or top.name, changed))
+    files = baseline_files(src, location, where)
     if not files:
-        raise VeroError("agent_repo has no files" + (" committed at HEAD" if source == "git" else ""),
-                        where=where, fix="add the baseline candidate's files (and commit them in a git repo)")
+        raise VeroError("agent_repo has no files (besides .git, __pycache__ and git-ignored ones)", where=where,
+                        fix="add the baseline candidate's files")
+    for rel, path, link in files:
+        if link is not None:
+            writer.symlink(f"{seed_files}/{rel}", link)
+        else:
+            writer.copy_file(f"{seed_files}/{rel}", path)
     commit = _commit_of(writer.root / seed_files, where)
     info = canonical_json(BaselineInfo(commit=commit).model_dump(mode="json"))
-    for rel in files:
+    names = [rel for rel, _, _ in files]
+    for rel in names:
         # Hard links: the two baselines are the same bytes, and linking costs no data writes.
         writer.link(f"{BASELINE_DIR}/{BASELINE_FILES}/{rel}", f"{seed_files}/{rel}")
     writer.write_text(f"{SEED_DIR}/{BASELINE_JSON}", info)
     writer.write_text(f"{BASELINE_DIR}/{BASELINE_JSON}", info)
-    return ExportedBaseline(commit=commit, source=source, files=files, warnings=warnings)
-
-
-def _extract_head(top: Path, prefix: str, writer: TreeWriter, dest: str, where: str) -> list[str]:
-    """Extract HEAD's tree at `prefix` with `git archive`, checking git's exit code."""
-    treeish = f"HEAD:{prefix}"
-    verify = _git(["rev-parse", "--verify", "--quiet", treeish], top)
-    kind = _git(["cat-file", "-t", verify.stdout.strip()], top) if verify.returncode == 0 else None
-    if kind is None or kind.stdout.strip() != "tree":
-        what = "has no commits" if _git(["rev-parse", "--verify", "--quiet", "HEAD"], top).returncode else (
-            f"has nothing committed at {prefix or '.'!r} in HEAD")
-        raise VeroError(f"the git repo {top} {what}", where=where,
-                        fix="commit the baseline candidate's files (the baseline is HEAD's content)")
-    warnings = []
-    subtree = top / prefix if prefix else top
-    status = _git(["status", "--porcelain", "--untracked-files=all", "--", "."], subtree)
-    if status.returncode == 0 and status.stdout.strip():
-        warnings.append(f"agent_repo {subtree} has uncommitted changes; the baseline is HEAD's content")
-    extract_git_tree(top, treeish, writer, dest, where)
-    return warnings
+    return ExportedBaseline(commit=commit, source="dir" if location is None else "git", files=names,
+                            warnings=warnings)
 
 
 def extract_git_tree(top: Path, treeish: str, writer: TreeWriter, dest: str, where: str) -> None:

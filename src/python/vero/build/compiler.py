@@ -1,7 +1,9 @@
-"""`vero harbor build`: build.yaml and its inputs -> a sealed Harbor task directory (SPEC §4).
+"""`vero harbor build`: build.yaml and its inputs -> a sealed Harbor task directory.
 
 Order: load and validate the config, check the output path and every input (nothing written
-yet), write the whole task into a temporary sibling of the output, seal it, rename it into place.
+yet), write the whole task into a temporary sibling of the output, run the checks that need the
+written task (`vero.build.checks`: entrypoint, scorer, dry run), seal it (with build.yaml's
+digest), rename it into place.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path, PurePosixPath
 from vero.baseline import BASELINE_FILES
 from vero.build import layout
 from vero.build.agent_repo import SEED_DIR, ExportedBaseline, export_agent_repo
+from vero.build.checks import check_task
 from vero.build.config import BuildConfig, ModeABuild, ModeBBuild
 from vero.build.context import template_context
 from vero.build.inputs import Inputs, resolve_inputs
 from vero.build.loader import load_build_config
 from vero.build.output import MARKER, check_output, publish, staging_dir
 from vero.build.render import render
-from vero.build.seal import write_seal
+from vero.build.seal import sha256_file, write_seal
 from vero.build.sidecar import write_sidecar_data
 from vero.build.tree import EXEC_MODE, TreeWriter
 from vero.errors import VeroError
@@ -35,6 +38,8 @@ class BuildResult:
     commit: str
     root_digest: str
     n_files: int
+    build_config_sha256: str
+    notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -49,18 +54,24 @@ def default_runtime_pex(env: Mapping[str, str]) -> Path:
 
 
 def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
-               env: Mapping[str, str] | None = None) -> BuildResult:
-    """Compile `config_path` into `out`; see the module docstring. Raises VeroError on bad input."""
+               env: Mapping[str, str] | None = None, *, dry_run: bool = True) -> BuildResult:
+    """Compile `config_path` into `out`; see the module docstring. Raises VeroError on bad input.
+
+    `env` holds the declared secrets (default: this process's environment); `dry_run=False`
+    skips running the baseline on a few rows, not the other checks.
+    """
     env = os.environ if env is None else env
     loaded = load_build_config(config_path)
     out = Path(out).absolute()
     check_output(out)
     inputs = resolve_inputs(loaded, runtime_pex or default_runtime_pex(env), out, env)
+    config_sha256 = sha256_file(loaded.path)
     try:
         with staging_dir(out) as stage:
             writer = TreeWriter(stage)
             baseline = write_task(writer, inputs)
-            seal = write_seal(writer)
+            checks = check_task(stage, inputs, dry_run=dry_run)
+            seal = write_seal(writer, config_sha256)
             publish(stage, out)
     except OSError as exc:
         # An unwritable -o, a full disk, an input that vanished: the file system's own words.
@@ -68,7 +79,8 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
                         fix="check that -o names a writable directory on a disk with free space, "
                             "and that the inputs are readable") from None
     return BuildResult(out=out, commit=baseline.commit, root_digest=seal.root, n_files=len(seal.files),
-                       warnings=[*_config_warnings(loaded.config), *baseline.warnings,
+                       build_config_sha256=config_sha256, notes=checks.notes,
+                       warnings=[*_config_warnings(loaded.config), *baseline.warnings, *checks.warnings,
                                  *(inputs.mode_b.warnings if inputs.mode_b is not None else ())])
 
 
@@ -89,7 +101,7 @@ def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
     writer.copy_file(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE)
     sidecar_items, serve = write_sidecar_data(writer, inputs, baseline.commit)
     writer.write_text(layout.SERVE_JSON_OUT, canonical_json(serve.model_dump(mode="json")))
-    context = template_context(config, baseline.commit, sidecar_items)
+    context = template_context(config, baseline.commit, sidecar_items, baseline.files)
     writer.write_text(layout.TASK_TOML, render("task.toml.j2", **context))
     writer.write_text(layout.INSTRUCTION, render("instruction.md.j2", **context))
     writer.write_text(layout.COMPOSE, render("docker-compose.yaml.j2", **context))
@@ -127,7 +139,7 @@ def _check_baseline_files(writer: TreeWriter, config: BuildConfig, where: str) -
         base = module.replace(".", "/")
         raise VeroError(f"{field_name}: module {module!r} is not in the agent repo "
                         f"(looked for {base}.py and {base}/__init__.py)", where=where,
-                        fix=f"fix {field_name} or add the module to agent_repo (committed, for a git repo)")
+                        fix=f"fix {field_name} or add the module to agent_repo")
     for index, rel in enumerate(config.read_only_paths):
         parts = PurePosixPath(rel).parts
         for depth in range(1, len(parts) + 1):

@@ -148,6 +148,8 @@ class ModeABuild(BuildCommon):
     entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="module:function in the agent repo")
     scorer: str = Field(min_length=1, description="a .py file or package dir outside the agent repo")
     sample_timeout: float = Field(default=60.0, gt=0)
+    output_contract: str = Field(default="", description="what the entrypoint must return, for instruction.md "
+                                                         "(default: a pointer to the baseline's README)")
 
     @field_validator("label_fields")
     @classmethod

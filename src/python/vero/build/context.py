@@ -58,7 +58,23 @@ def _limit(value: int | None) -> str:
     return "no limit" if value is None else str(value)
 
 
-def template_context(config: BuildConfig, commit: str, sidecar_items: list[str]) -> dict[str, Any]:
+def harbor_artifacts() -> list[dict[str, str]]:
+    """task.toml's `[[artifacts]]`: what Harbor copies into the trial dir, on failure paths too.
+    The sidecar's log dir holds why it could not start (`vero.serve.failure`)."""
+    return [{"source": layout.SIDECAR_LOG_DIR, "destination": layout.SIDECAR_SERVICE,
+             "service": layout.SIDECAR_SERVICE}]
+
+
+README_NAMES = ("README.md", "README.rst", "README.txt", "README")
+
+
+def _duration(seconds: float) -> str:
+    text = f"{seconds:g} seconds"
+    return f"{text} ({seconds / 60:g} minutes)" if seconds >= 120 and seconds % 60 == 0 else text
+
+
+def template_context(config: BuildConfig, commit: str, sidecar_items: list[str],
+                     baseline_files: list[str]) -> dict[str, Any]:
     """Every value the templates render (each template escapes for its own format)."""
     n_evals = verifier_evaluations(config)
     context: dict[str, Any] = {
@@ -71,7 +87,9 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "agent_uid": layout.AGENT_UID,
         "harness_user": layout.HARNESS_USER,
         "agent_timeout": config.agent_timeout,
+        "agent_time_limit": _duration(config.agent_timeout),
         "eval_timeout": evaluation_limit(config),
+        "eval_time_limit": _duration(evaluation_limit(config)),
         "verifier_evals": n_evals,
         "verifier_timeout": verifier_timeout(config),
         "finalize_timeout": verifier_timeout(config) - layout.FINALIZE_SLACK_SEC,
@@ -124,10 +142,14 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str])
         "scratch_dirs": layout.SIDECAR_SCRATCH_DIRS,
         # The free baseline evaluation exists on every split the optimizer may evaluate.
         "free_baseline_splits": [entry.split for entry in config.splits if entry.access != "no_access"],
+        "artifacts": harbor_artifacts(),
     }
     if isinstance(config, ModeABuild):
+        readme = next((name for name in README_NAMES if name in baseline_files), None)
         context.update(entrypoint=config.entrypoint, label_fields=config.label_fields,
-                       sample_timeout=config.sample_timeout)
+                       sample_timeout=config.sample_timeout, sample_time_limit=_duration(config.sample_timeout),
+                       output_contract=config.output_contract,
+                       readme=readme)
     else:
         context.update(agent_class=config.harbor.agent)
     return context

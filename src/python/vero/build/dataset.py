@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vero.build.config import ModeABuild
-from vero.core.datasets import load_mode_a_dataset
+from vero.core.datasets import ModeADataset, load_mode_a_dataset
 from vero.errors import VeroError
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the compiler bakes: the split files (relative to the dataset dir) and rows per split."""
+    """What the compiler bakes: the split files (relative to the dataset dir) and rows per split,
+    and those splits as the sidecar will load them (for the build-time checks)."""
 
     files: list[str]
     rows: dict[str, int]
+    dataset: ModeADataset
 
 
 def _close(name: str, options: list[str]) -> str:
@@ -71,4 +73,4 @@ def inspect_dataset(root: Path, config: ModeABuild, where: str) -> DatasetInfo:
                         f"{', '.join(s + '.jsonl' for s in wanted)} ({_close(missing[0], fields)})",
                         where=where, fix="fix the field names in label_fields")
     return DatasetInfo(files=[f"{s}.jsonl" for s in wanted],
-                       rows={s: len(dataset.splits[s]) for s in wanted})
+                       rows={s: len(dataset.splits[s]) for s in wanted}, dataset=dataset)

@@ -41,6 +41,8 @@ EVAL_URL = f"http://eval-sidecar:{EVAL_PORT}"
 # the symlink /work/agent, so the sidecar uses the same paths as main (/work/agent, /work/results):
 # with the volume itself at /work, Docker could not create the results mount point inside it.
 SIDECAR_DIR = "/opt/vero/sidecar"
+SIDECAR_SERVICE = "eval-sidecar"
+SIDECAR_LOG_DIR = _SERVE.log_dir
 SERVE_JSON = f"{SIDECAR_DIR}/serve.json"
 OPTIMIZER_WORK = "/var/lib/vero/optimizer"
 OPTIMIZER_REPO = posixpath.join(OPTIMIZER_WORK, posixpath.relpath(REPO_DIR, WORK_VOLUME))

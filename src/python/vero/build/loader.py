@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ class LoadedConfig:
 
     config: BuildConfig
     path: Path
+    lines: Mapping[str, int] = field(default_factory=dict)  # top-level key -> its line in the file
+
+    def field_at(self, key: str) -> str:
+        """`key (line N)` for a top-level field, for messages that send the user back to build.yaml."""
+        line = self.lines.get(key)
+        return f"{key} (line {line})" if line is not None else key
 
     @property
     def base_dir(self) -> Path:
@@ -87,7 +94,13 @@ def load_build_config(path: Path) -> LoadedConfig:
         if len(lines) > len(shown):
             shown.append(f"... and {len(lines) - len(shown)} more")
         raise VeroError("invalid build config:\n  " + "\n  ".join(shown), where=where, fix=FIX) from None
-    return LoadedConfig(config=config, path=path)
+    return LoadedConfig(config=config, path=path, lines=_top_level_lines(node))
+
+
+def _top_level_lines(node: yaml.Node | None) -> dict[str, int]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {key.value: key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)}
 
 
 def _parse_yaml(text: str, where: str) -> tuple[yaml.Node | None, Any]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,7 +60,7 @@ def check_base_images(config: BuildConfig) -> None:
 
 def run_task(config_path: Path, agent: str, model: str | None, harbor_args: Sequence[str], *,
              runtime_pex: Path | None = None, harbor: str | None = None,
-             env: Mapping[str, str] | None = None) -> int:
+             env: Mapping[str, str] | None = None, dry_run: bool = True) -> int:
     """Compile `config_path` into a temporary dir, run `harbor run` on it, return harbor's exit code.
 
     The temporary dir is removed whatever happens, also when this process is interrupted.
@@ -74,7 +75,9 @@ def run_task(config_path: Path, agent: str, model: str | None, harbor_args: Sequ
         scratch = Path(tempfile.mkdtemp(prefix="vero-run-"))
         try:
             task_dir = scratch / loaded.config.name.split("/")[1]
-            build_task(config_path, task_dir, runtime_pex, env)
+            result = build_task(config_path, task_dir, runtime_pex, env, dry_run=dry_run)
+            for warning in result.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
             argv = [harbor_bin, "run", "-p", str(task_dir), "-a", agent]
             if model:
                 argv += ["-m", model]

@@ -3,6 +3,8 @@
 `vero harbor verify DIR` recomputes it and names every edited, missing or extra file. Tool
 versions are recorded only when they are the same on every machine (the vero version); git's
 version is not, and it does not influence the output (the baseline SHA is checked separately).
+The sha256 of the build.yaml the task was compiled from is recorded too (and covered by the root),
+so a directory that a later failed build left in place says which build it holds.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Seal(StrictModel):
     root: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 over the sorted file list")
     files: dict[str, SealedFile]
     tools: dict[str, str]
+    build_config_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                            description="sha256 of the build.yaml compiled; absent in older seals")
 
 
 def _sealed(entry: Entry) -> SealedFile:
@@ -49,24 +53,33 @@ def _sealed(entry: Entry) -> SealedFile:
     return SealedFile(sha256=entry.sha256, size=entry.size, mode=mode)
 
 
-def root_digest(files: dict[str, SealedFile]) -> str:
-    """sha256 over `mode sha256 path` lines in path order: one value that changes with any file."""
+def root_digest(files: dict[str, SealedFile], build_config_sha256: str | None = None) -> str:
+    """sha256 over `mode sha256 path` lines in path order, then the build.yaml digest when known:
+    one value that changes with any file (or with the recorded build.yaml)."""
     digest = hashlib.sha256()
     for path in sorted(files):
         item = files[path]
         digest.update(f"{item.mode} {item.sha256} {path}\n".encode())
+    if build_config_sha256 is not None:
+        digest.update(f"build.yaml {build_config_sha256}\n".encode())
     return digest.hexdigest()
 
 
-def seal_from_entries(entries: dict[str, Entry]) -> Seal:
-    """The seal of the files a TreeWriter wrote."""
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes (build.yaml's digest as SEAL.json records it)."""
+    return _hash_file(path)[0]
+
+
+def seal_from_entries(entries: dict[str, Entry], build_config_sha256: str | None = None) -> Seal:
+    """The seal of the files a TreeWriter wrote, compiled from a build.yaml with that digest."""
     files = {path: _sealed(entry) for path, entry in sorted(entries.items())}
-    return Seal(root=root_digest(files), files=files, tools={"vero": __version__})
+    return Seal(root=root_digest(files, build_config_sha256), files=files, tools={"vero": __version__},
+                build_config_sha256=build_config_sha256)
 
 
-def write_seal(writer: TreeWriter) -> Seal:
+def write_seal(writer: TreeWriter, build_config_sha256: str | None = None) -> Seal:
     """Seal everything `writer` wrote and write SEAL.json (not part of its own list)."""
-    seal = seal_from_entries(writer.entries)
+    seal = seal_from_entries(writer.entries, build_config_sha256)
     path = writer.root / SEAL_FILE
     path.write_text(canonical_json(seal.model_dump(mode="json")), encoding="utf-8")
     os.chmod(path, 0o644)
@@ -108,6 +121,7 @@ class VerifyReport:
 
     root: str
     n_files: int
+    build_config_sha256: str | None = None
     edited: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -139,10 +153,10 @@ def verify(root: Path) -> VerifyReport:
                         fix="pass the directory `vero harbor build` wrote")
     seal = load_seal(root)
     current, special = scan(root)
-    report = VerifyReport(root=seal.root, n_files=len(seal.files))
+    report = VerifyReport(root=seal.root, n_files=len(seal.files), build_config_sha256=seal.build_config_sha256)
     report.missing = sorted(set(seal.files) - set(current) - set(special))
     report.extra = sorted((set(current) | set(special)) - set(seal.files))
     report.edited = sorted({p for p in set(seal.files) & set(current) if seal.files[p] != current[p]}
                            | (set(seal.files) & set(special)))
-    report.root_mismatch = root_digest(seal.files) != seal.root
+    report.root_mismatch = root_digest(seal.files, seal.build_config_sha256) != seal.root
     return report

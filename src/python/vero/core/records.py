@@ -72,3 +72,13 @@ def aggregate(results: list[SampleResult]) -> Aggregate:
         mean_score=total / n if n else 0.0,
         metrics={key: sum(values) / len(values) for key, values in sorted(metric_values.items())},
     )
+
+
+def all_errored(results: list[SampleResult]) -> str | None:
+    """When every one of `results` (at least one) errored, a line saying so with the first error;
+    else None. For the task's owner (finalize report, logs): errors may quote candidate output."""
+    if not results or any(r.ok for r in results):
+        return None
+    first = results[0]
+    message = ((first.error or "").strip().splitlines() or ["no score"])[0][:300]
+    return f"every sample errored ({len(results)} of {len(results)}); first, {first.sample_id!r}: {message}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import click
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_json
 from vero.serve.client import SidecarClient, sidecar_url
-from vero.serve.config import load_serve_config
+from vero.serve.config import ServePaths, load_serve_config
+from vero.serve.failure import clear_failure, record_failure
 from vero.serve.token import read_token
 
 
@@ -29,10 +31,22 @@ def _print(payload: Any) -> None:
 @click.option("--host", default=None, help="override the config's listen address")
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="override the config's port")
 def serve_command(config_path: Path, host: str | None, port: int | None) -> None:
-    """Run the trusted eval sidecar until SIGTERM."""
+    """Run the trusted eval sidecar until SIGTERM. If it cannot start (or stops on an error), the
+    reason is also written to `paths.log_dir`, which the task has Harbor collect."""
     from vero.serve.app import serve  # the server stack is only needed here
 
-    serve(load_serve_config(config_path), host=host, port=port)
+    log_dir = Path(ServePaths().log_dir)
+    try:
+        config = load_serve_config(config_path)
+        log_dir = Path(config.paths.log_dir)
+        clear_failure(log_dir)
+        serve(config, host=host, port=port)
+    except VeroError as exc:
+        record_failure(log_dir, exc.render())
+        raise
+    except Exception:
+        record_failure(log_dir, traceback.format_exc())
+        raise
 
 
 @click.command("eval")
@@ -50,7 +64,10 @@ def eval_command(split: str, commit: str | None, sample_ids: tuple[str, ...], nu
             body[key] = value
     if sample_ids:
         body["sample_ids"] = list(sample_ids)
-    _print(SidecarClient(sidecar_url()).call("POST", "/eval", body, timeout=None))
+    reply = SidecarClient(sidecar_url()).call("POST", "/eval", body, timeout=None)
+    _print(reply)
+    if isinstance(reply, dict) and reply.get("warning"):
+        click.echo(f"warning: {reply['warning']}", err=True)
 
 
 @click.command("status")

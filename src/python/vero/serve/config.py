@@ -24,6 +24,7 @@ class ServePaths(StrictModel):
     baseline_dir: str = "/opt/vero/agent-baseline"   # files/ + BASELINE.json (vero.baseline)
     trusted_repo: str = "/var/lib/vero/admin/repo"   # created from baseline_dir at first start
     work_dir: str = "/var/lib/vero/work"             # candidate worktrees, readable by the harness user
+    log_dir: str = "/var/log/vero"                   # why the sidecar stopped; Harbor collects it as an artifact
 
 
 class ModeAServe(StrictModel):

@@ -12,7 +12,8 @@ re-scores the top `auto_best_top_k` commits on the full selection split with the
 scorer (admin evaluations: no budget, no gate), and takes the best trusted score (ties to the
 commit evaluated first). With no candidate every target floors to 0.0; a target whose
 evaluation fails also floors to 0.0 and the error is reported (`errors`, and `target_errors`
-by reward key next to the floor). An evaluation that could not run at all (its nested run
+by reward key next to the floor), and so is an evaluation in which every sample errored (its
+score is a silent 0.0 otherwise). An evaluation that could not run at all (its nested run
 produced nothing: `InfrastructureFailure`) is retried once before it counts as failed.
 `score_baseline` scores the baseline on the targets too; its failure never fails finalize,
 and neither does a corrupt submission file (reported, then ignored).
@@ -32,7 +33,7 @@ from vero.core.strategy import InfrastructureFailure
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
 from vero.models import StrictModel
-from vero.serve.sidecar import Sidecar
+from vero.serve.sidecar import AdminScore, Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class BaselineScores(StrictModel):
 _lock = threading.Lock()
 
 
-def _admin_score(sidecar: Sidecar, split: str, sample_ids: list[str] | None, commit: str, purpose: str) -> float:
+def _admin_score(sidecar: Sidecar, split: str, sample_ids: list[str] | None, commit: str,
+                 purpose: str) -> AdminScore:
     """A trusted score; an evaluation that could not run at all is tried a second time (a nested
     run that produced nothing is usually a passing infrastructure problem)."""
     try:
@@ -116,8 +118,10 @@ def _auto_best(sidecar: Sidecar, pool: list[RankedCandidate], errors: list[str])
     split = sidecar.config.selection_split
     for index, candidate in enumerate(pool):
         try:
-            score = _admin_score(sidecar, split, None, candidate.commit, "auto_best")
-            pool[index] = candidate.model_copy(update={"trusted_score": score})
+            result = _admin_score(sidecar, split, None, candidate.commit, "auto_best")
+            pool[index] = candidate.model_copy(update={"trusted_score": result.score})
+            if result.all_errored is not None:
+                errors.append(f"auto_best re-score of {candidate.commit} on {split}: {result.all_errored}")
         except VeroError as exc:
             errors.append(f"auto_best re-score of {candidate.commit} failed: {exc.what}")
             pool[index] = candidate.model_copy(update={"error": exc.what})
@@ -136,7 +140,10 @@ def _score_targets(sidecar: Sidecar, commit: str, purpose: str, errors: list[str
         key = (target.split, tuple(target.sample_ids) if target.sample_ids is not None else None)
         if key not in cache:
             try:
-                cache[key] = _admin_score(sidecar, target.split, target.sample_ids, commit, purpose)
+                result = _admin_score(sidecar, target.split, target.sample_ids, commit, purpose)
+                cache[key] = result.score
+                if result.all_errored is not None:
+                    errors.append(f"{purpose} {target.reward_key} on {target.split}: {result.all_errored}")
             except VeroError as exc:
                 cache[key] = exc.what
         outcome = cache[key]

@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from vero.core.gitops import TrustedRepo
 from vero.core.incidents import INCIDENTS, IncidentLog
 from vero.core.ledger import Ledger, Remaining
 from vero.core.mode_a import ModeAStrategy
-from vero.core.records import Aggregate
+from vero.core.records import Aggregate, all_errored
 from vero.core.redaction import MIN_REDACTED_LENGTH, Redactor
 from vero.core.rejections import Conflict
 from vero.core.scorer_pool import ScorerPool
@@ -65,7 +66,8 @@ class SubmitRequest(StrictModel):
 
 
 class EvalResponse(StrictModel):
-    """What POST /eval returns: an aggregate, never per-sample data."""
+    """What POST /eval returns: an aggregate, never per-sample data. `all_errored` marks an
+    evaluation that scored nothing because every sample failed; `warning` says so in words."""
 
     experiment_id: str
     split: str
@@ -75,6 +77,16 @@ class EvalResponse(StrictModel):
     free_baseline: bool
     remaining: Remaining | None
     results_dir: str | None
+    all_errored: bool = False
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class AdminScore:
+    """A trusted score (the mean over samples) and, when every sample errored, a line saying so."""
+
+    score: float
+    all_errored: str | None
 
 
 class StatusResponse(StrictModel):
@@ -261,9 +273,12 @@ class Sidecar:
                             f"its results could not be written: {exc.strerror}", where=str(results_dir),
                             fix="check the results volume (free space, permissions); the next evaluation "
                                 "writes its view again") from exc
+        errored = all_errored(outcome.results) is not None
         return EvalResponse(experiment_id=record.experiment_id, split=record.split, commit=record.commit,
                             tier=outcome.tier, aggregate=record.aggregate, free_baseline=record.free_baseline,
-                            remaining=outcome.remaining, results_dir=str(view) if view else None)
+                            remaining=outcome.remaining, results_dir=str(view) if view else None,
+                            all_errored=errored, warning=_all_errored_warning(outcome.tier, record.aggregate, view)
+                            if errored else None)
 
     def submission(self) -> Submission | None:
         """The current submission, if any. A corrupt file is a loud error."""
@@ -304,9 +319,21 @@ class Sidecar:
                                         for s in splits),
             splits=splits)
 
-    def admin_evaluate(self, split: str, sample_ids: list[str] | None, commit: str, purpose: str) -> float:
+    def admin_evaluate(self, split: str, sample_ids: list[str] | None, commit: str, purpose: str) -> AdminScore:
         """A trusted score (no gate, no budget) of `commit` on `split`; the mean over samples."""
         outcome = self.engine.evaluate(EvalRequest(split=split, commit=commit, sample_ids=sample_ids),
                                        origin="admin", purpose=purpose)
         assert outcome.record.aggregate is not None
-        return outcome.record.aggregate.mean_score
+        errored = all_errored(outcome.results)
+        if errored is not None:
+            log.warning("%s evaluation %s of %s on %s: %s", purpose, outcome.record.experiment_id, commit, split,
+                        errored)
+        return AdminScore(score=outcome.record.aggregate.mean_score, all_errored=errored)
+
+
+def _all_errored_warning(tier: AccessTier, aggregate: Aggregate, view: Path | None) -> str:
+    """What the optimizer reads when its evaluation scored nothing (no sample data: the tier rules)."""
+    head = f"every sample errored ({aggregate.n_errors} of {aggregate.n_samples}): nothing was scored"
+    if tier == "viewable" and view is not None:
+        return f"{head}; each sample's error is in {view}/samples/"
+    return f"{head}; a {tier} split shows no per-sample errors: reproduce the failure on a viewable split"
