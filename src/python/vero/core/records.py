@@ -80,5 +80,12 @@ def all_errored(results: list[SampleResult]) -> str | None:
     if not results or any(r.ok for r in results):
         return None
     first = results[0]
-    message = ((first.error or "").strip().splitlines() or ["no score"])[0][:300]
-    return f"every sample errored ({len(results)} of {len(results)}); first, {first.sample_id!r}: {message}"
+    return f"every sample errored ({len(results)} of {len(results)}); first, {first.sample_id!r}: {_cause(first)}"
+
+
+def _cause(result: SampleResult) -> str:
+    """The error's own words (the detail, which only the owner sees), else its fixed text."""
+    lines = [line.strip() for line in (result.error_detail or "").strip().splitlines() if line.strip()]
+    if lines:
+        return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:300]
+    return ((result.error or "").strip().splitlines() or ["no score"])[0][:300]

@@ -35,6 +35,9 @@ _HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
 START_TIMEOUT = 120.0
 WORKER_CODE = "from vero.core.scorer_pool import serve_worker; serve_worker()"
+# Where this process found vero and its dependencies, made absolute now: a relative entry (a test
+# runner's source root) would mean something else after a chdir.
+_IMPORT_PATH = os.pathsep.join(os.path.abspath(entry) for entry in sys.path if entry)
 
 
 class ScorerFailed(Exception):
@@ -131,7 +134,7 @@ def _score_one(score: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 class _Worker:
     def __init__(self, path: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {**os.environ, "PYTHONPATH": _IMPORT_PATH}
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE, str(path)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, close_fds=True)
         assert self.proc.stdout is not None and self.proc.stdin is not None
