@@ -100,18 +100,14 @@ FORK_BOMB = """
 import os, time
 def solve(row):
     children = 0
-    deadline = time.time() + 4
-    while time.time() < deadline:
-        try:
+    try:
+        while children < 5000:
             if os.fork() == 0:
-                while True:
-                    try:
-                        os.fork()
-                    except OSError:
-                        time.sleep(0.01)
+                time.sleep(300)
+                os._exit(0)
             children += 1
-        except OSError:
-            time.sleep(0.01)
+    except OSError:
+        pass
     return str(children)
 """
 
@@ -135,13 +131,16 @@ def solve(row):
         if os.fork() == 0:
             time.sleep(300)
         os._exit(0)
+    if row["id"].endswith("1"):
+        time.sleep(300)  # killed at the sample timeout: its namespace's first process then has no parent left
     return "left"
 """
 
 
 def test_nothing_a_candidate_detaches_survives_its_sample(stack: TaskStack) -> None:
     _commit(stack, DETACHING)
-    assert _evaluate(stack, samples=3)["output"] == "left"
+    assert _evaluate(stack, samples=3, timeout=120)["output"] == "left"
+    # No process and no zombie: the timed-out sample's namespace init was reaped by the container's init.
     assert _harness_processes(stack) == []
 
 
@@ -149,10 +148,10 @@ MEMORY_HOG = """
 import os, time
 def solve(row):
     pids = []
-    for _ in range(6):
+    for _ in range(70):
         pid = os.fork()
         if pid == 0:
-            hog = bytearray(900 * 1024 * 1024)
+            hog = bytearray(30 * 1024 * 1024)
             for i in range(0, len(hog), 4096):
                 hog[i] = 1
             time.sleep(30)
@@ -164,15 +163,22 @@ def solve(row):
 """
 
 
+def _server_started(stack: TaskStack) -> str:
+    """The start time of the sidecar's server process (changes if it was killed and restarted)."""
+    pid = stack.run("eval-sidecar", "pgrep -o -f 'harbor serve'").stdout.strip()
+    return stack.run("eval-sidecar", f"cut -d' ' -f22 /proc/{pid}/stat").stdout.strip()
+
+
 def test_a_memory_hog_is_killed_not_the_sidecar(stack: TaskStack) -> None:
-    """Six processes of 900 MiB each (under RLIMIT_AS) against a 1.5 GiB container: the kernel's
-    OOM killer must pick candidate processes (oom_score_adj 1000), never the sidecar."""
+    """Seventy processes of 30 MiB, each smaller than the sidecar's server, against a 1.5 GiB
+    container: the kernel's OOM killer kills the largest process unless told otherwise, so it must
+    be told (`oom_score_adj` 1000 on candidates) to pick candidate processes, never the server."""
     _commit(stack, MEMORY_HOG)
-    server_before = stack.run("eval-sidecar", "cat /proc/1/stat").stdout.split()[21]
+    before = _server_started(stack)
     sample = _evaluate(stack, timeout=120)
     assert sample["output"] in (None, "survived")
     _healthy(stack)
-    assert stack.run("eval-sidecar", "cat /proc/1/stat").stdout.split()[21] == server_before  # same process
+    assert _server_started(stack) == before
 
 
 DISK_FLOOD = """
@@ -223,6 +229,9 @@ def test_the_token_attack_end_to_end(stack: TaskStack) -> None:
     out = _as_agent(stack, "vero harbor submit --commit 0", check=False)
     assert out.returncode != 0 and "error id E-" in out.stderr
     assert token not in out.stdout + out.stderr
+    # Not even the admin's incident log has it: the fetcher (uid 1000) could not read the token.
+    incidents = stack.run("eval-sidecar", "cat /var/lib/vero/admin/incidents.jsonl").stdout
+    assert "packed-refs: Permission denied" in incidents and token not in incidents
     _as_agent(stack, "rm -f /work/agent/.git/packed-refs")
 
 
