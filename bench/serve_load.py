@@ -91,7 +91,9 @@ def main() -> None:
     n = args.eval_samples
     with tempfile.TemporaryDirectory(prefix="vero-load-") as scratch, shared_tmp() as root:
         alone = scoring_alone(Path(scratch), root / "alone-work", n, args.concurrency, user, args.repeats)
-        bench = make_mode_a_bench(Path(scratch) / "bench", {"train": 4, "validation": n, "test": 4})
+        # The sidecar's unprivileged fetcher reads the agent repo: it lives in the shared `root`.
+        bench = make_mode_a_bench(Path(scratch) / "bench", {"train": 4, "validation": n, "test": 4},
+                                  agent_parent=root)
         commit_agent(bench.agent_repo, IMPROVED_AGENT)
         budget = args.clients * args.requests * n + args.repeats * n + 100
         config = serve_config(root, bench, max_concurrency=args.concurrency, k_anonymity_floor=1,

@@ -231,7 +231,7 @@ def test_hostile_file_names_are_checked_out_as_written(target: Target) -> None:
     git(target.repo, "add", "-A")
     commit = commit_agent(target.repo, lister)
     response = target.post("/eval", {"split": "train", "commit": commit, "num_samples": 1})
-    assert response.status_code == 200, response.text
+    assert response.status_code == 200, response.text + "\n" + target.incidents()
     (sample,) = (target.sidecar.results_dir / "train" / "samples").iterdir()
     assert json.loads(sample.read_text())["output"]["answer"] == sorted(names)
     assert not (target.sidecar.admin_dir.parent / "pwned").exists()
