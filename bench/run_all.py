@@ -45,6 +45,14 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
         ["./pants", "run", "bench/admission_overhead.py", "--", "--records", "0", "100", "1000"],
         ["./pants", "run", "bench/admission_overhead.py", "--", "--records", "0", "20", "--repeats", "3"],
     ),
+    "fetch_cost": (
+        ["./pants", "run", "bench/fetch_cost.py", "--", "--repeats", "15"],
+        ["./pants", "run", "bench/fetch_cost.py", "--", "--repeats", "2"],
+    ),
+    "session_archive": (
+        ["./pants", "run", "bench/session_archive.py", "--", "--evaluations", "1000", "--commits", "200"],
+        ["./pants", "run", "bench/session_archive.py", "--", "--evaluations", "50", "--commits", "10", "--repeat", "1"],
+    ),
     "relay": (
         ["./pants", "run", "bench/relay.py"],
         ["./pants", "run", "bench/relay.py", "--", "--execs", "50", "--files", "20", "--mib", "2", "--rounds", "1"],

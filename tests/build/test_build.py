@@ -146,11 +146,13 @@ def test_instruction_states_the_time_limit_the_mean_and_where_the_output_is_desc
     assert "What the function must return" not in _instruction(tmp_path / "out3")
 
 
-def test_task_toml_has_harbor_collect_the_sidecar_log_dir(tmp_path: Path, pex: Path) -> None:
+def test_task_toml_has_harbor_collect_the_log_dir_and_the_rescue_archive(tmp_path: Path, pex: Path) -> None:
     _build(write_mode_a(tmp_path / "bench"), tmp_path / "out", pex)
     task = tomllib.loads((tmp_path / "out/task.toml").read_text())
-    assert task["artifacts"] == [{"source": "/var/log/vero", "destination": "eval-sidecar",
-                                  "service": "eval-sidecar"}]
+    assert task["artifacts"] == [
+        {"source": "/var/log/vero", "destination": "eval-sidecar", "service": "eval-sidecar"},
+        {"source": "/var/lib/vero/rescue/session-rescue.tar.gz", "destination": "session-rescue.tar.gz",
+         "service": "eval-sidecar"}]
     assert ServePaths().log_dir == "/var/log/vero"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -21,6 +22,9 @@ from tests.support.compose import compose, reap_stale_projects, remove_project
 from tests.support.tools import harbor_bin, require_base_image
 from vero.build.compiler import build_task
 from vero.build.seal import verify as verify_seal
+from vero.session.locate import trial_report
+from vero.session.reader import load_session
+from vero.session.recover import recover_files
 
 RUNTIME_PEX = Path("src.python.vero/vero.pex").absolute()  # runtime_package_dependencies
 FOO = Path("tasks/foo").absolute() if Path("tasks/foo/build.yaml").is_file() else FOO_DIR
@@ -92,6 +96,114 @@ def test_oracle_run_under_harbor_beats_the_baseline(tmp_path: Path, origin: str)
     assert report["rewards"] == reward and report["candidate"] is not None
     oracle_log = (trial / "agent/oracle.txt").read_text()
     assert '"source"' not in oracle_log and '"split": "validation"' in oracle_log
+    check_session_archives(task, trial, oracle_log, tmp_path)
+
+
+def oracle_commit(oracle_log: str) -> str:
+    """The one commit the oracle evaluated and submitted (its `vero harbor` outputs name it)."""
+    commits: set[str] = set(re.findall(r'"commit": "([0-9a-f]{40})"', oracle_log))
+    [commit] = commits
+    return commit
+
+
+def check_session_archives(task: Path, trial: Path, oracle_log: str, tmp_path: Path) -> None:
+    """The trial kept the final archive (test.sh) and the rescue archive (collect hook, before the
+    verifier): `vero report` names the oracle's commit as the winner with its score, and recover
+    gives the oracle's files."""
+    commit = oracle_commit(oracle_log)
+    report = trial_report(trial)
+    session = report.session
+    assert session is not None and session.kind == "final", report.note
+    assert session.selection.candidate == commit and session.rewards == report.rewards
+    [winner] = [c for c in session.candidates if c.winner]
+    assert winner.commit == commit and "submitted" in winner.roles
+    identity = json.loads((task / "environment/sidecar/identity/task.json").read_text())
+    assert session.task.task_digest == identity["task_digest"] and session.task.name == identity["name"]
+    final = load_session(trial / "verifier/session.tar.gz")
+    out = recover_files(final, commit, tmp_path / "recovered")
+    solve = (task / "solution/solve.sh").read_text()
+    written = solve.split("cat > solver/core.py <<'EOF'\n")[1].split("\nEOF\n")[0] + "\n"
+    assert (out.path / "solver/core.py").read_text() == written
+    # The rescue archive: taken by the collect hook after the agent phase, so before finalize.
+    rescue = load_session(trial / "artifacts/session-rescue.tar.gz")
+    assert rescue.finalize is None and rescue.winner is None
+    optimizer = [e for e in final.evaluations if e.asked_by == "optimizer"]
+    assert [e.record.experiment_id for e in rescue.evaluations] == [e.record.experiment_id for e in optimizer]
+    assert {e.record.split for e in optimizer} == {"train", "validation"}
+    assert any(e.asked_by == "finalize" and e.record.purpose == "target" for e in final.evaluations)
+
+
+CRASHING_OPTIMIZER = """
+from harbor.agents.base import BaseAgent
+
+# One evaluation, then an exception Harbor's trial does not swallow (it only records
+# AgentTimeoutError and NonZeroAgentExitCodeError and goes on to the verifier).
+SCRIPT = (
+    "cd /work/agent && echo '# tweaked by the crashing optimizer' >> solver/core.py && "
+    "git add solver/core.py && git -c user.name=o -c user.email=o@o commit -qm tweak && "
+    "vero harbor eval --split train --commit HEAD --num-samples 6"
+)
+
+
+class OptimizerCrashed(Exception):
+    pass
+
+
+class CrashingOptimizer(BaseAgent):
+    @staticmethod
+    def name():
+        return "crashing-optimizer"
+
+    def version(self):
+        return "1.0"
+
+    async def setup(self, environment):
+        return None
+
+    async def run(self, instruction, environment, context):
+        result = await environment.exec(SCRIPT)
+        (self.logs_dir / "eval.txt").write_text((result.stdout or "") + (result.stderr or ""))
+        raise OptimizerCrashed("the optimizer died after one evaluation")
+"""
+
+
+def test_the_rescue_archive_lands_when_the_agent_phase_dies(tmp_path: Path) -> None:
+    """The verifier never runs after this exception; the collect hook and the artifact still leave
+    the session, with the evaluation made before the failure, in the trial dir."""
+    require_base_image()
+    reap_stale_projects(TRIAL_PREFIX)
+    task = tmp_path / f"{TRIAL_PREFIX}{uuid.uuid4().hex[:10]}"
+    build_task(FOO / "build.yaml", task, RUNTIME_PEX, {})
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "crashing_optimizer.py").write_text(CRASHING_OPTIMIZER)
+    jobs = tmp_path / "jobs"
+    job = f"vero-e2e-{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, "HARBOR_TELEMETRY": "0", "PYTHONPATH": str(agents)}
+    try:
+        argv = [str(harbor_bin()), "run", "-p", str(task), "-a", "crashing_optimizer:CrashingOptimizer", "-e",
+                "docker", "-y", "-q", "-o", str(jobs), "--job-name", job]
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False)
+        [trial] = [p.parent for p in (jobs / job).glob("*/result.json")]
+        result = json.loads((trial / "result.json").read_text())
+        assert result["exception_info"]["exception_type"] == "OptimizerCrashed", run.stdout[-3000:]
+        assert result["verifier_result"] is None and not (trial / "verifier/reward.json").exists()
+        eval_log = (trial / "agent/eval.txt").read_text()
+        commit = oracle_commit(eval_log)
+        # The rescue archive: every evaluation made before the failure, no finalize.
+        rescue = load_session(trial / "artifacts/session-rescue.tar.gz")
+        assert rescue.finalize is None
+        assert [(e.asked_by, e.record.split, e.record.commit, e.record.status) for e in rescue.evaluations] == [
+            ("optimizer", "train", commit, "done")]
+        assert len(rescue.evaluations[0].results) == 6
+        report = trial_report(trial)
+        assert report.exception is not None and report.exception.startswith("OptimizerCrashed: the optimizer died")
+        assert report.session is not None and report.session.kind == "rescue"
+        out = recover_files(rescue, commit, tmp_path / "recovered")
+        assert (out.path / "solver/core.py").read_text().endswith("# tweaked by the crashing optimizer\n")
+    finally:
+        for trial_dir in (jobs / job).glob("*/"):
+            remove_project(f"{trial_dir.name.lower()}__env")
 
 
 FORGER = """#!/usr/bin/env bash

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ import yaml
 from tests.support.compose import compose, compose_config, reap_stale_projects, remove_project
 from tests.support.tools import harbor_bin, require_base_image
 from vero.build.compiler import build_task
+from vero.session.locate import trial_report
+from vero.session.reader import load_session
+from vero.session.recover import recover_files
 
 RUNTIME_PEX = Path("src.python.vero/vero.pex").absolute()  # runtime_package_dependencies
 BAR = Path("tasks/bar").absolute()
@@ -108,6 +112,23 @@ def test_oracle_run_scores_candidates_with_a_nested_harbor(tmp_path: Path) -> No
         # The optimizer's own evaluations went through the nested harbor too (train and validation).
         oracle_log = (trial / "agent/oracle.txt").read_text()
         assert oracle_log.count('"mean_score": 1.0') == 2, oracle_log
+        # The session archives: `vero report` names the oracle's commit as the winner with its score,
+        # recover gives the oracle's files; the rescue archive (before finalize) has its evaluations.
+        [commit] = set(re.findall(r'"commit": "([0-9a-f]{40})"', oracle_log))
+        report = trial_report(trial)
+        assert report.session is not None and report.session.kind == "final"
+        assert report.session.selection.candidate == commit and report.session.rewards == {"pass_rate": 1.0}
+        assert report.session.baseline == {"pass_rate": 0.0}
+        final = load_session(trial / "verifier/session.tar.gz")
+        recovered = recover_files(final, commit, tmp_path / "recovered")
+        skills = (recovered.path / "rule_agent/skills.py").read_text()
+        assert skills.startswith((BAR / "agent/rule_agent/skills.py").read_text()) and 'name="sort-unique"' in skills
+        scored = {r.sample_id for e in final.evaluations for r in e.results if r.ok}
+        assert scored >= {"vero-examples/count-words", "sort-unique"}
+        rescue = load_session(trial / "artifacts/session-rescue.tar.gz")
+        assert rescue.finalize is None
+        assert [(e.asked_by, e.record.split) for e in rescue.evaluations] == [
+            ("optimizer", "train"), ("optimizer", "validation")]
         # Host footprint: this trial's nested jobs dir, emptied by the sidecar when it stopped.
         project = f"{trial.name.lower()}__env"
         assert [p.name for p in nested.iterdir()] == [project]

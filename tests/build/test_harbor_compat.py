@@ -55,6 +55,8 @@ print(json.dumps({
     "verifier_timeout": task.config.verifier.timeout_sec,
     "build_timeout": task.config.environment.build_timeout_sec,
     "instruction_starts": task.instruction[:40],
+    "collect": [hook.model_dump(mode="json") for hook in task.config.verifier.collect],
+    "artifacts": [a if isinstance(a, str) else a.model_dump(mode="json") for a in task.config.artifacts],
 }))
 """
 
@@ -73,3 +75,14 @@ def test_harbor_reads_the_compiled_task(tmp_path: Path, name: str) -> None:
     assert seen["verifier_mode"] == "shared"
     assert seen["agent_timeout"] > 0 and seen["verifier_timeout"] > 600 and seen["build_timeout"] >= 600
     assert seen["instruction_starts"].startswith("# Improve the agent")
+    # The rescue archive: a token-free collect hook in the sidecar and the artifact that lands it,
+    # as Harbor's own TaskConfig reads them (the hook runs as root; the source is absolute).
+    assert seen["collect"] == [{
+        "command": "vero harbor archive --config /opt/vero/sidecar/serve.json "
+                   "--output /var/lib/vero/rescue/session-rescue.tar.gz",
+        "service": "eval-sidecar", "timeout_sec": 300.0, "user": "root"}]
+    assert seen["artifacts"] == [{"source": "/var/log/vero", "destination": "eval-sidecar", "exclude": [],
+                                  "service": "eval-sidecar"},
+                                 {"source": "/var/lib/vero/rescue/session-rescue.tar.gz",
+                                  "destination": "session-rescue.tar.gz", "exclude": [],
+                                  "service": "eval-sidecar"}]

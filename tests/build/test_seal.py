@@ -63,6 +63,34 @@ def test_the_seal_covers_the_recorded_build_yaml_digest(task: Path) -> None:
     assert verify(task).root_mismatch
 
 
+def test_the_identity_file_names_the_task_by_a_digest_verify_prints(task: Path, tmp_path: Path) -> None:
+    """serve.json cannot hold the root of a seal that covers it: the task digest covers every file
+    but SEAL.json and the identity file, which the seal then covers."""
+    seal = load_seal(task)
+    identity = json.loads((task / "environment/sidecar/identity/task.json").read_text())
+    others = {path: item for path, item in seal.files.items() if path != "environment/sidecar/identity/task.json"}
+    assert identity["task_digest"] == root_digest(others) != seal.root
+    assert "environment/sidecar/identity/task.json" in seal.files
+    assert identity["name"] == "test/bench" and identity["mode"] == "A"
+    assert identity["baseline_commit"] == json.loads((task / "environment/agent-seed/BASELINE.json").read_text())[
+        "commit"]
+    code, output = _verify_cli(task)
+    assert code == 0 and f"task digest {identity['task_digest']}" in output
+    # The sidecar image copies it with the other sidecar items; serve.json says where it is.
+    dockerfile = (task / "environment/sidecar/Dockerfile").read_text()
+    assert "COPY sidecar/identity/ /opt/vero/sidecar/identity/" in dockerfile
+    serve = json.loads((task / "environment/sidecar/serve.json").read_text())
+    assert serve["paths"]["identity_file"] == "/opt/vero/sidecar/identity/task.json"
+    # Any other change to the task changes the digest.
+    again = tmp_path / "again"
+    bench = tmp_path / "bench"
+    config = (bench / "build.yaml").read_text()
+    (bench / "build.yaml").write_text(config.replace("a test benchmark", "another test benchmark"))
+    build_task(bench / "build.yaml", again, fake_runtime_pex(tmp_path / "vero.pex"), {})
+    changed = json.loads((again / "environment/sidecar/identity/task.json").read_text())["task_digest"]
+    assert changed != identity["task_digest"]
+
+
 def test_edited_file_is_named(task: Path) -> None:
     path = task / "environment/sidecar/serve.json"
     path.write_text(path.read_text().replace('"k_anonymity_floor": 5', '"k_anonymity_floor": 1'))

@@ -22,6 +22,9 @@ from tests.support.tools import harbor_bin, require_base_image
 from vero.modeb.runner_cli import cli
 from vero.modeb.runs import load_all
 from vero.modeb.trials import job_dirs
+from vero.session.reader import load_session
+from vero.session.recover import recover_files
+from vero.session.report import session_report
 
 BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"
 TASKS = ["write-greeting", "vero-examples/sum-numbers", "count-words", "sort-unique"]
@@ -84,11 +87,27 @@ def test_improved_agent_scores_higher_than_the_baseline_with_real_harbor(tmp_pat
     [trial] = [d for d in job.iterdir() if d.name.startswith("count-words__")]
     assert json.loads((trial / "agent" / "rule-agent.json").read_text())["skill"] == "count-words"
 
-    # Re-running resumes: nothing runs again, the same results come back.
+    # The run's session archive: the format of a compiled task's, read by `vero report` and recover.
+    archive = improved_results / "session.tar.gz"
+    first_archive = archive.read_bytes()
+    session = load_session(archive)
+    assert session.manifest.producer == "runner" and session.benchmark is not None
+    [evaluation] = session.evaluations
+    assert evaluation.asked_by == "runner" and evaluation.record.commit == repo.improved
+    assert {r.sample_id: r.score for r in evaluation.results} == {t: r["score"] for t, r in new_tasks.items()}
+    report = session_report(session)
+    assert report.kind == "runner" and report.evaluations[0].mean_score == 0.75
+    recovered = recover_files(session, repo.improved, tmp_path / "recovered")
+    assert (tmp_path / "recovered" / "rule_agent" / "skills.py").read_bytes() == \
+        (repo.path / "rule_agent" / "skills.py").read_bytes()
+    assert recovered.files == len(git(repo.path, "ls-files").splitlines())
+
+    # Re-running resumes: nothing runs again, the same results (and the same archive) come back.
     again, rerun = score(config, repo.path, repo.improved, improved_results)
     assert "nothing to run" in again.stderr
     assert rerun == improved
     assert len(job_dirs(improved_results / "jobs")) == 1
+    assert archive.read_bytes() == first_archive
 
     # `collate` over the recorded jobs dir reproduces the scores without running anything.
     collated = CliRunner().invoke(cli, ["collate", "--harbor-config", str(config), "--split", "smoke",
@@ -137,7 +156,8 @@ def test_real_harbor_timeout_is_salvaged_cleaned_up_and_resumed(tmp_path: Path,
     timed_out = CliRunner().invoke(cli, [*args, "--timeout", "30"], catch_exceptions=False)
     assert timed_out.exit_code == 0, timed_out.stderr
     [first] = [json.loads(line) for line in timed_out.stdout.splitlines()][:1]
-    assert first["score"] is None and re.search(r"harbor timed out \(error id E-[0-9a-f]{10}\)$", first["error"])
+    assert first["score"] is None
+    assert re.fullmatch(r"task 'write-greeting': .*; harbor timed out \(error id E-[0-9a-f]{10}\)", first["error"])
     [record] = load_all(results / "jobs")
     assert record.timed_out and record.exit_code == 130   # Harbor's own SIGTERM exit
     # Harbor tore down what it started: no container of this job's trials is left.

@@ -153,5 +153,6 @@ def test_a_kill_at_any_write_of_the_runner_loses_nothing_and_runs_nothing_twice(
         third = runner(PLAIN, args(results), env)
         assert third.returncode == 0 and "nothing to run" in third.stderr, third.stderr
         assert scores(third.stdout) == expected
-    # the results dir's owner, run record (started), run record (ended), three sample results
-    assert target == 7
+    # the results dir's owner, run record (started), run record (ended), three sample results, the
+    # session archive
+    assert target == 8

@@ -11,6 +11,7 @@ from vero import __version__
 from vero.build import commands as build_commands
 from vero.errors import VeroError
 from vero.serve import commands as serve_commands
+from vero.session import commands as session_commands
 
 
 class VeroGroup(click.Group):
@@ -37,6 +38,8 @@ def harbor() -> None:
 
 build_commands.register(harbor)
 serve_commands.register(harbor)
+session_commands.register(harbor)
+cli.add_command(session_commands.report_command)
 
 
 def main() -> None:

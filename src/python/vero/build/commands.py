@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from vero.build.compiler import build_task
+from vero.build.identity import task_digest
 from vero.build.run import run_task
-from vero.build.seal import sha256_file
+from vero.build.seal import load_seal, sha256_file
 from vero.build.seal import verify as verify_seal
 from vero.errors import VeroError
 from vero.termination import sigterm_unwinds
@@ -52,8 +53,9 @@ def verify_command(task_dir: Path, config: Path | None) -> None:
     report = verify_seal(task_dir)
     compiled_from = report.build_config_sha256 or "not recorded (built by an older vero)"
     if report.ok:
+        # The task digest is what session archives name the task by (task.json).
         click.echo(f"ok: {report.n_files} files match the seal {report.root}; compiled from a build.yaml "
-                   f"with sha256 {compiled_from}")
+                   f"with sha256 {compiled_from}; task digest {task_digest(load_seal(task_dir).files)}")
         if config is not None:
             _check_compiled_from(task_dir, config, report.build_config_sha256)
         return

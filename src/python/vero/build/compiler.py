@@ -19,6 +19,7 @@ from vero.build.agent_repo import SEED_DIR, ExportedBaseline, export_agent_repo
 from vero.build.checks import check_task
 from vero.build.config import BuildConfig, ModeABuild, ModeBBuild
 from vero.build.context import template_context
+from vero.build.identity import write_identity
 from vero.build.inputs import Inputs, resolve_inputs
 from vero.build.loader import load_build_config
 from vero.build.output import MARKER, check_output, publish, staging_dir
@@ -101,7 +102,8 @@ def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
     writer.copy_file(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE)
     sidecar_items, serve = write_sidecar_data(writer, inputs, baseline.commit)
     writer.write_text(layout.SERVE_JSON_OUT, canonical_json(serve.model_dump(mode="json")))
-    context = template_context(config, baseline.commit, sidecar_items, baseline.files)
+    # The identity file is written last (it digests every other file), copied like the items.
+    context = template_context(config, baseline.commit, [*sidecar_items, layout.IDENTITY_ITEM], baseline.files)
     writer.write_text(layout.TASK_TOML, render("task.toml.j2", **context))
     writer.write_text(layout.INSTRUCTION, render("instruction.md.j2", **context))
     writer.write_text(layout.COMPOSE, render("docker-compose.yaml.j2", **context))
@@ -116,6 +118,7 @@ def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
     else:
         writer.write_text(layout.SOLVE_SH, render("solve.sh.j2", **context), EXEC_MODE)
     writer.write_text(MARKER, canonical_json({"created_by": "vero harbor build", "format": 1}))
+    write_identity(writer, config.name, config.mode, baseline.commit)
     return baseline
 
 

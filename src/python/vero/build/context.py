@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any
 
 from vero import __version__
@@ -59,10 +60,23 @@ def _limit(value: int | None) -> str:
 
 
 def harbor_artifacts() -> list[dict[str, str]]:
-    """task.toml's `[[artifacts]]`: what Harbor copies into the trial dir, on failure paths too.
-    The sidecar's log dir holds why it could not start (`vero.serve.failure`)."""
+    """task.toml's `[[artifacts]]`: what Harbor copies into the trial dir, on failure paths too:
+    the sidecar's log dir (why it could not start, `vero.serve.failure`) and the rescue archive
+    (see `collect_hooks`)."""
     return [{"source": layout.SIDECAR_LOG_DIR, "destination": layout.SIDECAR_SERVICE,
+             "service": layout.SIDECAR_SERVICE},
+            {"source": layout.RESCUE_ARCHIVE, "destination": layout.RESCUE_DESTINATION,
              "service": layout.SIDECAR_SERVICE}]
+
+
+def collect_hooks() -> list[dict[str, Any]]:
+    """task.toml's `[[verifier.collect]]`: commands Harbor runs after the agent phase (also after
+    one that failed, when the verifier never runs), before it copies the artifacts. The rescue
+    archive needs no token: the hook runs as root in the sidecar, which owns the admin volume."""
+    command = shlex.join(["vero", "harbor", "archive", "--config", layout.SERVE_JSON,
+                          "--output", layout.RESCUE_ARCHIVE])
+    return [{"command": command, "service": layout.SIDECAR_SERVICE, "user": "root",
+             "timeout_sec": layout.RESCUE_TIMEOUT_SEC}]
 
 
 README_NAMES = ("README.md", "README.rst", "README.txt", "README")
@@ -138,11 +152,14 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str],
         "submit_enabled": config.submit_enabled,
         "selection_split": config.selection_split,
         "reward_keys": [target.reward_key for target in config.targets],
+        "artifacts": harbor_artifacts(),
+        "collect_hooks": collect_hooks(),
+        "session_archive": layout.SESSION_ARCHIVE,
+        "session_archive_timeout": layout.SESSION_ARCHIVE_TIMEOUT_SEC,
         "limits": config.limits,
         "scratch_dirs": layout.SIDECAR_SCRATCH_DIRS,
         # The free baseline evaluation exists on every split the optimizer may evaluate.
         "free_baseline_splits": [entry.split for entry in config.splits if entry.access != "no_access"],
-        "artifacts": harbor_artifacts(),
     }
     if isinstance(config, ModeABuild):
         readme = next((name for name in README_NAMES if name in baseline_files), None)

@@ -28,6 +28,8 @@ SEED_STAGING = "/work/.agent-seeding"
 SEED_MARKER = "/run/vero/seeded"
 REWARD_DIR = "/logs/verifier"
 REWARD_FILE = f"{REWARD_DIR}/reward.json"
+# The session archive test.sh takes after finalize (Harbor copies the verifier dir to the trial).
+SESSION_ARCHIVE = f"{REWARD_DIR}/session.tar.gz"
 
 # both
 PEX_PATH = "/opt/vero/bin/vero.pex"
@@ -50,6 +52,8 @@ SIDECAR_RESULTS = _SERVE.results_dir
 ADMIN_DIR = _SERVE.admin_dir
 WORK_DIR = _SERVE.work_dir
 BASELINE_DIR = _SERVE.baseline_dir
+# The task's identity (vero.build.identity), copied like the other sidecar items.
+IDENTITY_ITEM = posixpath.basename(posixpath.dirname(_SERVE.identity_file))
 DATASET_ITEM = "dataset"
 SCORER_ITEM = "scorer"
 INNER_TASKS_ITEM = "inner_tasks"
@@ -86,11 +90,20 @@ SEED_SH = "environment/main/seed.sh"
 SIDECAR_DOCKERFILE = "environment/sidecar/Dockerfile"
 SIDECAR_OUT = "environment/sidecar"
 SERVE_JSON_OUT = "environment/sidecar/serve.json"
+IDENTITY_OUT = f"{SIDECAR_OUT}/{IDENTITY_ITEM}/{posixpath.basename(_SERVE.identity_file)}"
 PEX_OUT = "environment/bin/vero.pex"
 WRAPPER_OUT = "environment/bin/vero"
 TEST_SH = "tests/test.sh"
 SOLUTION_DIR = "solution"
 SOLVE_SH = "solution/solve.sh"
+
+# The rescue archive: a [[verifier.collect]] hook writes it in the sidecar after the agent phase,
+# also when that phase failed, and an [[artifacts]] entry lands it in the trial's artifacts/ dir.
+RESCUE_ARCHIVE = "/var/lib/vero/rescue/session-rescue.tar.gz"
+RESCUE_DESTINATION = "session-rescue.tar.gz"
+RESCUE_TIMEOUT_SEC = 300.0
+# test.sh's archive request after finalize; Harbor's verifier timeout leaves FINALIZE_SLACK_SEC.
+SESSION_ARCHIVE_TIMEOUT_SEC = 45.0
 
 # Harbor timeouts the compiler derives: image builds and start-up, and slack around finalize.
 BUILD_TIMEOUT_SEC = 900.0

@@ -226,7 +226,7 @@ class Engine:
             else:
                 spent = "its charge could not be given back (see the sidecar log)"
             raise InfrastructureFailure(f"evaluation {record.experiment_id} could not run: {exc.what}; {spent}",
-                                        where=exc.where, fix=exc.fix, detail=exc.detail) from exc
+                                        where=exc.where, fix=exc.fix, detail=exc.detail or "") from exc
         except VeroError as exc:
             self._settle(record, exc.what + (f"\n{exc.detail}" if exc.detail else ""), "failed")
             raise

@@ -28,7 +28,7 @@ from vero.core.records import SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext, InfrastructureFailure
 from vero.errors import VeroError
-from vero.fsutil import remove_unfinished_writes
+from vero.fsutil import atomic_write_bytes, remove_unfinished_writes
 from vero.modeb import display, harbor_cli
 from vero.modeb.collate import RunNote, collate
 from vero.modeb.config import is_registry_source
@@ -38,6 +38,7 @@ from vero.modeb.strategy import HarborInterrupted, ModeBStrategy
 from vero.modeb.tasks import TaskSource
 from vero.modeb.trials import job_dirs, read_jobs
 from vero.modeb.worktree import checkout, resolve_commit
+from vero.session.runner import ARCHIVE_NAME, runner_archive
 
 EXIT_INTERRUPTED = 130
 # The candidate's checkout, inside the locked results dir: a killed runner's is removed by the next.
@@ -236,6 +237,11 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
             console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
             if report.outcome.failed:
                 console.print(report.outcome.stderr_end(), markup=False, highlight=False)
+    # The same archive format as a compiled task's session: `vero report` and `recover` read it.
+    archive = results_dir / ARCHIVE_NAME
+    atomic_write_bytes(archive, runner_archive(origin=loaded.origin, config=config, partition=loaded.partition,
+                                               split=split, commit=sha, repo=repo, results=results))
+    console.print(f"session archive: {archive} (vero report {archive})")
     _print_results(_console(), results, f"{split} @ {sha[:12]}", as_json)
 
 

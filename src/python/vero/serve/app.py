@@ -17,13 +17,14 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import anyio  # pants: no-infer-dep (ships with fastapi)
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException  # pants: no-infer-dep
 from starlette.types import ASGIApp, Receive, Scope, Send  # pants: no-infer-dep
 
@@ -39,6 +40,7 @@ from vero.serve.config import ServeConfig
 from vero.serve.finalize import FinalizeReport, finalize
 from vero.serve.sidecar import EvalResponse, Sidecar, StatusResponse, Submission, SubmitRequest
 from vero.serve.token import token_matches
+from vero.session.admin import sidecar_archive
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,15 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     async def run_finalize(request: Request) -> FinalizeReport:
         require_admin(request)
         return await in_thread("admin", finalize, sidecar)
+
+    @app.get("/session")
+    async def session(request: Request) -> Response:
+        # The session archive for the verifier's test.sh (secret values redacted).
+        require_admin(request)
+        paths = sidecar.config.paths
+        data = await in_thread("admin", sidecar_archive, sidecar.config, sidecar.redactor,
+                               Path(paths.identity_file))
+        return Response(content=data, media_type="application/gzip")
 
     @app.get("/experiments")
     async def experiments(request: Request) -> list[ExperimentRecord]:

@@ -33,6 +33,27 @@ class SidecarClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
 
+    def download(self, path: str, timeout: float | None = QUICK_TIMEOUT) -> bytes:
+        """GET `path` and return the body's bytes (e.g. the session archive)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = httpx.get(self.base_url + path, headers=headers,
+                                 timeout=httpx.Timeout(timeout, connect=10.0))
+        except httpx.HTTPError as exc:
+            raise VeroError(f"cannot reach the eval sidecar at {self.base_url}: {exc}", where=f"GET {path}",
+                            fix="check that the eval sidecar is running and VERO_EVAL_URL is right",
+                            exit_code=1) from None
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+            except json.JSONDecodeError:
+                payload = None
+            message = payload.get("error") if isinstance(payload, dict) else None
+            fix = payload.get("fix") if isinstance(payload, dict) else None
+            raise VeroError(f"{response.status_code}: {message or response.reason_phrase}", where=f"GET {path}",
+                            fix=fix, exit_code=1)
+        return response.content
+
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              timeout: float | None = QUICK_TIMEOUT) -> Any:
         """Send one request and return the decoded JSON response."""

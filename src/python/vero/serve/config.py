@@ -25,6 +25,7 @@ class ServePaths(StrictModel):
     trusted_repo: str = "/var/lib/vero/admin/repo"   # created from baseline_dir at first start
     work_dir: str = "/var/lib/vero/work"             # candidate worktrees, readable by the harness user
     log_dir: str = "/var/log/vero"                   # why the sidecar stopped; Harbor collects it as an artifact
+    identity_file: str = "/opt/vero/sidecar/identity/task.json"  # the task's digest, baked at build time
 
 
 class ModeAServe(StrictModel):
