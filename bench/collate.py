@@ -23,7 +23,7 @@ from typing import Any
 from bench.results import record
 from vero.modeb.collate import RunNote, collate
 from vero.modeb.config import CollationSettings
-from vero.modeb.tasks import TaskRef
+from vero.modeb.task_source import TaskRef
 from vero.modeb.trials import read_jobs
 
 

@@ -28,11 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.results import record
-from vero.build.compiler import build_task
-from vero.build.config import ModeABuild
-from vero.build.dataset import inspect_dataset
-from vero.build.loader import load_build_config
-from vero.build.tree import walk_tree
+from vero.compiler.compiler import build_task
+from vero.compiler.config import ModeABuild
+from vero.compiler.dataset import inspect_dataset
+from vero.compiler.loader import load_build_config
+from vero.compiler.tree import walk_tree
 
 CHUNK = 1 << 20
 SPLITS = {"train": 0.6, "validation": 0.2, "test": 0.2}

@@ -1,4 +1,4 @@
-"""Bench: the cost of Mode B isolation (vero.modeb.relay_server) against running the agent in process.
+"""Bench: the cost of Mode B isolation (vero.modeb.isolation.trusted_side) against running the agent in process.
 
 The same agent runs twice per round on the same environment stand-in (commands are real `bash -c`
 processes in a scratch dir, uploads are copies): once in this process (what harbor does without
@@ -26,12 +26,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
+import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from bench.results import record
 from vero.core.confine import unconfined
-from vero.modeb.isolation import Isolation
-from vero.modeb.relay import Start
-from vero.modeb.relay_server import CandidateProcess
+from vero.modeb.isolation.protocol import Start
+from vero.modeb.isolation.spec import Isolation
+from vero.modeb.isolation.trusted_side import CandidateProcess
 
 AGENT = '''
 import os, time

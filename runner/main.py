@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vero.modeb.runner_cli import main
+from vero.modeb.runner.cli import main
 
 if __name__ == "__main__":
     main()

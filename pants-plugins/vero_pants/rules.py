@@ -5,7 +5,7 @@ archive option all request its result, so they share one cached process. The pro
 pure function of its input digest: the compiler PEX, build.yaml and the declared input files.
 
 The baseline is the agent directory as it is on disk, minus what git ignores, whichever way the
-task is built (see vero.build.agent_repo): the sandbox holds exactly the files Pants sees there
+task is built (see vero.compiler.agent_repo): the sandbox holds exactly the files Pants sees there
 (Pants applies the same ignore rules), so every such file must be an input, and `package` warns
 about uncommitted changes in the agent directory as `vero harbor build` does.
 """
@@ -195,7 +195,7 @@ def unprovided_agent_files(agent: ConfigReference, on_disk: Iterable[str], input
 
 
 def uncommitted_changes_warning(agent_path: str, changed: list[str]) -> str:
-    """Worded as `vero harbor build` words it (vero.build.agent_repo.uncommitted_changes_warning)."""
+    """Worded as `vero harbor build` words it (vero.compiler.agent_repo.uncommitted_changes_warning)."""
     return (f"agent_repo {agent_path} has uncommitted changes ({_listed(changed)}); the baseline is the directory "
             "as it is on disk, these changes included: commit them to make the baseline reproducible from git")
 

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 from tests.support.mode_a import make_mode_a_bench
 from tests.support.sidecar import serve_config
 from vero.baseline import BaselineInfo
-from vero.build.config import BuildCommon
-from vero.build.escaping import docker_path, image
+from vero.compiler.config import BuildCommon
+from vero.compiler.escaping import docker_path, image
 from vero.core.benchmark import SPLIT_NAME_PATTERN, Budget, SplitAccess, Target
 from vero.core.datasets import DatasetStore, load_mode_a_dataset, make_partition
 from vero.core.experiments import ExperimentDB
@@ -31,7 +31,7 @@ from vero.core.gitops import validate_ref
 from vero.core.rejections import BadInput
 from vero.errors import VeroError
 from vero.modeb.config import is_registry_source
-from vero.modeb.worktree import check_ref
+from vero.modeb.runner.worktree import check_ref
 from vero.serve.config import ModeAServe, ServeConfig, load_serve_config
 
 SHA = "0123456789abcdef" * 2 + "01234567"

@@ -19,7 +19,7 @@ from vero.core.records import SampleResult
 from vero.errors import VeroError
 from vero.modeb.collate import RunNote, best_trial, collate, match_trials, reward_of
 from vero.modeb.config import CollationSettings
-from vero.modeb.tasks import TaskRef, TaskSource
+from vero.modeb.task_source import TaskRef, TaskSource
 from vero.modeb.trials import Trial, job_dirs, read_job, read_jobs
 
 BEST = CollationSettings()

@@ -17,7 +17,7 @@ from tests.support.tools import harbor_bin, require_docker
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext, InfrastructureFailure
 from vero.modeb.config import HarborConfig
-from vero.modeb.runner_cli import cli
+from vero.modeb.runner.cli import cli
 from vero.modeb.runs import load_all
 from vero.modeb.strategy import ModeBStrategy
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 from tests.modeb.agent_repo import git, make_agent_repo
 from tests.support.tools import harbor_bin, require_base_image
-from vero.modeb.runner_cli import cli
+from vero.modeb.runner.cli import cli
 from vero.modeb.runs import load_all
 from vero.modeb.trials import job_dirs
 from vero.session.reader import load_session

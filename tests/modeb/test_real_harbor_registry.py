@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from tests.modeb.agent_repo import make_agent_repo
 from tests.support.benchmarks import write_local_registry
 from tests.support.tools import harbor_bin, require_base_image
-from vero.modeb.runner_cli import cli
+from vero.modeb.runner.cli import cli
 from vero.modeb.trials import job_dirs
 
 BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"

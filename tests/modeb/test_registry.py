@@ -13,7 +13,7 @@ from tests.support.benchmarks import write_local_registry
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
 from vero.modeb.registry import LocalRegistry, check_names
-from vero.modeb.tasks import TaskSource
+from vero.modeb.task_source import TaskSource
 
 
 @pytest.fixture()

@@ -1,10 +1,10 @@
 """The isolation relay without Docker: the trusted `CandidateProcess` drives a real candidate process
-(`python -m vero.modeb.candidate_host`, harbor's classes replaced by plain stand-ins since harbor is
+(`python -m vero.modeb.isolation.candidate_host`, harbor's classes replaced by plain stand-ins since harbor is
 not installed here) against `LocalEnvironment`, a stand-in for harbor's docker environment that
 runs commands for real in a directory. What this proves: the agent API round trip (exec, uploads,
 downloads, logs, context), the request policy, that hostile frames end the phase, and that a
 crashing or hanging candidate is reported and killed. Running as another user and the real
-harbor are covered by tests/build/test_e2e_modeb.py."""
+harbor are covered by tests/compiler/test_e2e_modeb.py."""
 
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
+import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from tests.support.relay import HEADER, Context, LocalEnvironment, drive, report
 from vero.core.confine import unconfined
-from vero.modeb.isolation import SCRATCH_PREFIX, Isolation
-from vero.modeb.relay import (
+from vero.modeb.isolation.protocol import (
     MAX_FRAME_BYTES,
     MAX_TRANSFER_BYTES,
     Frame,
@@ -34,7 +33,8 @@ from vero.modeb.relay import (
     read_frame,
     tail_within,
 )
-from vero.modeb.relay_server import CandidateAgentError
+from vero.modeb.isolation.spec import SCRATCH_PREFIX, Isolation
+from vero.modeb.isolation.trusted_side import CandidateAgentError
 
 AGENTS = {
     "honest": '''

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from tests.modeb.agent_repo import git, make_agent_repo
 from tests.modeb.harbor_results import make_job, write_trial
-from vero.modeb.runner_cli import cli
+from vero.modeb.runner.cli import cli
 
 BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"
 HARBOR_YAML = str(BAR / "harbor.yaml")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.modeb.agent_repo import git, make_agent_repo
-from vero.modeb import runner_cli
+from vero.modeb.runner import cli as runner_cli
 from vero.modeb.runs import load_all
 
 BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"

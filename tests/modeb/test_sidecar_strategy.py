@@ -2,7 +2,7 @@
 evaluation under the nested jobs root, the isolation handed to harbor, `stop()` on shutdown and
 cleanup on close; and the sidecar's checks of the nested jobs dir and the Docker socket (real
 directories and real unix sockets). Harbor here is tests/modeb/fake_harbor.py (a hang on demand);
-the real nested run inside a sidecar is tests/build/test_e2e_modeb.py."""
+the real nested run inside a sidecar is tests/compiler/test_e2e_modeb.py."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationCancelled, EvaluationContext
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
-from vero.modeb.isolation import ISOLATED_AGENT, Isolation, IsolationSpec
-from vero.modeb.nested import NESTED_JOBS_ENV, check_socket_closed_to, docker_socket, nested_jobs_dir
+from vero.modeb.docker_access import NESTED_JOBS_ENV, check_socket_closed_to, docker_socket, nested_jobs_dir
+from vero.modeb.isolation.spec import ISOLATED_AGENT, Isolation, IsolationSpec
 from vero.modeb.strategy import ModeBStrategy, build_strategy
 from vero.serve.config import ModeBServe, ServeConfig, ServePaths
 

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from tests.modeb.harbor_results import make_task
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig, check_partition
-from vero.modeb.harbor_cli import harbor_argv
-from vero.modeb.inputs import from_build_yaml, from_flags, from_harbor_yaml
-from vero.modeb.tasks import TaskSource, fnmatch_literal
+from vero.modeb.harbor_command import harbor_argv
+from vero.modeb.runner.inputs import from_build_yaml, from_flags, from_harbor_yaml
+from vero.modeb.task_source import TaskSource, fnmatch_literal
 
 BAR = Path(__file__).resolve().parents[2] / "tasks" / "bar"
 

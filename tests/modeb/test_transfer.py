@@ -1,4 +1,4 @@
-"""Files across the isolation boundary (vero.modeb.transfer): bounded tars, and extraction that
+"""Files across the isolation boundary (vero.modeb.isolation.transfer): bounded tars, and extraction that
 never leaves its directory, never follows a link it finds there and creates no special file."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vero.modeb.transfer import TransferError, extract, pack, write_text_nofollow
+from vero.modeb.isolation.transfer import TransferError, extract, pack, write_text_nofollow
 
 LIMIT = 1 << 20
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.modeb.agent_repo import git, make_agent_repo
 from vero.errors import VeroError
-from vero.modeb.worktree import check_ref, checkout, resolve_commit
+from vero.modeb.runner.worktree import check_ref, checkout, resolve_commit
 
 
 def test_checkout_is_the_commit_and_is_removed_afterwards_without_running_hooks(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import yaml
 from tests.support.benchmarks import FOO_DIR
 from tests.support.stack import TaskStack, task_stack
 from tests.support.tools import harbor_bin, require_base_image
-from vero.build.compiler import build_task
+from vero.compiler.compiler import build_task
 
 RUNTIME_PEX = Path("src.python.vero/vero.pex").absolute()  # runtime_package_dependencies
 FOO = Path("tasks/foo").absolute() if Path("tasks/foo/build.yaml").is_file() else FOO_DIR

@@ -1,7 +1,7 @@
 """Attacks of a Mode B candidate agent through the isolation relay: its requests are the only
 way it touches the task container, and the trusted end runs in harbor's root process.
 
-The candidate runs for real (`python -m vero.modeb.candidate_host`, in its own pid namespace);
+The candidate runs for real (`python -m vero.modeb.isolation.candidate_host`, in its own pid namespace);
 the task environment is the tests' stand-in with `docker cp` semantics."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from types import SimpleNamespace
 
 import pytest
 
-import vero.modeb.candidate_host  # noqa: F401  (run as a module by the candidate process)
+import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from tests.redteam.conftest import NEEDS_ROOT
 from tests.support.mode_a import shared_tmp
 from tests.support.relay import HEADER, LocalEnvironment, drive, report
 from vero.core.confine import Confinement
 from vero.core.limits import CandidateLimits
-from vero.modeb.isolation import Isolation
+from vero.modeb.isolation.spec import Isolation
 
 pytestmark = NEEDS_ROOT
 

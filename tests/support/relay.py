@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from vero.modeb.relay import Start
-from vero.modeb.relay_server import CandidateProcess
+from vero.modeb.isolation.protocol import Start
+from vero.modeb.isolation.trusted_side import CandidateProcess
 
 LOG = logging.getLogger("test-relay")
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from vero import __version__
-from vero.build import commands as build_commands
+from vero.compiler import commands as build_commands
 from vero.errors import VeroError
 from vero.serve import commands as serve_commands
 from vero.session import commands as session_commands

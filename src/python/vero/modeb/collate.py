@@ -23,7 +23,7 @@ from vero.core.incidents import new_error_id
 from vero.core.records import AttemptCounts, SampleResult
 from vero.errors import VeroError
 from vero.modeb.config import CollationSettings
-from vero.modeb.tasks import TaskRef
+from vero.modeb.task_source import TaskRef
 from vero.modeb.trials import Trial
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ ONE `harbor run` for the rest, collate its trials and persist every result. A ru
 trial at all (Docker unreachable, harbor failing at start, a timeout before the first trial)
 scored nothing: it raises `InfrastructureFailure` and persists nothing.
 
-With an `Isolation`, harbor runs `vero.modeb.isolated_agent:IsolatedAgent` and the candidate's
-agent runs in its own unprivileged process (see `vero.modeb.isolation`); without one (the runner,
+With an `Isolation`, harbor runs `vero.modeb.isolation.agent_shim:IsolatedAgent` and the candidate's
+agent runs in its own unprivileged process (see `vero.modeb.isolation.spec`); without one (the runner,
 a developer's machine) harbor imports the candidate's agent into its own process.
 """
 
@@ -30,12 +30,12 @@ from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationCancelled, EvaluationContext, InfrastructureFailure, Progress
 from vero.errors import VeroError
-from vero.modeb import harbor_cli, nested, runs
+from vero.modeb import docker_access, harbor_command, runs
 from vero.modeb.collate import PASS_SCORE, RunNote, best_trial, collate, match_trials, reward_of
 from vero.modeb.config import CollationSettings, HarborConfig
-from vero.modeb.isolation import ISOLATED_AGENT, Isolation
+from vero.modeb.isolation.spec import ISOLATED_AGENT, Isolation
 from vero.modeb.process import ProcessOutcome, run_group
-from vero.modeb.tasks import TaskRef, TaskSource
+from vero.modeb.task_source import TaskRef, TaskSource
 from vero.modeb.trials import Trial, job_dirs, read_job, read_trial, trial_dirs
 
 if TYPE_CHECKING:
@@ -261,15 +261,15 @@ class ModeBStrategy:
 
     def _run_pending(self, context: EvaluationContext, pending: Sequence[TaskRef], jobs_dir: Path,
                      base: Progress) -> tuple[str, ProcessOutcome]:
-        env = harbor_cli.harbor_env(context.worktree, self.env)
+        env = harbor_command.harbor_env(context.worktree, self.env)
         agent = self.config.agent
         if self.isolation is not None:
             # The worktree leaves harbor's path: only the isolated process imports candidate code.
             env = self.isolation.harbor_env(self.config.agent, context.worktree, env)
             agent = ISOLATED_AGENT
-        harbor_cli.preflight(self.config, env)
-        job_name = harbor_cli.new_job_name(context.split, context.commit)
-        argv = harbor_cli.harbor_argv(self.config, self.source, pending, jobs_dir=jobs_dir, job_name=job_name,
+        harbor_command.preflight(self.config, env)
+        job_name = harbor_command.new_job_name(context.split, context.commit)
+        argv = harbor_command.harbor_argv(self.config, self.source, pending, jobs_dir=jobs_dir, job_name=job_name,
                                       agent=agent)
         record = runs.HarborRunRecord(job_name=job_name, argv=argv, started_at=time.time())
         watcher = _ProgressWatcher(jobs_dir / job_name, pending, self.settings, self.config.n_attempts, base)
@@ -322,7 +322,7 @@ def build_strategy(config: ServeConfig, partition: Partition, *, confinement: Co
                    secret_env: Mapping[str, str]) -> ModeBStrategy:
     """The eval sidecar's Mode B strategy (the contract `vero.serve.sidecar` calls).
 
-    Harbor's jobs go under the nested jobs dir (`vero.modeb.nested`), one subdirectory per
+    Harbor's jobs go under the nested jobs dir (`vero.modeb.docker_access`), one subdirectory per
     evaluation, removed when the sidecar shuts down. With a harness user, candidate agents run
     isolated as that user (and the Docker socket must be closed to it); the declared secrets
     reach harbor and the candidate's process. Without one (development outside a container),
@@ -332,12 +332,12 @@ def build_strategy(config: ServeConfig, partition: Partition, *, confinement: Co
     harbor = config.mode_b.harbor
     if harbor.timeout is None and config.timeout is not None:
         harbor = harbor.model_copy(update={"timeout": config.timeout})
-    jobs_root = nested.nested_jobs_dir(os.environ, Path(config.paths.admin_dir) / "harbor-jobs")
+    jobs_root = docker_access.nested_jobs_dir(os.environ, Path(config.paths.admin_dir) / "harbor-jobs")
     isolation = None
     user = confinement.user
     if user is not None:
         if harbor.environment == "docker":
-            nested.check_socket_closed_to(user, nested.docker_socket(os.environ))
+            docker_access.check_socket_closed_to(user, docker_access.docker_socket(os.environ))
         isolation = Isolation(confinement=confinement, scratch_root=Path(config.paths.work_dir),
                               forward_env=list(secret_env))
     else:
