@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.build.test_e2e_modeb import remove_tree, require_mode_b_image
+from tests.compiler.test_e2e_modeb import remove_tree, require_mode_b_image
 from tests.support.benchmarks import write_local_registry
 from tests.support.compose import reap_stale_projects, remove_project
 from tests.support.tools import harbor_bin
