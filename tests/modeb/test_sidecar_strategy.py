@@ -18,6 +18,7 @@ import pytest
 
 import vero
 from tests.modeb.test_strategy_faults import BAR, FAKE, TASKS, Fake, dead, includes
+from vero.container import CONTAINER
 from vero.core.confine import Confinement, SandboxUser, unconfined
 from vero.core.datasets import make_partition
 from vero.core.limits import CandidateLimits
@@ -25,7 +26,7 @@ from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationCancelled, EvaluationContext
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
-from vero.modeb.docker_access import NESTED_JOBS_ENV, check_socket_closed_to, docker_socket, nested_jobs_dir
+from vero.modeb.docker_access import check_socket_closed_to, docker_socket, nested_jobs_dir
 from vero.modeb.isolation.spec import ISOLATED_AGENT, Isolation, IsolationSpec
 from vero.modeb.strategy import ModeBStrategy, build_strategy
 from vero.serve.config import ModeBServe, ServeConfig, ServePaths
@@ -148,11 +149,11 @@ def test_the_nested_jobs_dir_must_be_a_mount_point(tmp_path: Path) -> None:
     default = nested_jobs_dir({}, tmp_path / "admin" / "harbor-jobs")
     assert default.is_dir() and default.stat().st_mode & 0o777 == 0o700
     with pytest.raises(VeroError, match="is not an absolute path"):
-        nested_jobs_dir({NESTED_JOBS_ENV: "relative/dir"}, tmp_path)
+        nested_jobs_dir({CONTAINER.nested_jobs_env: "relative/dir"}, tmp_path)
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(VeroError, match="is not a mounted host directory"):
-        nested_jobs_dir({NESTED_JOBS_ENV: str(plain)}, tmp_path)
+        nested_jobs_dir({CONTAINER.nested_jobs_env: str(plain)}, tmp_path)
 
 
 def test_the_docker_socket_must_be_closed_to_the_harness_user(tmp_path: Path) -> None:
@@ -189,7 +190,7 @@ def test_build_strategy_wires_the_sidecar(tmp_path: Path, monkeypatch: pytest.Mo
     server.bind(str(path))
     path.chmod(0o660)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-    monkeypatch.delenv(NESTED_JOBS_ENV, raising=False)
+    monkeypatch.delenv(CONTAINER.nested_jobs_env, raising=False)
     harbor = HarborConfig(task_source=str(BAR / "inner_tasks"), agent="rule_agent.agent:RuleAgent")
     partition = {"test": ["write-greeting"], "train": ["reverse-lines"]}
     config = ServeConfig(mode="B", name="t/t", baseline_commit="a" * 40, splits=[], budgets=[],

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vero.baseline import BASELINE_FILES, BASELINE_JSON, BaselineInfo, make_baseline_commit
+from vero.compiler.layout import BASELINE_OUT, SEED_OUT
 from vero.compiler.tree import SKIPPED_NAMES, TreeWriter, check_relpath, check_symlink, walk_tree
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
 
-SEED_DIR = "environment/agent-seed"
-BASELINE_DIR = "environment/agent-baseline"
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 # A plain directory's ignore rules are its own .gitignore files only: no user or system config.
 _PLAIN_GIT_ENV = {**_GIT_ENV, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
@@ -161,7 +160,7 @@ def export_agent_repo(src: Path, writer: TreeWriter, *, where: str) -> ExportedB
     if not src.is_dir():
         raise VeroError(f"agent_repo {src} is not a directory", where=where,
                         fix="point agent_repo at the baseline candidate's directory")
-    seed_files = f"{SEED_DIR}/{BASELINE_FILES}"
+    seed_files = f"{SEED_OUT}/{BASELINE_FILES}"
     location = _git_location(src, where)
     warnings: list[str] = []
     if location is not None:
@@ -183,9 +182,9 @@ def export_agent_repo(src: Path, writer: TreeWriter, *, where: str) -> ExportedB
     names = [rel for rel, _, _ in files]
     for rel in names:
         # Hard links: the two baselines are the same bytes, and linking costs no data writes.
-        writer.link(f"{BASELINE_DIR}/{BASELINE_FILES}/{rel}", f"{seed_files}/{rel}")
-    writer.write_text(f"{SEED_DIR}/{BASELINE_JSON}", info)
-    writer.write_text(f"{BASELINE_DIR}/{BASELINE_JSON}", info)
+        writer.link(f"{BASELINE_OUT}/{BASELINE_FILES}/{rel}", f"{seed_files}/{rel}")
+    writer.write_text(f"{SEED_OUT}/{BASELINE_JSON}", info)
+    writer.write_text(f"{BASELINE_OUT}/{BASELINE_JSON}", info)
     return ExportedBaseline(commit=commit, source="dir" if location is None else "git", files=names,
                             warnings=warnings)
 

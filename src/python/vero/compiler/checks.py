@@ -26,11 +26,11 @@ from pydantic import JsonValue
 
 from vero.baseline import BASELINE_FILES
 from vero.compiler import layout
-from vero.compiler.agent_repo import SEED_DIR
 from vero.compiler.config import ModeABuild, ModeBBuild
 from vero.compiler.dry_run import run_mode_a_samples
 from vero.compiler.inputs import Inputs
 from vero.compiler.probes import Interpreter, ProbeReply, probe_entrypoint, probe_scorer, runtime_interpreter
+from vero.container import CONTAINER
 from vero.core.datasets import Row
 from vero.core.records import SampleResult, aggregate
 from vero.errors import VeroError
@@ -55,7 +55,7 @@ def check_task(stage: Path, inputs: Inputs, *, dry_run: bool) -> CheckReport:
     config = inputs.loaded.config
     report = CheckReport()
     if isinstance(config, ModeBBuild):
-        _check_agent_class(stage / SEED_DIR / BASELINE_FILES, config, inputs)
+        _check_agent_class(stage / layout.SEED_OUT / BASELINE_FILES, config, inputs)
         report.notes.append(f"harbor.agent {config.harbor.agent} is defined in the baseline")
         return report
     assert isinstance(config, ModeABuild) and inputs.mode_a is not None
@@ -63,11 +63,11 @@ def check_task(stage: Path, inputs: Inputs, *, dry_run: bool) -> CheckReport:
     with tempfile.TemporaryDirectory(prefix="vero-checks-") as scratch_dir:
         scratch = Path(scratch_dir)
         baseline = scratch / "baseline"
-        shutil.copytree(stage / SEED_DIR / BASELINE_FILES, baseline, symlinks=True)
+        shutil.copytree(stage / layout.SEED_OUT / BASELINE_FILES, baseline, symlinks=True)
         # The scorer as baked into the sidecar (its name is the user's file or package name).
         name = inputs.mode_a.scorer.name
         scorer = scratch / "scorer" / name
-        _copy(stage / layout.SIDECAR_OUT / layout.SCORER_ITEM / name, scorer)
+        _copy(stage / layout.sidecar_out(CONTAINER.scorer_dir) / name, scorer)
         _check_entrypoint(python, baseline, config, inputs)
         report.notes.append(f"entrypoint {config.entrypoint} imports from the baseline under {python.name}")
         _check_scorer(python, stage / layout.PEX_OUT, scorer, config, inputs, report)

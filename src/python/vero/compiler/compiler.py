@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from vero.baseline import BASELINE_FILES
 from vero.compiler import layout
-from vero.compiler.agent_repo import SEED_DIR, ExportedBaseline, export_agent_repo
+from vero.compiler.agent_repo import ExportedBaseline, export_agent_repo
 from vero.compiler.checks import check_task
 from vero.compiler.config import BuildConfig, ModeABuild, ModeBBuild
 from vero.compiler.context import template_context
@@ -27,6 +27,7 @@ from vero.compiler.render import render
 from vero.compiler.seal import sha256_file, write_seal
 from vero.compiler.sidecar_data import write_sidecar_data
 from vero.compiler.tree import EXEC_MODE, TreeWriter
+from vero.container import CONTAINER
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
 
@@ -103,7 +104,8 @@ def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
     sidecar_items, serve = write_sidecar_data(writer, inputs, baseline.commit)
     writer.write_text(layout.SERVE_JSON_OUT, canonical_json(serve.model_dump(mode="json")))
     # The identity file is written last (it digests every other file), copied like the items.
-    context = template_context(config, baseline.commit, [*sidecar_items, layout.IDENTITY_ITEM], baseline.files)
+    identity_item = layout.sidecar_item(CONTAINER.identity_dir)
+    context = template_context(config, baseline.commit, [*sidecar_items, identity_item], baseline.files)
     writer.write_text(layout.TASK_TOML, render("task.toml.j2", **context))
     writer.write_text(layout.INSTRUCTION, render("instruction.md.j2", **context))
     writer.write_text(layout.COMPOSE, render("docker-compose.yaml.j2", **context))
@@ -123,7 +125,7 @@ def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
 
 
 def _baseline_path(writer: TreeWriter, rel: str) -> Path:
-    return writer.root / SEED_DIR / BASELINE_FILES / rel
+    return writer.root / layout.SEED_OUT / BASELINE_FILES / rel
 
 
 def _module_present(writer: TreeWriter, module: str) -> bool:

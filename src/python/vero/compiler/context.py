@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from typing import Any
 
 from vero import __version__
 from vero.baseline import GIT_ENV, git_commit_argv
-from vero.compiler import layout
 from vero.compiler.config import BuildConfig, ModeABuild, ModeBBuild
+from vero.container import CONTAINER
 from vero.serve.config import ServeConfig
+
+# Harbor timeouts the compiler derives: image builds and start-up, and slack around finalize.
+BUILD_TIMEOUT_SEC = 900.0
+VERIFIER_SLACK_SEC = 120.0
+# The finalize client gives up this long before Harbor's verifier timeout, to write the floors.
+FINALIZE_SLACK_SEC = 60.0
+# test.sh's archive request after finalize, and the rescue archive's collect hook.
+SESSION_ARCHIVE_TIMEOUT_SEC = 45.0
+RESCUE_TIMEOUT_SEC = 300.0
+# Where the rescue archive lands in the trial's artifacts/ dir.
+RESCUE_DESTINATION = "session-rescue.tar.gz"
+# Mode B: on SIGTERM the sidecar stops its nested harbor, which cancels and tears down its trials.
+SIDECAR_STOP_GRACE = "10s"
+MODE_B_SIDECAR_STOP_GRACE = "90s"
 
 
 def verifier_evaluations(config: BuildConfig) -> int:
@@ -34,7 +47,7 @@ def verifier_timeout(config: BuildConfig) -> float:
     per_evaluation = evaluation_limit(config)
     if isinstance(config, ModeBBuild):
         per_evaluation += config.harbor.kill_grace
-    return verifier_evaluations(config) * per_evaluation + layout.VERIFIER_SLACK_SEC
+    return verifier_evaluations(config) * per_evaluation + VERIFIER_SLACK_SEC
 
 
 def _split_rows(config: BuildConfig) -> list[dict[str, str]]:
@@ -63,20 +76,20 @@ def harbor_artifacts() -> list[dict[str, str]]:
     """task.toml's `[[artifacts]]`: what Harbor copies into the trial dir, on failure paths too:
     the sidecar's log dir (why it could not start, `vero.serve.failure`) and the rescue archive
     (see `collect_hooks`)."""
-    return [{"source": layout.SIDECAR_LOG_DIR, "destination": layout.SIDECAR_SERVICE,
-             "service": layout.SIDECAR_SERVICE},
-            {"source": layout.RESCUE_ARCHIVE, "destination": layout.RESCUE_DESTINATION,
-             "service": layout.SIDECAR_SERVICE}]
+    return [{"source": CONTAINER.log_dir, "destination": CONTAINER.sidecar_service,
+             "service": CONTAINER.sidecar_service},
+            {"source": CONTAINER.rescue_archive, "destination": RESCUE_DESTINATION,
+             "service": CONTAINER.sidecar_service}]
 
 
 def collect_hooks() -> list[dict[str, Any]]:
     """task.toml's `[[verifier.collect]]`: commands Harbor runs after the agent phase (also after
     one that failed, when the verifier never runs), before it copies the artifacts. The rescue
     archive needs no token: the hook runs as root in the sidecar, which owns the admin volume."""
-    command = shlex.join(["vero", "harbor", "archive", "--config", layout.SERVE_JSON,
-                          "--output", layout.RESCUE_ARCHIVE])
-    return [{"command": command, "service": layout.SIDECAR_SERVICE, "user": "root",
-             "timeout_sec": layout.RESCUE_TIMEOUT_SEC}]
+    command = shlex.join(["vero", "harbor", "archive", "--config", CONTAINER.serve_json,
+                          "--output", CONTAINER.rescue_archive])
+    return [{"command": command, "service": CONTAINER.sidecar_service, "user": "root",
+             "timeout_sec": RESCUE_TIMEOUT_SEC}]
 
 
 README_NAMES = ("README.md", "README.rst", "README.txt", "README")
@@ -92,60 +105,33 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str],
     """Every value the templates render (each template escapes for its own format)."""
     n_evals = verifier_evaluations(config)
     context: dict[str, Any] = {
+        # The container layout as one object: `paths.repo_dir`, `paths.eval_port`, ...
+        "paths": CONTAINER,
         "vero_version": __version__,
         "name": config.name,
         "description": config.description,
         "mode": config.mode,
         "commit": commit,
-        "agent_user": layout.AGENT_USER,
-        "agent_uid": layout.AGENT_UID,
-        "harness_user": layout.HARNESS_USER,
         "agent_timeout": config.agent_timeout,
         "agent_time_limit": _duration(config.agent_timeout),
         "eval_timeout": evaluation_limit(config),
         "eval_time_limit": _duration(evaluation_limit(config)),
         "verifier_evals": n_evals,
         "verifier_timeout": verifier_timeout(config),
-        "finalize_timeout": verifier_timeout(config) - layout.FINALIZE_SLACK_SEC,
-        "build_timeout": layout.BUILD_TIMEOUT_SEC,
+        "finalize_timeout": verifier_timeout(config) - FINALIZE_SLACK_SEC,
+        "build_timeout": BUILD_TIMEOUT_SEC,
         "base_image_main": config.base_image_main,
         "base_image_sidecar": config.sidecar_image(),
         "secrets": config.secrets,
         "docker_socket": isinstance(config, ModeBBuild),
-        "socket_path": layout.DOCKER_SOCKET,
-        "nested_jobs_var": layout.NESTED_JOBS_VAR,
-        "nested_jobs_dir": layout.NESTED_JOBS_DIR,
-        "harness_id": layout.MODE_B_HARNESS_ID,
-        "sidecar_stop_grace": (layout.MODE_B_SIDECAR_STOP_GRACE if isinstance(config, ModeBBuild)
-                               else layout.SIDECAR_STOP_GRACE),
+        "sidecar_stop_grace": (MODE_B_SIDECAR_STOP_GRACE if isinstance(config, ModeBBuild)
+                               else SIDECAR_STOP_GRACE),
+        "health_probe": (f"import urllib.request; urllib.request.urlopen({CONTAINER.health_url!r}, "
+                         "timeout=4).read()"),
         "read_only_paths": config.read_only_paths,
         "git_env": [f"{key}={value}" for key, value in sorted(GIT_ENV.items())],
         "git_argv": git_commit_argv(),
-        "repo_dir": layout.REPO_DIR,
-        "seed_dir": layout.SEED_DIR,
-        "seed_script": layout.SEED_SCRIPT,
-        "staging_dir": layout.SEED_STAGING,
-        "seed_marker": layout.SEED_MARKER,
-        "marker_dir": os.path.dirname(layout.SEED_MARKER),
-        "pex_path": layout.PEX_PATH,
-        "venv_dir": layout.VENV_DIR,
-        "token_dir": layout.TOKEN_DIR,
-        "token_file": layout.TOKEN_FILE,
-        "reward_dir": layout.REWARD_DIR,
-        "reward_file": layout.REWARD_FILE,
-        "eval_url": layout.EVAL_URL,
-        "health_probe": layout.HEALTH_PROBE,
-        "serve_json": layout.SERVE_JSON,
-        "sidecar_dir": layout.SIDECAR_DIR,
         "sidecar_items": sidecar_items,
-        "sidecar_results_dir": layout.SIDECAR_RESULTS,
-        "optimizer_work": layout.OPTIMIZER_WORK,
-        "optimizer_repo": layout.OPTIMIZER_REPO,
-        "work_volume": layout.WORK_VOLUME,
-        "results_dir": layout.MAIN_RESULTS,
-        "admin_dir": layout.ADMIN_DIR,
-        "work_dir": layout.WORK_DIR,
-        "baseline_dir": layout.BASELINE_DIR,
         "split_rows": _split_rows(config),
         "k_anonymity_floor": config.k_anonymity_floor,
         "reward_mode": config.reward_mode,
@@ -154,10 +140,8 @@ def template_context(config: BuildConfig, commit: str, sidecar_items: list[str],
         "reward_keys": [target.reward_key for target in config.targets],
         "artifacts": harbor_artifacts(),
         "collect_hooks": collect_hooks(),
-        "session_archive": layout.SESSION_ARCHIVE,
-        "session_archive_timeout": layout.SESSION_ARCHIVE_TIMEOUT_SEC,
+        "session_archive_timeout": SESSION_ARCHIVE_TIMEOUT_SEC,
         "limits": config.limits,
-        "scratch_dirs": layout.SIDECAR_SCRATCH_DIRS,
         # The free baseline evaluation exists on every split the optimizer may evaluate.
         "free_baseline_splits": [entry.split for entry in config.splits if entry.access != "no_access"],
     }

@@ -9,6 +9,7 @@ from vero.compiler.agent_repo import extract_git_tree
 from vero.compiler.config import ModeABuild, ModeBBuild
 from vero.compiler.inputs import Inputs, RegistryInputs
 from vero.compiler.tree import TreeWriter
+from vero.container import CONTAINER
 from vero.fsutil import canonical_json
 from vero.modeb.config import HarborConfig
 from vero.serve.config import ModeAServe, ModeBServe, ServeConfig, ServePaths
@@ -23,40 +24,40 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
     if isinstance(config, ModeABuild):
         assert inputs.mode_a is not None
         data = inputs.mode_a
-        dataset_out = f"{layout.SIDECAR_OUT}/{layout.DATASET_ITEM}"
+        dataset_out = layout.sidecar_out(CONTAINER.dataset_dir)
         for name in data.dataset_info.files:
             writer.copy_file(f"{dataset_out}/{name}", data.dataset / name, 0o644)
         scorer_name = data.scorer.name
-        scorer_out = f"{layout.SIDECAR_OUT}/{layout.SCORER_ITEM}/{scorer_name}"
+        scorer_out = f"{layout.sidecar_out(CONTAINER.scorer_dir)}/{scorer_name}"
         if data.scorer.is_dir():
             writer.copy_tree(scorer_out, data.scorer, where=f"{where}: scorer")
         else:
             writer.copy_file(scorer_out, data.scorer, 0o644)
-        items = [layout.DATASET_ITEM, layout.SCORER_ITEM]
+        items = [layout.sidecar_item(CONTAINER.dataset_dir), layout.sidecar_item(CONTAINER.scorer_dir)]
         mode_a = ModeAServe(
-            dataset_dir=f"{layout.SIDECAR_DIR}/{layout.DATASET_ITEM}",
+            dataset_dir=CONTAINER.dataset_dir,
             label_fields=config.label_fields,
             entrypoint=config.entrypoint,
-            scorer=f"{layout.SIDECAR_DIR}/{layout.SCORER_ITEM}/{scorer_name}",
+            scorer=f"{CONTAINER.scorer_dir}/{scorer_name}",
             sample_timeout=config.sample_timeout,
         )
     elif isinstance(config, ModeBBuild):
         assert inputs.mode_b is not None
         harbor = config.harbor.model_dump()
         if inputs.mode_b.source is not None:
-            tasks_out = f"{layout.SIDECAR_OUT}/{layout.INNER_TASKS_ITEM}"
+            tasks_out = layout.sidecar_out(CONTAINER.inner_tasks_dir)
             for task_dir in inputs.mode_b.task_dirs:
                 writer.copy_tree(f"{tasks_out}/{task_dir.name}", task_dir, where=f"{where}: inner_task")
-            items = [layout.INNER_TASKS_ITEM]
-            harbor["task_source"] = f"{layout.SIDECAR_DIR}/{layout.INNER_TASKS_ITEM}"
+            items = [layout.sidecar_item(CONTAINER.inner_tasks_dir)]
+            harbor["task_source"] = CONTAINER.inner_tasks_dir
         elif inputs.mode_b.registry is not None:
             harbor["registry_path"] = write_registry(writer, inputs.mode_b.registry, where)
-            items = [layout.REGISTRY_ITEM]
+            items = [layout.sidecar_item(CONTAINER.registry_dir)]
         mode_b = ModeBServe(harbor=HarborConfig.model_validate(harbor), partition=config.partition)
     serve = ServeConfig(
         mode=config.mode,
         name=config.name,
-        port=layout.EVAL_PORT,
+        port=CONTAINER.eval_port,
         paths=ServePaths(),
         baseline_commit=commit,
         splits=config.splits,
@@ -71,8 +72,8 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         secrets=config.secrets,
         max_concurrency=config.max_concurrency,
         timeout=config.timeout,
-        harness_user=layout.HARNESS_USER,
-        fetch_uid=layout.AGENT_UID,
+        harness_user=CONTAINER.harness_user,
+        fetch_uid=CONTAINER.agent_uid,
         limits=config.limits,
         mode_a=mode_a,
         mode_b=mode_b,
@@ -84,20 +85,18 @@ def write_registry(writer: TreeWriter, registry: RegistryInputs, where: str) -> 
     """Bake the partition's tasks of a local registry dataset and a registry.json that lists just
     them (the same dataset name and version, the same task names and directory names) at their
     in-container paths; return the registry.json path the sidecar's harbor gets."""
-    base = f"{layout.SIDECAR_OUT}/{layout.REGISTRY_ITEM}"
-    in_container = f"{layout.SIDECAR_DIR}/{layout.REGISTRY_ITEM}"
     entries = []
     for task in registry.tasks:
-        dest = f"{base}/{layout.REGISTRY_TASKS}/{task.dir_name}"
+        dest = f"{layout.sidecar_out(CONTAINER.registry_tasks_dir)}/{task.dir_name}"
         origin = f"{where}: harbor.registry_path: task {task.name!r}"
         if task.local_dir is not None:
             writer.copy_tree(dest, task.local_dir, where=origin)
         else:
             assert task.git_repo is not None  # inputs refuse tasks the sidecar could not reach
             extract_git_tree(task.git_repo, task.treeish, writer, dest, origin)
-        entries.append({"name": task.name, "path": f"{in_container}/{layout.REGISTRY_TASKS}/{task.dir_name}"})
+        entries.append({"name": task.name, "path": f"{CONTAINER.registry_tasks_dir}/{task.dir_name}"})
     dataset = registry.dataset
     listing = [{"name": dataset.name, "version": dataset.version, "description": dataset.description,
                 "tasks": entries}]
-    writer.write_text(f"{base}/{layout.REGISTRY_JSON}", canonical_json(listing))
-    return f"{in_container}/{layout.REGISTRY_JSON}"
+    writer.write_text(layout.sidecar_out(CONTAINER.registry_json), canonical_json(listing))
+    return CONTAINER.registry_json

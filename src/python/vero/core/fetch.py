@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from vero.container import CONTAINER
 from vero.core.confine import Confinement
 from vero.core.incidents import withheld
 from vero.core.limits import RepoLimits
@@ -32,7 +33,7 @@ from vero.core.sandbox import run_sandboxed
 from vero.models import StrictModel
 
 PACK = "incoming.pack"
-FIX = "commit your work in /work/agent and pass an existing commit SHA or branch name"
+FIX = f"commit your work in {CONTAINER.repo_dir} and pass an existing commit SHA or branch name"
 
 # Run by the unprivileged fetcher (stdlib only, `python -I -S`). Arguments: source repo, ref,
 # pack path, size limit in bytes (RLIMIT_FSIZE stops a file at exactly that size); stdin: commit
@@ -175,7 +176,7 @@ def fetch_commit(source: Path, ref: str, known: Sequence[str], settings: FetchSe
         if run.timed_out:
             raise withheld(BadInput, f"reading {ref!r} from the agent repository took longer than "
                            f"{limits.fetch_timeout:g} s", said,
-                           fix="check /work/agent/.git for special files (FIFOs, devices) and oversized "
+                           fix=f"check {CONTAINER.repo_dir}/.git for special files (FIFOs, devices) and oversized "
                                "objects; commit normally and pass a commit SHA")
         try:
             report = FetchReport.model_validate_json(run.stdout_tail.strip().splitlines()[-1])

@@ -3,8 +3,7 @@
 - The jobs dir: Harbor 0.24 bind-mounts each trial's `agent/`, `verifier/` and `artifacts/` dirs
   into the task container, and through the socket the host resolves those paths, so the sidecar's
   jobs dir must be a host directory mounted at the same absolute path. The compiled compose file
-  mounts `${VERO_NESTED_DIR:-/tmp/vero-nested}/<compose project>` that way and names it in
-  `VERO_NESTED_JOBS_DIR`.
+  mounts `CONTAINER.nested_jobs_dir` that way and names it in `CONTAINER.nested_jobs_env`.
 - The Docker socket is root on the host: the harness user, which runs candidate code, must not
   be able to open it (its uid, its gid or "other" access would give it away).
 """
@@ -16,11 +15,9 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from vero.container import CONTAINER
 from vero.core.confine import SandboxUser
 from vero.errors import VeroError
-
-NESTED_JOBS_ENV = "VERO_NESTED_JOBS_DIR"
-DEFAULT_SOCKET = "/var/run/docker.sock"
 
 
 def nested_jobs_dir(environ: Mapping[str, str], default: Path) -> Path:
@@ -28,17 +25,18 @@ def nested_jobs_dir(environ: Mapping[str, str], default: Path) -> Path:
 
     Made root-only (0700): trial dirs hold verifier output and the results vero scores.
     """
-    raw = environ.get(NESTED_JOBS_ENV)
+    name = CONTAINER.nested_jobs_env
+    raw = environ.get(name)
     if raw is None:
         path = Path(default)
         path.mkdir(parents=True, exist_ok=True)
     else:
         path = Path(raw)
         if not path.is_absolute():
-            raise VeroError(f"{NESTED_JOBS_ENV}={raw!r} is not an absolute path", where="sidecar environment",
-                            fix="set VERO_NESTED_DIR on the host to an absolute directory")
+            raise VeroError(f"{name}={raw!r} is not an absolute path", where="sidecar environment",
+                            fix=f"set {CONTAINER.nested_base_env} on the host to an absolute directory")
         if not os.path.ismount(path):
-            raise VeroError(f"{NESTED_JOBS_ENV}={raw} is not a mounted host directory",
+            raise VeroError(f"{name}={raw} is not a mounted host directory",
                             where="sidecar environment",
                             fix="mount the host directory at the same path (the compiled compose file does)")
     path.chmod(0o700)
@@ -49,7 +47,7 @@ def docker_socket(environ: Mapping[str, str]) -> Path:
     """The Docker endpoint harbor will use: `DOCKER_HOST` (unix sockets only) or the default socket."""
     host = environ.get("DOCKER_HOST", "")
     if not host:
-        return Path(DEFAULT_SOCKET)
+        return Path(CONTAINER.docker_socket)
     if not host.startswith("unix://"):
         raise VeroError(f"DOCKER_HOST={host} is not a unix socket: candidate code could reach it",
                         where="sidecar environment", fix="use the mounted socket (unset DOCKER_HOST)")
@@ -62,7 +60,7 @@ def check_socket_closed_to(user: SandboxUser, socket: Path) -> None:
         info = os.stat(socket)
     except OSError as exc:
         raise VeroError(f"the Docker socket {socket} is not there ({exc.strerror})", where="sidecar",
-                        fix="mount /var/run/docker.sock into the sidecar (the compiled compose file does)",
+                        fix=f"mount {CONTAINER.docker_socket} into the sidecar (the compiled compose file does)",
                         ) from None
     if not stat.S_ISSOCK(info.st_mode):
         raise VeroError(f"{socket} is not a socket", where="sidecar", fix="mount the host's Docker socket")

@@ -8,21 +8,22 @@ from typing import Any
 
 import httpx
 
+from vero.container import CONTAINER
 from vero.errors import VeroError
 
-URL_ENV = "VERO_EVAL_URL"
 QUICK_TIMEOUT = 30.0
 
 
 def sidecar_url() -> str:
-    """The sidecar's base URL from `VERO_EVAL_URL`."""
-    url = os.environ.get(URL_ENV, "").strip()
+    """The sidecar's base URL from `VERO_EVAL_URL` (`CONTAINER.eval_url_env`)."""
+    name = CONTAINER.eval_url_env
+    url = os.environ.get(name, "").strip()
     if not url:
-        raise VeroError(f"{URL_ENV} is not set", where="environment",
-                        fix=f"export {URL_ENV}=http://eval-sidecar:8100 (set in the task's main container)")
+        raise VeroError(f"{name} is not set", where="environment",
+                        fix=f"export {name}={CONTAINER.eval_url} (set in the task's main container)")
     if not url.startswith(("http://", "https://")):
-        raise VeroError(f"{URL_ENV}={url!r} is not an http(s) URL", where="environment",
-                        fix=f"export {URL_ENV}=http://eval-sidecar:8100")
+        raise VeroError(f"{name}={url!r} is not an http(s) URL", where="environment",
+                        fix=f"export {name}={CONTAINER.eval_url}")
     return url.rstrip("/")
 
 
@@ -41,7 +42,7 @@ class SidecarClient:
                                  timeout=httpx.Timeout(timeout, connect=10.0))
         except httpx.HTTPError as exc:
             raise VeroError(f"cannot reach the eval sidecar at {self.base_url}: {exc}", where=f"GET {path}",
-                            fix="check that the eval sidecar is running and VERO_EVAL_URL is right",
+                            fix=f"check that the eval sidecar is running and {CONTAINER.eval_url_env} is right",
                             exit_code=1) from None
         if response.status_code >= 400:
             try:
@@ -64,7 +65,7 @@ class SidecarClient:
         except httpx.HTTPError as exc:
             raise VeroError(f"cannot reach the eval sidecar at {self.base_url}: {exc}",
                             where=f"{method} {path}",
-                            fix="check that the eval sidecar is running and VERO_EVAL_URL is right",
+                            fix=f"check that the eval sidecar is running and {CONTAINER.eval_url_env} is right",
                             exit_code=1) from None
         try:
             payload = response.json()

@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
+from vero.container import CONTAINER
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_json
 from vero.serve.client import SidecarClient, sidecar_url
-from vero.serve.config import ServePaths, load_serve_config
+from vero.serve.config import load_serve_config
 from vero.serve.failure import clear_failure, record_failure
 from vero.serve.token import read_token
 
@@ -35,7 +36,7 @@ def serve_command(config_path: Path, host: str | None, port: int | None) -> None
     reason is also written to `paths.log_dir`, which the task has Harbor collect."""
     from vero.serve.app import serve  # the server stack is only needed here
 
-    log_dir = Path(ServePaths().log_dir)
+    log_dir = Path(CONTAINER.log_dir)
     try:
         config = load_serve_config(config_path)
         log_dir = Path(config.paths.log_dir)
@@ -51,7 +52,7 @@ def serve_command(config_path: Path, host: str | None, port: int | None) -> None
 
 @click.command("eval")
 @click.option("--split", required=True, help="split to evaluate (see `vero harbor status`)")
-@click.option("--commit", default=None, help="commit SHA or branch of /work/agent (default: HEAD)")
+@click.option("--commit", default=None, help=f"commit SHA or branch of {CONTAINER.repo_dir} (default: HEAD)")
 @click.option("--sample-id", "sample_ids", multiple=True, help="evaluate only these samples (repeatable)")
 @click.option("--num-samples", type=int, default=None, help="evaluate the first N samples of the split")
 @click.option("--dataset-id", default=None, help="the dataset id from `vero harbor status` (optional)")
@@ -77,7 +78,7 @@ def status_command() -> None:
 
 
 @click.command("submit")
-@click.option("--commit", default=None, help="commit SHA or branch of /work/agent (default: HEAD)")
+@click.option("--commit", default=None, help=f"commit SHA or branch of {CONTAINER.repo_dir} (default: HEAD)")
 def submit_command(commit: str | None) -> None:
     """Nominate a commit as the final candidate."""
     body = {"commit": commit} if commit is not None else {}

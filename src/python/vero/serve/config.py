@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from vero.container import CONTAINER
 from vero.core.benchmark import Budget, RewardMode, SplitAccess, Target
 from vero.core.limits import Limits
 from vero.errors import VeroError
@@ -15,17 +16,18 @@ from vero.models import StrictModel
 
 
 class ServePaths(StrictModel):
-    """Where the sidecar finds and keeps things inside its container."""
+    """Where the sidecar finds and keeps things inside its container (defaults: `CONTAINER`;
+    tests and local runs point them elsewhere)."""
 
-    agent_repo: str = "/work/agent"                  # the optimizer's repo (shared volume, read-only here)
-    results_dir: str = "/work/results"               # the agent's view of results (shared volume)
-    admin_dir: str = "/var/lib/vero/admin"           # ledger, submission, experiments (sidecar only)
-    token_file: str = "/var/lib/vero/token/admin-token"  # token volume; main mounts it read-only
-    baseline_dir: str = "/opt/vero/agent-baseline"   # files/ + BASELINE.json (vero.baseline)
-    trusted_repo: str = "/var/lib/vero/admin/repo"   # created from baseline_dir at first start
-    work_dir: str = "/var/lib/vero/work"             # candidate worktrees, readable by the harness user
-    log_dir: str = "/var/log/vero"                   # why the sidecar stopped; Harbor collects it as an artifact
-    identity_file: str = "/opt/vero/sidecar/identity/task.json"  # the task's digest, baked at build time
+    agent_repo: str = CONTAINER.repo_dir          # the optimizer's repo (shared volume, read-only here)
+    results_dir: str = CONTAINER.results_dir      # the agent's view of results (shared volume)
+    admin_dir: str = CONTAINER.admin_dir          # ledger, submission, experiments (sidecar only)
+    token_file: str = CONTAINER.token_file        # token volume; main mounts it read-only
+    baseline_dir: str = CONTAINER.baseline_dir    # files/ + BASELINE.json (vero.baseline)
+    trusted_repo: str = CONTAINER.trusted_repo    # created from baseline_dir at first start
+    work_dir: str = CONTAINER.work_dir            # candidate worktrees, readable by the harness user
+    log_dir: str = CONTAINER.log_dir              # why the sidecar stopped; Harbor collects it as an artifact
+    identity_file: str = CONTAINER.identity_file  # the task's digest, baked at build time
 
 
 class ModeAServe(StrictModel):
@@ -52,7 +54,7 @@ class ServeConfig(StrictModel):
     mode: Literal["A", "B"]
     name: str
     host: str = "0.0.0.0"
-    port: int = Field(default=8100, ge=1, le=65535)
+    port: int = Field(default=CONTAINER.eval_port, ge=1, le=65535)
     paths: ServePaths = Field(default_factory=ServePaths)
     baseline_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
     splits: list[SplitAccess]
@@ -68,8 +70,9 @@ class ServeConfig(StrictModel):
     secrets: list[str] = Field(default_factory=list)
     max_concurrency: int = Field(default=4, ge=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds for one evaluation")
-    harness_user: str | None = Field(default="harness", description="unprivileged user for candidate code; "
-                                     "when set, candidate processes also get their own pid namespace")
+    harness_user: str | None = Field(default=CONTAINER.harness_user,
+                                     description="unprivileged user for candidate code; when set, candidate "
+                                     "processes also get their own pid namespace")
     fetch_uid: int | None = Field(default=None, ge=1, description="uid that reads the optimizer's repo (the "
                                   "optimizer's own uid in a compiled task); None: the sidecar's own user")
     limits: Limits = Field(default_factory=Limits)
