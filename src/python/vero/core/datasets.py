@@ -2,7 +2,6 @@
 
 A dataset id is the sha256 of a canonical encoding of the content (sorted keys, no
 whitespace), so the same rows give the same id on any machine and any change gives a new one.
-Registered datasets live under `$VERO_HOME/datasets/<id>/` (default `~/.vero`).
 
 Hugging Face `save_to_disk` directories are not read: that needs the `datasets`/`pyarrow`
 dependencies, which the sidecar image does not carry. They are detected and refused with a
@@ -13,36 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
 from vero.core.benchmark import SPLIT_NAME_PATTERN
 from vero.errors import VeroError
-from vero.fsutil import atomic_write_model, atomic_write_text, fsync_dir
-from vero.models import StrictModel
 
 Row = dict[str, JsonValue]
 DatasetKind = Literal["mode_a", "mode_b_partition"]
 
 _SPLIT_NAME = re.compile(SPLIT_NAME_PATTERN)
 _HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
-MANIFEST = "DATASET.json"
-PARTITION_FILE = "partition.json"
-
-
-def vero_home() -> Path:
-    """The vero home directory: `$VERO_HOME`, else `~/.vero`."""
-    configured = os.environ.get("VERO_HOME")
-    return Path(configured) if configured else Path.home() / ".vero"
 
 
 def _canonical_bytes(obj: Any) -> bytes:
@@ -213,93 +199,6 @@ def make_partition(mapping: Mapping[str, Sequence[str]], where: str = "partition
             seen[name] = split
         splits[split] = names
     return Partition(splits=splits, dataset_id=content_id("mode_b_partition", splits))
-
-
-class DatasetManifest(StrictModel):
-    """DATASET.json of a registered dataset."""
-
-    dataset_id: str
-    kind: DatasetKind
-    splits: dict[str, int]
-
-
-class DatasetStore:
-    """Content-addressed registry: `<home>/datasets/<dataset id>/`."""
-
-    def __init__(self, home: Path | None = None) -> None:
-        self.root = (Path(home) if home is not None else vero_home()) / "datasets"
-
-    def path_for(self, dataset_id: str) -> Path:
-        """Directory of a registered dataset."""
-        if not re.fullmatch(r"[0-9a-f]{64}", dataset_id):
-            raise VeroError(f"invalid dataset id {dataset_id!r}",
-                            fix="dataset ids are 64 lowercase hex digits")
-        return self.root / dataset_id
-
-    def register(self, dataset: ModeADataset | Partition) -> Path:
-        """Store `dataset` under its id (idempotent) and return its directory."""
-        target = self.path_for(dataset.dataset_id)
-        if (target / MANIFEST).is_file():
-            return target
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dataset.dataset_id[:12]}.", dir=self.root))
-        try:
-            if isinstance(dataset, ModeADataset):
-                kind: DatasetKind = "mode_a"
-                counts = {name: len(rows) for name, rows in dataset.splits.items()}
-                for name, rows in dataset.splits.items():
-                    lines = "".join(_canonical_bytes(row).decode("utf-8") + "\n" for row in rows)
-                    atomic_write_text(staging / f"{name}.jsonl", lines)
-            else:
-                kind = "mode_b_partition"
-                counts = {name: len(names) for name, names in dataset.splits.items()}
-                atomic_write_text(staging / PARTITION_FILE,
-                                  json.dumps({k: list(v) for k, v in dataset.splits.items()}, sort_keys=True))
-            atomic_write_model(staging / MANIFEST, DatasetManifest(dataset_id=dataset.dataset_id, kind=kind,
-                                                                    splits=counts))
-            staging.chmod(0o755)
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (target / MANIFEST).is_file():
-                    raise
-                # Another process registered the same content first: identical by construction.
-                shutil.rmtree(staging)
-            fsync_dir(self.root)
-        except BaseException:
-            if staging.exists():
-                shutil.rmtree(staging)
-            raise
-        return target
-
-    def load(self, dataset_id: str) -> ModeADataset | Partition:
-        """Load a registered dataset and check that its content still has its id."""
-        directory = self.path_for(dataset_id)
-        try:
-            manifest = DatasetManifest.model_validate_json((directory / MANIFEST).read_bytes())
-        except FileNotFoundError:
-            raise VeroError(f"dataset {dataset_id} is not registered", where=str(self.root),
-                            fix="register it first") from None
-        except (OSError, ValidationError) as exc:
-            raise VeroError(f"corrupt dataset manifest: {exc}", where=str(directory / MANIFEST),
-                            fix="delete the directory and register the dataset again") from None
-        loaded: ModeADataset | Partition
-        if manifest.kind == "mode_a":
-            loaded = load_mode_a_dataset(directory)
-        else:
-            try:
-                raw = json.loads((directory / PARTITION_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise VeroError(f"corrupt partition: {exc}", where=str(directory / PARTITION_FILE),
-                                fix="delete the directory and register the dataset again") from None
-            if not isinstance(raw, dict):
-                raise VeroError("partition is not a JSON object", where=str(directory / PARTITION_FILE),
-                                fix="delete the directory and register the dataset again")
-            loaded = make_partition(raw, str(directory / PARTITION_FILE))
-        if loaded.dataset_id != dataset_id:
-            raise VeroError(f"content hashes to {loaded.dataset_id}, not {dataset_id}", where=str(directory),
-                            fix="the store was modified: delete the directory and register the dataset again")
-        return loaded
 
 
 def strip_labels(row: Row, label_fields: Sequence[str]) -> Row:
