@@ -13,8 +13,9 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
+from vero.core.benchmark import CommitSha
 from vero.errors import VeroError
 from vero.models import StrictModel
 
@@ -80,7 +81,7 @@ def make_baseline_commit(worktree: Path) -> str:
 class BaselineInfo(StrictModel):
     """BASELINE.json: the SHA the baseline files must produce."""
 
-    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    commit: CommitSha
 
 
 def restore_baseline(baseline_dir: Path, repo_dir: Path) -> str:

@@ -13,14 +13,13 @@ from typing import Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from vero.core.benchmark import AccessTier, Budget, RewardMode, SplitAccess, Target
+from vero.core.benchmark import AccessTier, Budget, ImportPath, RewardMode, SplitAccess, Target
 from vero.core.limits import Limits
 from vero.modeb.config import HarborConfig, is_registry_source
 from vero.models import StrictModel
 
 # Harbor's own rule for [task].name (harbor.constants.ORG_NAME_PATTERN), minus "..".
 TASK_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*/[a-zA-Z0-9][a-zA-Z0-9._-]*$"
-ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A Docker image reference (name[:tag]); digests are refused because local images have none.
 IMAGE_REF = re.compile(
@@ -145,7 +144,7 @@ class ModeABuild(BuildCommon):
     mode: Literal["A"]
     dataset: str = Field(min_length=1, description="dir with <split>.jsonl files, or a save_to_disk dir")
     label_fields: list[str] = Field(default_factory=list)
-    entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="module:function in the agent repo")
+    entrypoint: ImportPath = Field(description="module:function in the agent repo")
     scorer: str = Field(min_length=1, description="a .py file or package dir outside the agent repo")
     sample_timeout: float = Field(default=60.0, gt=0)
     output_contract: str = Field(default="", description="what the entrypoint must return, for instruction.md "

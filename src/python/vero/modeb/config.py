@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vero.core.benchmark import SPLIT_NAME_PATTERN
+from vero.core.benchmark import SPLIT_NAME_PATTERN, ImportPath
 from vero.models import StrictModel
 
 # A registry source: `name@version` (a dataset of a Harbor registry: the default remote one, or a
@@ -24,8 +24,7 @@ class HarborConfig(StrictModel):
     registry_path: str | None = Field(default=None, min_length=1,
                                       description="a local registry.json holding the name@version dataset "
                                                   "(harbor run --registry-path)")
-    agent: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$",
-                       description="module:Class import path of the candidate's Harbor agent")
+    agent: ImportPath = Field(description="module:Class import path of the candidate's Harbor agent")
     model: str | None = None
     environment: str = Field(default="docker", pattern=r"^[A-Za-z0-9_.:-]+$")
     n_concurrent: int = Field(default=4, ge=1)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from vero.core.benchmark import Budget, RewardMode, SplitAccess, Target
+from vero.core.benchmark import Budget, CommitSha, ImportPath, RewardMode, SplitAccess, Target
 from vero.core.limits import Limits
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
@@ -33,7 +33,7 @@ class ModeAServe(StrictModel):
 
     dataset_dir: str
     label_fields: list[str] = Field(default_factory=list)
-    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+    entrypoint: ImportPath
     scorer: str
     sample_timeout: float = Field(default=60.0, gt=0)
 
@@ -54,7 +54,7 @@ class ServeConfig(StrictModel):
     host: str = "0.0.0.0"
     port: int = Field(default=8100, ge=1, le=65535)
     paths: ServePaths = Field(default_factory=ServePaths)
-    baseline_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    baseline_commit: CommitSha
     splits: list[SplitAccess]
     budgets: list[Budget]
     reward_mode: RewardMode = "auto_best"

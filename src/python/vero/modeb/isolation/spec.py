@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 import vero
+from vero.core.benchmark import ImportPath
 from vero.core.confine import Confinement, SandboxUser
 from vero.core.limits import CandidateLimits
 from vero.errors import VeroError
@@ -36,13 +37,12 @@ QUIET_ENV = {"HARBOR_TELEMETRY": "0", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 # The sidecar removes `sample-*` dirs of its work dir at start, so a killed sidecar's leftovers go too.
 SCRATCH_PREFIX = "sample-agent-"
 SHIM_PREFIX = "sample-vero-path-"
-_IMPORT_PATH = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 
 
 class IsolationSpec(StrictModel):
     """How `IsolatedAgent` starts the candidate's agent (one evaluation, every trial)."""
 
-    candidate: str = Field(pattern=_IMPORT_PATH, description="module:Class of the candidate's agent")
+    candidate: ImportPath = Field(description="module:Class of the candidate's agent")
     worktree: str = Field(description="the candidate's checkout, first on its PYTHONPATH after vero")
     user: str | None = Field(default=None, description="run as this user (needs root); None: same user")
     uid: int | None = None
