@@ -10,6 +10,7 @@ from pydantic import JsonValue
 from vero.core.datasets import (
     load_mode_a_dataset,
     make_partition,
+    partition_problems,
     strip_labels,
 )
 from vero.errors import VeroError
@@ -71,15 +72,46 @@ def test_strip_labels_removes_only_label_fields() -> None:
     assert row["answer"] == 3  # the original row is untouched
 
 
-def test_partition_rules() -> None:
+# Names Harbor can hold but every format around it chokes on: they pass the partition rules (the
+# task lookup decides whether such a task exists).
+HOSTILE_NAMES = ["org/task \"dq\" 'sq' `touch PWN` $(x) ${X} {{ 7*7 }}", "ünï 🚀 <b>&amp;</b>", "a\nb\tc",
+                 "-rf", "--help", "*", "..", "org//x"]
+
+
+def test_partition_content_id() -> None:
     part = make_partition({"train": ["org/a", "b"], "test": ["c"]})
     assert part.sample_ids("train") == ["org/a", "b"]
+    assert part.split_names() == ["test", "train"]
     assert part.dataset_id == make_partition({"test": ["c"], "train": ["org/a", "b"]}).dataset_id
     assert part.dataset_id != make_partition({"train": ["b", "org/a"], "test": ["c"]}).dataset_id
-    with pytest.raises(VeroError, match="listed in split 'test' and 'train'"):
-        make_partition({"train": ["a"], "test": ["a"]})
-    with pytest.raises(VeroError, match="lists no tasks"):
-        make_partition({"train": []})
-    with pytest.raises(VeroError, match="invalid task name"):
-        make_partition({"train": [" a"]})
 
+
+@pytest.mark.parametrize(("partition", "problems"), [
+    ({"train": HOSTILE_NAMES[:4], "test": HOSTILE_NAMES[4:]}, []),
+    ({}, ["the partition has no splits"]),
+    ({"train": []}, ["split 'train' lists no tasks"]),
+    ({"train\n": ["a"]}, ["invalid split name 'train\\n': use letters, digits"]),
+    ({"bad split!": ["a"], "": ["b"]}, ["invalid split name ''", "invalid split name 'bad split!'"]),
+    ({"train": [""]}, ["split 'train' has an invalid task name ''"]),
+    *[({"train": [name]}, [f"split 'train' has an invalid task name {name!r} (empty or with surrounding "
+                            "whitespace)"])
+      for name in (" a", "a ", "a\n", "\ta", "a\u2028", "\u3000a", " ")],
+    ({"train": ["a"], "test": ["a"]}, ["task 'a' is listed in split 'test' and 'train'; each task belongs to "
+                                       "exactly one split"]),
+    ({"train": ["a", "b", "a"]}, ["task 'a' is listed twice in split 'train'"]),
+    ({"x": [], "train": ["a ", "b", "b"]}, ["split 'train' has an invalid task name 'a '",
+                                           "task 'b' is listed twice in split 'train'", "split 'x' lists no tasks"]),
+])
+def test_partition_problems(partition: dict[str, list[str]], problems: list[str]) -> None:
+    """The one partition rule (build.yaml, serve.json, the runner's files): every problem is named."""
+    found = partition_problems(partition)
+    assert len(found) == len(problems), found
+    for message, expected in zip(found, problems):
+        assert message.startswith(expected), (message, expected)
+    if problems:
+        with pytest.raises(VeroError, match="invalid partition: ") as info:
+            make_partition(partition, where="serve.json: mode_b.partition")
+        assert info.value.where == "serve.json: mode_b.partition" and info.value.fix
+        assert "; ".join(found) in info.value.what
+    else:
+        assert make_partition(partition).sample_ids("train") == HOSTILE_NAMES[:4]

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tests.modeb.harbor_results import make_task
 from vero.errors import VeroError
-from vero.modeb.config import HarborConfig, check_partition
+from vero.modeb.config import HarborConfig
 from vero.modeb.harbor_command import harbor_argv
 from vero.modeb.runner.inputs import from_build_yaml, from_flags, from_harbor_yaml
 from vero.modeb.task_source import TaskSource, fnmatch_literal
@@ -108,17 +108,11 @@ def test_harbor_argv_has_every_configured_flag() -> None:
                     "--timeout-multiplier", "2"]
 
 
-def test_harbor_config_and_partition_validation() -> None:
+def test_harbor_config_validation() -> None:
     with pytest.raises(ValidationError, match="agent"):
         HarborConfig(task_source="x", agent="not an import path")
     with pytest.raises(ValidationError, match="extra"):
         HarborConfig.model_validate({"task_source": "x", "agent": "m:C", "n_attempt": 2})
-    with pytest.raises(ValueError, match="also in split 'train'"):
-        check_partition({"train": ["a"], "test": ["a"]})
-    with pytest.raises(ValueError, match="listed twice"):
-        check_partition({"train": ["a", "a"]})
-    with pytest.raises(ValueError, match="lists no tasks"):
-        check_partition({"train": []})
     assert HarborConfig(task_source="org/ds@1.0", agent="m:C").is_registry_source
     assert not HarborConfig(task_source="./org/ds@1.0", agent="m:C").is_registry_source
 

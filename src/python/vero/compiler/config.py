@@ -14,6 +14,7 @@ from typing import Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from vero.core.benchmark import AccessTier, Budget, ImportPath, RewardMode, SplitAccess, Target
+from vero.core.datasets import partition_problems
 from vero.core.limits import Limits
 from vero.modeb.config import HarborConfig, is_registry_source
 from vero.models import StrictModel
@@ -171,6 +172,14 @@ class ModeBBuild(BuildCommon):
     partition: dict[str, list[str]] = Field(min_length=1, description="split -> inner task names")
     inner_task: str | None = Field(default=None, description="local Harbor task or dataset dir")
 
+    @field_validator("partition")
+    @classmethod
+    def _partition_rules(cls, partition: dict[str, list[str]]) -> dict[str, list[str]]:
+        problems = partition_problems(partition)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return partition
+
     @model_validator(mode="after")
     def _mode_b_checks(self) -> ModeBBuild:
         source = self.harbor.task_source
@@ -182,17 +191,6 @@ class ModeBBuild(BuildCommon):
         if source is not None and not is_registry_source(source):
             raise ValueError(f"harbor.task_source {source!r} is not a registry dataset (name@version) or a "
                              "Harbor Hub package (org/name@version); put a local source in inner_task")
-        seen: dict[str, str] = {}
-        for split, names in self.partition.items():
-            if not names:
-                raise ValueError(f"partition.{split}: lists no tasks")
-            for name in names:
-                if not name:
-                    raise ValueError(f"partition.{split}: task names must not be empty")
-                if name in seen:
-                    raise ValueError(f"partition: task {name!r} is in both {seen[name]!r} and {split!r}; "
-                                     "task names must be unique across splits")
-                seen[name] = split
         missing = [s for s in self.referenced_splits() if s not in self.partition]
         if missing:
             raise ValueError(f"split(s) {', '.join(map(repr, missing))} have no tasks in partition "

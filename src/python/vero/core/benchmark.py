@@ -13,6 +13,7 @@ AccessTier = Literal["viewable", "non_viewable", "no_access"]
 RewardMode = Literal["submit", "auto_best"]
 
 SPLIT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SPLIT_NAME_RULE = "letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)"
 # `module.sub:name`: a Mode A entrypoint, a Harbor agent class, the candidate of an isolated agent.
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 # A SHA-1 commit as vero's baseline rules make it (`vero.baseline`).

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import JsonValue
 
-from vero.core.benchmark import SPLIT_NAME_PATTERN
+from vero.core.benchmark import SPLIT_NAME_PATTERN, SPLIT_NAME_RULE
 from vero.errors import VeroError
 
 Row = dict[str, JsonValue]
@@ -124,9 +124,7 @@ class Partition:
 
 def _check_split_name(name: str, where: str) -> None:
     if not _SPLIT_NAME.fullmatch(name):
-        raise VeroError(f"invalid split name {name!r}", where=where,
-                        fix="use letters, digits, '_', '.', '-' (at most 64, starting with a letter "
-                            "or digit)")
+        raise VeroError(f"invalid split name {name!r}", where=where, fix=f"use {SPLIT_NAME_RULE}")
 
 
 def _reject_nan(token: str) -> Any:
@@ -177,27 +175,46 @@ def load_mode_a_dataset(directory: Path) -> ModeADataset:
     return ModeADataset.from_rows(splits)
 
 
-def make_partition(mapping: Mapping[str, Sequence[str]], where: str = "partition") -> Partition:
-    """Validate a Mode B partition `{split: [task names]}`: names unique across splits."""
+_PARTITION_FIX = "list each split's task names: non-empty, no surrounding whitespace, each task in one split"
+
+
+def partition_problems(mapping: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every way a Mode B partition `{split: [task names]}` breaks the rules (empty: none).
+
+    The one rule for build.yaml, serve.json and the runner's files: at least one split; split
+    names follow SPLIT_NAME_PATTERN; every split lists tasks; a task name is not empty and has no
+    surrounding whitespace (Harbor compares names exactly, so ' a' would never match a task);
+    each task belongs to exactly one split. Other characters are left to the task lookup.
+    """
     if not mapping:
-        raise VeroError("the partition has no splits", where=where, fix="list the task names of each split")
+        return ["the partition has no splits"]
+    problems: list[str] = []
     seen: dict[str, str] = {}
-    splits: dict[str, list[str]] = {}
     for split in sorted(mapping):
-        _check_split_name(split, where)
-        names = list(mapping[split])
+        if not _SPLIT_NAME.fullmatch(split):
+            problems.append(f"invalid split name {split!r}: use {SPLIT_NAME_RULE}")
+        names = mapping[split]
         if not names:
-            raise VeroError(f"split {split!r} lists no tasks", where=where,
-                            fix="add task names or drop the split")
+            problems.append(f"split {split!r} lists no tasks")
         for name in names:
-            if not isinstance(name, str) or not name.strip() or name != name.strip():
-                raise VeroError(f"split {split!r} has an invalid task name {name!r}", where=where,
-                                fix="use non-empty names without surrounding whitespace")
-            if name in seen:
-                raise VeroError(f"task {name!r} is listed in split {seen[name]!r} and {split!r}", where=where,
-                                fix="each task belongs to exactly one split")
-            seen[name] = split
-        splits[split] = names
+            if not name or name != name.strip():
+                problems.append(f"split {split!r} has an invalid task name {name!r} (empty or with "
+                                "surrounding whitespace)")
+            elif name in seen:
+                where = f"twice in split {split!r}" if seen[name] == split else (
+                    f"in split {seen[name]!r} and {split!r}")
+                problems.append(f"task {name!r} is listed {where}; each task belongs to exactly one split")
+            else:
+                seen[name] = split
+    return problems
+
+
+def make_partition(mapping: Mapping[str, Sequence[str]], where: str = "partition") -> Partition:
+    """A validated Mode B partition (see `partition_problems`) with its content id."""
+    problems = partition_problems(mapping)
+    if problems:
+        raise VeroError("invalid partition: " + "; ".join(problems), where=where, fix=_PARTITION_FIX)
+    splits = {split: list(mapping[split]) for split in sorted(mapping)}
     return Partition(splits=splits, dataset_id=content_id("mode_b_partition", splits))
 
 

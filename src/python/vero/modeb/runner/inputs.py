@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from vero.core.datasets import make_partition
 from vero.errors import VeroError
-from vero.modeb.config import CollationSettings, HarborConfig, check_partition
+from vero.modeb.config import CollationSettings, HarborConfig
 
 _FIX_HARBOR_YAML = ("a harbor.yaml holds `harbor:` (HarborConfig fields) and "
                     "`partition:` ({split: [task names]})")
@@ -58,10 +59,8 @@ def _partition(value: Any, where: str) -> dict[str, list[str]]:
             for k, v in value.items()):
         raise VeroError("partition must map each split name to a list of task names", where=where,
                         fix="write partition: {train: [task-a, org/task-b], test: [...]}")
-    try:
-        return check_partition(value)
-    except ValueError as exc:
-        raise VeroError(f"invalid partition: {exc}", where=where, fix="fix the partition") from None
+    make_partition(value, where)  # the sidecar's rules
+    return value
 
 
 @dataclass(frozen=True)
