@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from vero.core.benchmark import Budget, CommitSha, ImportPath, RewardMode, SplitAccess, Target
 from vero.core.limits import Limits
-from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
-from vero.models import StrictModel
+from vero.models import StrictModel, load_model_file
 
 
 class ServePaths(StrictModel):
@@ -88,15 +87,6 @@ class ServeConfig(StrictModel):
 
 def load_serve_config(path: Path) -> ServeConfig:
     """Read and validate serve.json, turning every problem into one VeroError."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise VeroError(f"cannot read serve config: {exc.strerror}", where=str(path),
-                        fix="pass --config with the serve.json the compiler wrote") from None
-    try:
-        return ServeConfig.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise VeroError(f"invalid serve config at {loc}: {first['msg']}", where=str(path),
-                        fix="rebuild the task with `vero harbor build`") from None
+    return load_model_file(path, ServeConfig, "serve config",
+                           fix="pass --config with the serve.json `vero harbor build` wrote (rebuild the task "
+                               "if it was changed)")

@@ -27,7 +27,7 @@ from vero.core.confine import Confinement, SandboxUser
 from vero.core.limits import CandidateLimits
 from vero.errors import VeroError
 from vero.modeb.isolation.protocol import MAX_TRANSFER_BYTES
-from vero.models import StrictModel
+from vero.models import StrictModel, describe
 
 SPEC_ENV = "VERO_ISOLATION"
 ISOLATED_AGENT = "vero.modeb.isolation.agent_shim:IsolatedAgent"
@@ -67,7 +67,7 @@ class IsolationSpec(StrictModel):
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:
-            raise RuntimeError(f"{SPEC_ENV} is invalid: {exc.errors()[0]['msg']}") from None
+            raise RuntimeError(f"{SPEC_ENV} is invalid at {describe(exc)}") from None
 
     def sandbox_user(self) -> SandboxUser | None:
         """The user to switch to, if any."""

@@ -18,16 +18,10 @@ from pydantic import BaseModel, ValidationError
 from vero.core.datasets import make_partition
 from vero.errors import VeroError
 from vero.modeb.config import CollationSettings, HarborConfig
+from vero.models import describe
 
 _FIX_HARBOR_YAML = ("a harbor.yaml holds `harbor:` (HarborConfig fields) and "
                     "`partition:` ({split: [task names]})")
-
-
-def _describe(exc: ValidationError, prefix: str) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "") or "(root)"
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {first['msg']}{extra}"
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -86,7 +80,7 @@ class BenchmarkInput:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise VeroError(f"invalid Harbor settings at {_describe(exc, 'harbor')}", where=self.origin,
+            raise VeroError(f"invalid Harbor settings at {describe(exc, under='harbor')}", where=self.origin,
                             fix="fix the file or the command-line option") from None
 
     def harbor_config(self) -> HarborConfig:
