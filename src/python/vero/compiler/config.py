@@ -8,20 +8,17 @@ checks that need the file system (dataset splits, partition names, read-only pat
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from vero.core.benchmark import AccessTier, Budget, ImportPath, RewardMode, SplitAccess, Target
+from vero.core.benchmark import AccessTier, ImportPath
 from vero.core.datasets import partition_problems
-from vero.core.limits import Limits
+from vero.core.policy import EvaluationPolicy
 from vero.modeb.config import HarborConfig, is_registry_source
-from vero.models import StrictModel
 
 # Harbor's own rule for [task].name (harbor.constants.ORG_NAME_PATTERN), minus "..".
 TASK_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*/[a-zA-Z0-9][a-zA-Z0-9._-]*$"
-SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A Docker image reference (name[:tag]); digests are refused because local images have none.
 IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
@@ -44,55 +41,17 @@ class BuildHarborConfig(HarborConfig):
     task_source: str | None = None  # type: ignore[assignment]
 
 
-class BuildCommon(StrictModel):
-    """Fields shared by both modes."""
+class BuildCommon(EvaluationPolicy):
+    """Fields shared by both modes: the evaluation policy (flat, as serve.json carries it) plus
+    what only the build needs."""
 
     name: str = Field(pattern=TASK_NAME_PATTERN, description="Harbor task name, org/name")
     description: str = ""
     agent_repo: str = Field(min_length=1, description="the baseline candidate: a git repo, subtree or dir")
-    splits: list[SplitAccess] = Field(min_length=1)
-    budgets: list[Budget] = Field(min_length=1)
-    reward_mode: RewardMode = "auto_best"
-    selection_split: str
-    targets: list[Target] = Field(min_length=1)
-    submit_enabled: bool = True
-    score_baseline: bool = False
-    read_only_paths: list[str] = Field(default_factory=list)
-    secrets: list[str] = Field(default_factory=list, description="names of host environment variables")
     base_image_main: str = DEFAULT_BASE_IMAGE
     base_image_sidecar: str | None = Field(default=None, description="default depends on the mode")
-    timeout: float = Field(default=600.0, gt=0, description="seconds for one evaluation")
     agent_timeout: float = Field(default=3600.0, gt=0, description="seconds the optimizer may work")
-    max_concurrency: int = Field(default=4, ge=1)
-    k_anonymity_floor: int = Field(default=5, ge=1)
     solution: str | None = Field(default=None, description="dir with the oracle's solve.sh")
-    limits: Limits = Field(default_factory=Limits, description="memory, processes, sizes and timeouts")
-
-    @field_validator("read_only_paths")
-    @classmethod
-    def _relative_inside(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            pure = PurePosixPath(path)
-            if not path or path.startswith("/") or pure.is_absolute():
-                raise ValueError(f"{path!r} must be relative to the agent repo")
-            if ".." in pure.parts:
-                raise ValueError(f"{path!r} must not contain '..'")
-            if pure.parts[:1] == (".git",) or str(pure) == ".":
-                raise ValueError(f"{path!r} must name a file or directory inside the repo, "
-                                 "not the repo itself or .git")
-        return paths
-
-    @field_validator("secrets")
-    @classmethod
-    def _identifiers(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not SECRET_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name "
-                                 "([A-Za-z_][A-Za-z0-9_]*)")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
-        return names
 
     @field_validator("base_image_main", "base_image_sidecar")
     @classmethod

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vero.core.benchmark import Budget, CommitSha, ImportPath, RewardMode, SplitAccess, Target
-from vero.core.limits import Limits
+from vero.core.benchmark import CommitSha, ImportPath
+from vero.core.policy import EvaluationPolicy
 from vero.modeb.config import HarborConfig
 from vero.models import StrictModel, load_model_file
 
@@ -44,8 +44,9 @@ class ModeBServe(StrictModel):
     partition: dict[str, list[str]]
 
 
-class ServeConfig(StrictModel):
-    """Everything `vero harbor serve` needs; written by the compiler as serve.json."""
+class ServeConfig(EvaluationPolicy):
+    """Everything `vero harbor serve` needs; written by the compiler as serve.json (the evaluation
+    policy as build.yaml states it, flat, plus where things are in the sidecar)."""
 
     version: Literal[1] = 1
     mode: Literal["A", "B"]
@@ -54,24 +55,10 @@ class ServeConfig(StrictModel):
     port: int = Field(default=8100, ge=1, le=65535)
     paths: ServePaths = Field(default_factory=ServePaths)
     baseline_commit: CommitSha
-    splits: list[SplitAccess]
-    budgets: list[Budget]
-    reward_mode: RewardMode = "auto_best"
-    selection_split: str
-    targets: list[Target]
-    submit_enabled: bool = True
-    score_baseline: bool = False
-    read_only_paths: list[str] = Field(default_factory=list,
-                                       description="repo paths a candidate must leave as the baseline has them")
-    k_anonymity_floor: int = Field(default=5, ge=1)
-    secrets: list[str] = Field(default_factory=list)
-    max_concurrency: int = Field(default=4, ge=1)
-    timeout: float | None = Field(default=None, gt=0, description="seconds for one evaluation")
     harness_user: str | None = Field(default="harness", description="unprivileged user for candidate code; "
                                      "when set, candidate processes also get their own pid namespace")
     fetch_uid: int | None = Field(default=None, ge=1, description="uid that reads the optimizer's repo (the "
                                   "optimizer's own uid in a compiled task); None: the sidecar's own user")
-    limits: Limits = Field(default_factory=Limits)
     auto_best_top_k: int = Field(default=3, ge=1)
     mode_a: ModeAServe | None = None
     mode_b: ModeBServe | None = None
