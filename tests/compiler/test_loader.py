@@ -145,9 +145,11 @@ def test_mode_a_cross_field_checks(tmp_path: Path, overrides: dict[str, Any], ex
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"partition": {"train": ["a"], "validation": ["a"], "test": ["b"]}}, "task 'a' is in both"),
+    ({"partition": {"train": ["a"], "validation": ["a"], "test": ["b"]}},
+     "partition (line 10): task 'a' is listed in split 'train' and 'validation'"),
     ({"partition": {"train": ["a"], "validation": ["b"]}}, "split(s) 'test' have no tasks in partition"),
-    ({"partition": {"train": [], "validation": ["b"], "test": ["c"]}}, "partition.train: lists no tasks"),
+    ({"partition": {"train": [], "validation": ["b"], "test": ["c"]}},
+     "partition (line 10): split 'train' lists no tasks"),
     ({"inner_task": None}, "set inner_task"),
     ({"harbor": {"agent": "m:A", "task_source": "org/ds@1.0"}}, "not both"),
     ({"inner_task": None, "harbor": {"agent": "m:A", "task_source": "./local"}}, "not a registry dataset"),

@@ -133,7 +133,7 @@ def test_no_or_broken_seal(tmp_path: Path, task: Path) -> None:
     with pytest.raises(VeroError, match="not a task built by vero"):
         verify(tmp_path)
     (task / SEAL_FILE).write_text("{")
-    with pytest.raises(VeroError, match="unreadable SEAL.json"):
+    with pytest.raises(VeroError, match="invalid SEAL.json at"):
         verify(task)
     code, output = _verify_cli(tmp_path / "nope")
     assert code == 2 and "not a directory" in output and "Traceback" not in output

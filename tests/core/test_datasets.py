@@ -1,21 +1,17 @@
-"""Mode A datasets and Mode B partitions: loading, sample ids, content ids, the store."""
+"""Mode A datasets and Mode B partitions: loading, sample ids, content ids."""
 
 from __future__ import annotations
 
-import json
-import threading
 from pathlib import Path
 
 import pytest
 from pydantic import JsonValue
 
 from vero.core.datasets import (
-    DatasetStore,
-    ModeADataset,
     load_mode_a_dataset,
     make_partition,
+    partition_problems,
     strip_labels,
-    vero_home,
 )
 from vero.errors import VeroError
 
@@ -76,69 +72,46 @@ def test_strip_labels_removes_only_label_fields() -> None:
     assert row["answer"] == 3  # the original row is untouched
 
 
-def test_store_roundtrip_is_idempotent_and_verified(tmp_path: Path) -> None:
-    ds = ModeADataset.from_rows({"train": [{"id": "x", "v": "é"}], "test": [{"v": 2}, {"v": 3}]})
-    store = DatasetStore(tmp_path / "home")
-    where = store.register(ds)
-    assert where == tmp_path / "home" / "datasets" / ds.dataset_id
-    assert store.register(ds) == where
-    loaded = store.load(ds.dataset_id)
-    assert isinstance(loaded, ModeADataset)
-    assert loaded.dataset_id == ds.dataset_id
-    assert loaded.sample_ids("test") == ["0", "1"]
-    manifest = json.loads((where / "DATASET.json").read_text())
-    assert manifest["splits"] == {"test": 2, "train": 1}
-    (where / "test.jsonl").write_text('{"v": 2}\n{"v": 4}\n')
-    with pytest.raises(VeroError, match="content hashes to"):
-        store.load(ds.dataset_id)
+# Names Harbor can hold but every format around it chokes on: they pass the partition rules (the
+# task lookup decides whether such a task exists).
+HOSTILE_NAMES = ["org/task \"dq\" 'sq' `touch PWN` $(x) ${X} {{ 7*7 }}", "ünï 🚀 <b>&amp;</b>", "a\nb\tc",
+                 "-rf", "--help", "*", "..", "org//x"]
 
 
-def test_store_rejects_unknown_and_malformed_ids(tmp_path: Path) -> None:
-    store = DatasetStore(tmp_path)
-    with pytest.raises(VeroError, match="not registered"):
-        store.load("0" * 64)
-    with pytest.raises(VeroError, match="invalid dataset id"):
-        store.load("../../etc")
-
-
-def test_concurrent_registration_of_same_content(tmp_path: Path) -> None:
-    ds = ModeADataset.from_rows({"t": [{"v": i} for i in range(50)]})
-    store = DatasetStore(tmp_path)
-    errors: list[BaseException] = []
-
-    def register() -> None:
-        try:
-            store.register(ds)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=register) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert [p.name for p in store.root.iterdir()] == [ds.dataset_id]  # no staging leftovers
-
-
-def test_partition_rules_and_registration(tmp_path: Path) -> None:
+def test_partition_content_id() -> None:
     part = make_partition({"train": ["org/a", "b"], "test": ["c"]})
     assert part.sample_ids("train") == ["org/a", "b"]
+    assert part.split_names() == ["test", "train"]
     assert part.dataset_id == make_partition({"test": ["c"], "train": ["org/a", "b"]}).dataset_id
     assert part.dataset_id != make_partition({"train": ["b", "org/a"], "test": ["c"]}).dataset_id
-    store = DatasetStore(tmp_path)
-    store.register(part)
-    assert store.load(part.dataset_id) == part
-    with pytest.raises(VeroError, match="listed in split 'test' and 'train'"):
-        make_partition({"train": ["a"], "test": ["a"]})
-    with pytest.raises(VeroError, match="lists no tasks"):
-        make_partition({"train": []})
-    with pytest.raises(VeroError, match="invalid task name"):
-        make_partition({"train": [" a"]})
 
 
-def test_vero_home_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("VERO_HOME", str(tmp_path))
-    assert vero_home() == tmp_path
-    monkeypatch.delenv("VERO_HOME")
-    assert vero_home() == Path.home() / ".vero"
+@pytest.mark.parametrize(("partition", "problems"), [
+    ({"train": HOSTILE_NAMES[:4], "test": HOSTILE_NAMES[4:]}, []),
+    ({}, ["the partition has no splits"]),
+    ({"train": []}, ["split 'train' lists no tasks"]),
+    ({"train\n": ["a"]}, ["invalid split name 'train\\n': use letters, digits"]),
+    ({"bad split!": ["a"], "": ["b"]}, ["invalid split name ''", "invalid split name 'bad split!'"]),
+    ({"train": [""]}, ["split 'train' has an invalid task name ''"]),
+    *[({"train": [name]}, [f"split 'train' has an invalid task name {name!r} (empty or with surrounding "
+                            "whitespace)"])
+      for name in (" a", "a ", "a\n", "\ta", "a\u2028", "\u3000a", " ")],
+    ({"train": ["a"], "test": ["a"]}, ["task 'a' is listed in split 'test' and 'train'; each task belongs to "
+                                       "exactly one split"]),
+    ({"train": ["a", "b", "a"]}, ["task 'a' is listed twice in split 'train'"]),
+    ({"x": [], "train": ["a ", "b", "b"]}, ["split 'train' has an invalid task name 'a '",
+                                           "task 'b' is listed twice in split 'train'", "split 'x' lists no tasks"]),
+])
+def test_partition_problems(partition: dict[str, list[str]], problems: list[str]) -> None:
+    """The one partition rule (build.yaml, serve.json, the runner's files): every problem is named."""
+    found = partition_problems(partition)
+    assert len(found) == len(problems), found
+    for message, expected in zip(found, problems):
+        assert message.startswith(expected), (message, expected)
+    if problems:
+        with pytest.raises(VeroError, match="invalid partition: ") as info:
+            make_partition(partition, where="serve.json: mode_b.partition")
+        assert info.value.where == "serve.json: mode_b.partition" and info.value.fix
+        assert "; ".join(found) in info.value.what
+    else:
+        assert make_partition(partition).sample_ids("train") == HOSTILE_NAMES[:4]

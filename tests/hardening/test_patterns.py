@@ -25,14 +25,15 @@ from vero.baseline import BaselineInfo
 from vero.compiler.config import BuildCommon
 from vero.compiler.escaping import docker_path, image
 from vero.core.benchmark import SPLIT_NAME_PATTERN, Budget, SplitAccess, Target
-from vero.core.datasets import DatasetStore, load_mode_a_dataset, make_partition
+from vero.core.datasets import load_mode_a_dataset, make_partition
 from vero.core.experiments import ExperimentDB
 from vero.core.gitops import validate_ref
 from vero.core.rejections import BadInput
 from vero.errors import VeroError
-from vero.modeb.config import is_registry_source
+from vero.modeb.config import HarborConfig, is_registry_source
 from vero.modeb.runner.worktree import check_ref
 from vero.serve.config import ModeAServe, ServeConfig, load_serve_config
+from vero.session.model import CommitEntry
 
 SHA = "0123456789abcdef" * 2 + "01234567"
 # (model, the other fields, field under test, a valid value)
@@ -43,6 +44,8 @@ PATTERN_FIELDS: list[tuple[type[BaseModel], dict[str, Any], str, str]] = [
     (Target, {"split": "test"}, "reward_key", "score"),
     (ModeAServe, {"dataset_dir": "d", "scorer": "s.py"}, "entrypoint", "agent:solve"),
     (BaselineInfo, {}, "commit", SHA),
+    (HarborConfig, {"task_source": "tasks"}, "agent", "pkg.agent:Agent"),
+    (CommitEntry, {"roles": ["baseline"]}, "commit", SHA),
 ]
 BAD_ENDS = ["\n", "\r\n", "\r", "\x00", " ", "\t", "\u2028"]
 
@@ -81,8 +84,6 @@ def test_runtime_checks_use_fullmatch(tmp_path: Path) -> None:
     (dataset / "train\n.jsonl").write_text('{"id": 1}\n')
     with pytest.raises(VeroError, match="invalid split name"):
         load_mode_a_dataset(dataset)
-    with pytest.raises(VeroError, match="invalid dataset id"):
-        DatasetStore(tmp_path / "home").path_for("a" * 64 + "\n")
 
 
 def _printable_name(text: str) -> bool:

@@ -67,7 +67,7 @@ def test_registry_files_and_datasets_that_do_not_fit_are_one_clear_error(tmp_pat
         LocalRegistry.load(path)
     for content, fragment in (("[", "not valid JSON"), ('{"a": 1}', "must be a JSON list"),
                               ('[{"name": "b", "version": "1", "tasks": [{"name": "x"}]}]',
-                               r"dataset \[0\] is invalid at tasks.0.path"),
+                               r"invalid dataset \[0\] at tasks\[0\]\.path"),
                               ('[{"name": "b", "version": "1", "tasks": [{"name": "x", "path": "rel"}]}]',
                                "relative local path 'rel'")):
         path.write_text(content)

@@ -19,6 +19,7 @@ import pytest
 import vero
 from tests.modeb.test_strategy_faults import BAR, FAKE, TASKS, Fake, dead, includes
 from vero.container import CONTAINER
+from vero.core.benchmark import Budget, SplitAccess, Target
 from vero.core.confine import Confinement, SandboxUser, unconfined
 from vero.core.datasets import make_partition
 from vero.core.limits import CandidateLimits
@@ -193,8 +194,10 @@ def test_build_strategy_wires_the_sidecar(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv(CONTAINER.nested_jobs_env, raising=False)
     harbor = HarborConfig(task_source=str(BAR / "inner_tasks"), agent="rule_agent.agent:RuleAgent")
     partition = {"test": ["write-greeting"], "train": ["reverse-lines"]}
-    config = ServeConfig(mode="B", name="t/t", baseline_commit="a" * 40, splits=[], budgets=[],
-                         selection_split="train", targets=[], timeout=321.0,
+    config = ServeConfig(mode="B", name="t/t", baseline_commit="a" * 40,
+                         splits=[SplitAccess(split="train", access="viewable")],
+                         budgets=[Budget(split="train", total_run_budget=1)],
+                         selection_split="train", targets=[Target(split="test", reward_key="r")], timeout=321.0,
                          paths=ServePaths(admin_dir=str(tmp_path / "admin"), work_dir=str(tmp_path / "work")),
                          mode_b=ModeBServe(harbor=harbor, partition=partition))
     info = path.stat()

@@ -9,8 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from tests.modeb.harbor_results import make_task
+from tests.support.benchmarks import mode_a_config, mode_b_config, write_yaml
+from vero.compiler.loader import load_build_config
 from vero.errors import VeroError
-from vero.modeb.config import HarborConfig, check_partition
+from vero.modeb.config import HarborConfig
 from vero.modeb.harbor_command import harbor_argv
 from vero.modeb.runner.inputs import from_build_yaml, from_flags, from_harbor_yaml
 from vero.modeb.task_source import TaskSource, fnmatch_literal
@@ -108,17 +110,11 @@ def test_harbor_argv_has_every_configured_flag() -> None:
                     "--timeout-multiplier", "2"]
 
 
-def test_harbor_config_and_partition_validation() -> None:
+def test_harbor_config_validation() -> None:
     with pytest.raises(ValidationError, match="agent"):
         HarborConfig(task_source="x", agent="not an import path")
     with pytest.raises(ValidationError, match="extra"):
         HarborConfig.model_validate({"task_source": "x", "agent": "m:C", "n_attempt": 2})
-    with pytest.raises(ValueError, match="also in split 'train'"):
-        check_partition({"train": ["a"], "test": ["a"]})
-    with pytest.raises(ValueError, match="listed twice"):
-        check_partition({"train": ["a", "a"]})
-    with pytest.raises(ValueError, match="lists no tasks"):
-        check_partition({"train": []})
     assert HarborConfig(task_source="org/ds@1.0", agent="m:C").is_registry_source
     assert not HarborConfig(task_source="./org/ds@1.0", agent="m:C").is_registry_source
 
@@ -132,14 +128,23 @@ def test_harbor_yaml_of_the_example_loads() -> None:
     assert (overridden.n_attempts, overridden.model) == (3, None)
 
 
-def test_build_yaml_reads_only_the_mode_b_keys(tmp_path: Path) -> None:
-    build = tmp_path / "build.yaml"
-    build.write_text("name: org/bar\nmode: B\nsplits: [{split: train, access: viewable}]\n"
-                     "inner_task: tasks\nharbor: {agent: 'm:C', n_attempts: 2}\n"
-                     "partition: {train: [a, b]}\n")
+def test_build_yaml_is_read_by_the_compilers_loader(tmp_path: Path) -> None:
+    build = write_yaml(tmp_path / "build.yaml", mode_b_config(harbor={"agent": "m:C", "n_attempts": 2}))
     loaded = from_build_yaml(build)
-    assert loaded.harbor_config().task_source == "tasks" and loaded.base_dir == tmp_path
-    build.write_text("mode: A\n")
+    config = loaded.harbor_config()
+    assert (config.task_source, config.n_attempts, config.agent) == ("inner", 2, "m:C")
+    assert loaded.base_dir == tmp_path and loaded.partition == mode_b_config()["partition"]
+    assert loaded.with_overrides({"n_attempts": 5}).harbor_config().n_attempts == 5
+    # What the compiler refuses, the runner refuses with the compiler's own message.
+    for refused in (mode_b_config(task_source="tasks"), mode_b_config(partition={"train": ["a "]}),
+                    {k: v for k, v in mode_b_config().items() if k != "budgets"}):
+        write_yaml(build, refused)
+        with pytest.raises(VeroError) as compiler:
+            load_build_config(build)
+        with pytest.raises(VeroError) as runner:
+            from_build_yaml(build)
+        assert runner.value.render() == compiler.value.render()
+    write_yaml(build, mode_a_config())
     with pytest.raises(VeroError, match="needs a Mode B benchmark"):
         from_build_yaml(build)
 

@@ -147,7 +147,7 @@ def test_corrupt_ledger_stops_the_start_with_one_message(bench: ModeABench, root
         message = str(failure)
     else:
         raise AssertionError("the sidecar started on a corrupt ledger")
-    assert "budget ledger is corrupt" in message and "Traceback" not in message
+    assert "corrupt budget ledger at" in message and "Traceback" not in message
     assert "exited with 2" in message
     assert os.path.getsize(ledger) > 0  # left for inspection, not replaced
 
@@ -171,7 +171,8 @@ def test_a_submission_survives_kill_9_and_a_corrupt_one_is_loud(bench: ModeABenc
         path.write_text(path.read_text()[:-5])   # a torn file (a disk fault; vero writes atomically)
         response = httpx.get(restarted.url + "/status")
         assert response.status_code == 500
-        assert response.json()["error"].startswith("the submission file is corrupt (error id E-")
+        error = response.json()["error"]
+        assert error.startswith("corrupt submission file at (top level): Invalid JSON") and "(error id E-" in error
         # Finalize goes on without it (auto_best finds the same commit) and says why.
         reward = tmp_path / "reward.json"
         result = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(restarted.token_file),
@@ -180,6 +181,6 @@ def test_a_submission_survives_kill_9_and_a_corrupt_one_is_loud(bench: ModeABenc
         report = json.loads(result.stdout)
         assert report["candidate"] == improved and report["source"] == "auto_best"
         assert json.loads(reward.read_text()) == {"test_score": 1.0}
-        assert any(e.startswith("submission ignored: the submission file is corrupt") for e in report["errors"])
+        assert any(e.startswith("submission ignored: corrupt submission file at") for e in report["errors"])
     finally:
         restarted.stop()

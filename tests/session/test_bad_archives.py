@@ -85,7 +85,7 @@ def test_a_missing_or_unlisted_member_is_named(archive: Path) -> None:
     with tarfile.open(archive, "r:gz") as tar:
         manifest = tar.extractfile(MANIFEST).read()  # type: ignore[union-attr]
     broken = _rewrite(archive, {MANIFEST: manifest.replace(b'"schema_version": 1', b'"schema_version": 7')})
-    assert f"member {MANIFEST} is invalid at schema_version" in _error(broken)
+    assert f"invalid member {MANIFEST} at schema_version" in _error(broken)
 
 
 def test_not_gzip_and_a_bad_crc(archive: Path, tmp_path: Path) -> None:

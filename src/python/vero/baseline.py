@@ -13,10 +13,9 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, ValidationError
-
+from vero.core.benchmark import CommitSha
 from vero.errors import VeroError
-from vero.models import StrictModel
+from vero.models import StrictModel, load_model_file
 
 BASELINE_FILES = "files"       # a baseline dir holds files/ and BASELINE.json
 BASELINE_JSON = "BASELINE.json"
@@ -80,7 +79,7 @@ def make_baseline_commit(worktree: Path) -> str:
 class BaselineInfo(StrictModel):
     """BASELINE.json: the SHA the baseline files must produce."""
 
-    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    commit: CommitSha
 
 
 def restore_baseline(baseline_dir: Path, repo_dir: Path) -> str:
@@ -90,11 +89,8 @@ def restore_baseline(baseline_dir: Path, repo_dir: Path) -> str:
     recorded SHA, otherwise the task was tampered with or built by an incompatible git.
     """
     info_path = Path(baseline_dir) / BASELINE_JSON
-    try:
-        info = BaselineInfo.model_validate_json(info_path.read_bytes())
-    except (OSError, ValidationError) as exc:
-        raise VeroError(f"unreadable baseline description: {exc}", where=str(info_path),
-                        fix="rebuild the task with `vero harbor build`") from None
+    info = load_model_file(info_path, BaselineInfo, "baseline description",
+                           fix="rebuild the task with `vero harbor build`")
     shutil.copytree(Path(baseline_dir) / BASELINE_FILES, repo_dir, symlinks=True)
     sha = make_baseline_commit(Path(repo_dir))
     if sha != info.commit:

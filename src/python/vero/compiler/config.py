@@ -8,20 +8,17 @@ checks that need the file system (dataset splits, partition names, read-only pat
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from vero.core.benchmark import AccessTier, Budget, RewardMode, SplitAccess, Target
-from vero.core.limits import Limits
+from vero.core.benchmark import AccessTier, ImportPath
+from vero.core.datasets import partition_problems
+from vero.core.policy import EvaluationPolicy
 from vero.modeb.config import HarborConfig, is_registry_source
-from vero.models import StrictModel
 
 # Harbor's own rule for [task].name (harbor.constants.ORG_NAME_PATTERN), minus "..".
 TASK_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*/[a-zA-Z0-9][a-zA-Z0-9._-]*$"
-ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
-SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A Docker image reference (name[:tag]); digests are refused because local images have none.
 IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
@@ -44,55 +41,17 @@ class BuildHarborConfig(HarborConfig):
     task_source: str | None = None  # type: ignore[assignment]
 
 
-class BuildCommon(StrictModel):
-    """Fields shared by both modes."""
+class BuildCommon(EvaluationPolicy):
+    """Fields shared by both modes: the evaluation policy (flat, as serve.json carries it) plus
+    what only the build needs."""
 
     name: str = Field(pattern=TASK_NAME_PATTERN, description="Harbor task name, org/name")
     description: str = ""
     agent_repo: str = Field(min_length=1, description="the baseline candidate: a git repo, subtree or dir")
-    splits: list[SplitAccess] = Field(min_length=1)
-    budgets: list[Budget] = Field(min_length=1)
-    reward_mode: RewardMode = "auto_best"
-    selection_split: str
-    targets: list[Target] = Field(min_length=1)
-    submit_enabled: bool = True
-    score_baseline: bool = False
-    read_only_paths: list[str] = Field(default_factory=list)
-    secrets: list[str] = Field(default_factory=list, description="names of host environment variables")
     base_image_main: str = DEFAULT_BASE_IMAGE
     base_image_sidecar: str | None = Field(default=None, description="default depends on the mode")
-    timeout: float = Field(default=600.0, gt=0, description="seconds for one evaluation")
     agent_timeout: float = Field(default=3600.0, gt=0, description="seconds the optimizer may work")
-    max_concurrency: int = Field(default=4, ge=1)
-    k_anonymity_floor: int = Field(default=5, ge=1)
     solution: str | None = Field(default=None, description="dir with the oracle's solve.sh")
-    limits: Limits = Field(default_factory=Limits, description="memory, processes, sizes and timeouts")
-
-    @field_validator("read_only_paths")
-    @classmethod
-    def _relative_inside(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            pure = PurePosixPath(path)
-            if not path or path.startswith("/") or pure.is_absolute():
-                raise ValueError(f"{path!r} must be relative to the agent repo")
-            if ".." in pure.parts:
-                raise ValueError(f"{path!r} must not contain '..'")
-            if pure.parts[:1] == (".git",) or str(pure) == ".":
-                raise ValueError(f"{path!r} must name a file or directory inside the repo, "
-                                 "not the repo itself or .git")
-        return paths
-
-    @field_validator("secrets")
-    @classmethod
-    def _identifiers(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not SECRET_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name "
-                                 "([A-Za-z_][A-Za-z0-9_]*)")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
-        return names
 
     @field_validator("base_image_main", "base_image_sidecar")
     @classmethod
@@ -145,7 +104,7 @@ class ModeABuild(BuildCommon):
     mode: Literal["A"]
     dataset: str = Field(min_length=1, description="dir with <split>.jsonl files, or a save_to_disk dir")
     label_fields: list[str] = Field(default_factory=list)
-    entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="module:function in the agent repo")
+    entrypoint: ImportPath = Field(description="module:function in the agent repo")
     scorer: str = Field(min_length=1, description="a .py file or package dir outside the agent repo")
     sample_timeout: float = Field(default=60.0, gt=0)
     output_contract: str = Field(default="", description="what the entrypoint must return, for instruction.md "
@@ -172,6 +131,14 @@ class ModeBBuild(BuildCommon):
     partition: dict[str, list[str]] = Field(min_length=1, description="split -> inner task names")
     inner_task: str | None = Field(default=None, description="local Harbor task or dataset dir")
 
+    @field_validator("partition")
+    @classmethod
+    def _partition_rules(cls, partition: dict[str, list[str]]) -> dict[str, list[str]]:
+        problems = partition_problems(partition)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return partition
+
     @model_validator(mode="after")
     def _mode_b_checks(self) -> ModeBBuild:
         source = self.harbor.task_source
@@ -183,17 +150,6 @@ class ModeBBuild(BuildCommon):
         if source is not None and not is_registry_source(source):
             raise ValueError(f"harbor.task_source {source!r} is not a registry dataset (name@version) or a "
                              "Harbor Hub package (org/name@version); put a local source in inner_task")
-        seen: dict[str, str] = {}
-        for split, names in self.partition.items():
-            if not names:
-                raise ValueError(f"partition.{split}: lists no tasks")
-            for name in names:
-                if not name:
-                    raise ValueError(f"partition.{split}: task names must not be empty")
-                if name in seen:
-                    raise ValueError(f"partition: task {name!r} is in both {seen[name]!r} and {split!r}; "
-                                     "task names must be unique across splits")
-                seen[name] = split
         missing = [s for s in self.referenced_splits() if s not in self.partition]
         if missing:
             raise ValueError(f"split(s) {', '.join(map(repr, missing))} have no tasks in partition "

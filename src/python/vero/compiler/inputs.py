@@ -14,7 +14,6 @@ from pathlib import Path
 from vero.compiler.config import ModeABuild, ModeBBuild
 from vero.compiler.dataset import DatasetInfo, inspect_dataset
 from vero.compiler.loader import LoadedConfig
-from vero.core.datasets import make_partition
 from vero.errors import VeroError
 from vero.modeb.registry import RegistryDataset, RegistryTask
 from vero.modeb.task_source import TaskSource
@@ -146,7 +145,6 @@ def resolve_inputs(loaded: LoadedConfig, runtime_pex: Path, out: Path, env: Mapp
         mode_a = ModeAInputs(dataset=dataset, dataset_info=info, scorer=scorer)
         dirs += [dataset] + ([scorer] if scorer.is_dir() else [])
     elif isinstance(config, ModeBBuild):
-        make_partition(config.partition, where=f"{where}: partition")  # the sidecar's own rules
         names = [name for split in sorted(config.partition) for name in config.partition[split]]
         if config.inner_task is not None:
             source = _existing(loaded, "inner_task", config.inner_task, "dir")

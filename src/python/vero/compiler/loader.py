@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails  # pants: no-infer-dep
 
 from vero.compiler.config import MODELS, BuildConfig, ModeABuild, ModeBBuild
 from vero.errors import VeroError
+from vero.models import error_location, error_message
 
 MAX_REPORTED_ERRORS = 12
 FIX = "edit build.yaml (every field is described in docs/guide.md)"
@@ -82,7 +83,7 @@ def load_build_config(path: Path) -> LoadedConfig:
                         where=where, fix=FIX)
     bad = _find_unencodable(raw, ())
     if bad is not None:
-        raise VeroError(f"{_render_loc(bad)}{_line(node, bad)}: contains a NUL character or a lone surrogate "
+        raise VeroError(f"{error_location(bad)}{_line(node, bad)}: contains a NUL character or a lone surrogate "
                         "escape, which no output format can carry", where=where, fix=FIX)
     model = _model_for_mode(raw, node, where)
     try:
@@ -132,7 +133,7 @@ def _model_for_mode(raw: dict[Any, Any], node: yaml.Node | None,
 def _describe(err: ErrorDetails, model: type[BaseModel], other: type[BaseModel], mode: str,
               node: yaml.Node | None) -> str:
     loc: Loc = tuple(err["loc"])
-    head = f"{_render_loc(loc) or '(top level)'}{_line(node, loc)}"
+    head = f"{error_location(loc) or '(top level)'}{_line(node, loc)}"
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
         if len(loc) == 1 and key in other.model_fields:
@@ -142,17 +143,7 @@ def _describe(err: ErrorDetails, model: type[BaseModel], other: type[BaseModel],
         close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(sorted(fields))})"
         return f"{head}: unknown key{hint}"
-    if err["type"] == "missing":
-        return f"{head}: required field is missing"
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{head}: {message}"
-
-
-def _render_loc(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    return f"{head}: {error_message(err)}"
 
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from vero import __version__
 from vero.compiler.tree import CHUNK, Entry, TreeWriter, normalised_mode, walk_tree
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
-from vero.models import StrictModel
+from vero.models import StrictModel, load_model_file
 
 SEAL_FILE = "SEAL.json"
 
@@ -136,13 +136,10 @@ class VerifyReport:
 def load_seal(root: Path) -> Seal:
     """Read SEAL.json of the task at `root`."""
     path = Path(root) / SEAL_FILE
-    try:
-        return Seal.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
+    if not path.exists():
         raise VeroError(f"no {SEAL_FILE}: not a task built by vero", where=str(root),
-                        fix="pass the directory `vero harbor build` wrote") from None
-    except (OSError, ValidationError) as exc:
-        raise VeroError(f"unreadable {SEAL_FILE}: {exc}", where=str(path), fix="rebuild the task") from None
+                        fix="pass the directory `vero harbor build` wrote")
+    return load_model_file(path, Seal, SEAL_FILE, fix="rebuild the task")
 
 
 def verify(root: Path) -> VerifyReport:

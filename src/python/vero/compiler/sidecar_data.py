@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from vero.compiler import layout
 from vero.compiler.agent_repo import extract_git_tree
-from vero.compiler.config import ModeABuild, ModeBBuild
+from vero.compiler.config import BuildConfig, ModeABuild
 from vero.compiler.inputs import Inputs, RegistryInputs
 from vero.compiler.tree import TreeWriter
 from vero.container import CONTAINER
+from vero.core.policy import policy_fields
 from vero.fsutil import canonical_json
 from vero.modeb.config import HarborConfig
 from vero.serve.config import ModeAServe, ModeBServe, ServeConfig, ServePaths
@@ -20,7 +21,7 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
     items: list[str] = []
-    mode_a = mode_b = None
+    baked: ModeAServe | ModeBServe
     if isinstance(config, ModeABuild):
         assert inputs.mode_a is not None
         data = inputs.mode_a
@@ -34,14 +35,14 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         else:
             writer.copy_file(scorer_out, data.scorer, 0o644)
         items = [layout.sidecar_item(CONTAINER.dataset_dir), layout.sidecar_item(CONTAINER.scorer_dir)]
-        mode_a = ModeAServe(
+        baked = ModeAServe(
             dataset_dir=CONTAINER.dataset_dir,
             label_fields=config.label_fields,
             entrypoint=config.entrypoint,
             scorer=f"{CONTAINER.scorer_dir}/{scorer_name}",
             sample_timeout=config.sample_timeout,
         )
-    elif isinstance(config, ModeBBuild):
+    else:
         assert inputs.mode_b is not None
         harbor = config.harbor.model_dump()
         if inputs.mode_b.source is not None:
@@ -53,32 +54,25 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         elif inputs.mode_b.registry is not None:
             harbor["registry_path"] = write_registry(writer, inputs.mode_b.registry, where)
             items = [layout.sidecar_item(CONTAINER.registry_dir)]
-        mode_b = ModeBServe(harbor=HarborConfig.model_validate(harbor), partition=config.partition)
-    serve = ServeConfig(
+        baked = ModeBServe(harbor=HarborConfig.model_validate(harbor), partition=config.partition)
+    return items, serve_config_for(config, commit, baked)
+
+
+def serve_config_for(config: BuildConfig, commit: str, baked: ModeAServe | ModeBServe) -> ServeConfig:
+    """serve.json of a compiled task: build.yaml's evaluation policy as it is, the baseline commit,
+    the sidecar's fixed paths, user and port, and the mode's section pointing at the baked data."""
+    return ServeConfig(
+        **policy_fields(config),
         mode=config.mode,
         name=config.name,
         port=CONTAINER.eval_port,
         paths=ServePaths(),
         baseline_commit=commit,
-        splits=config.splits,
-        budgets=config.budgets,
-        reward_mode=config.reward_mode,
-        selection_split=config.selection_split,
-        targets=config.targets,
-        submit_enabled=config.submit_enabled,
-        score_baseline=config.score_baseline,
-        read_only_paths=config.read_only_paths,
-        k_anonymity_floor=config.k_anonymity_floor,
-        secrets=config.secrets,
-        max_concurrency=config.max_concurrency,
-        timeout=config.timeout,
         harness_user=CONTAINER.harness_user,
         fetch_uid=CONTAINER.agent_uid,
-        limits=config.limits,
-        mode_a=mode_a,
-        mode_b=mode_b,
+        mode_a=baked if isinstance(baked, ModeAServe) else None,
+        mode_b=baked if isinstance(baked, ModeBServe) else None,
     )
-    return items, serve
 
 
 def write_registry(writer: TreeWriter, registry: RegistryInputs, where: str) -> str:

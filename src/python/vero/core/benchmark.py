@@ -1,8 +1,9 @@
-"""Benchmark vocabulary shared by build.yaml (BuildConfig) and serve.json (ServeConfig)."""
+"""Benchmark vocabulary shared by build.yaml (BuildConfig) and serve.json (ServeConfig), and the
+string patterns every model at a boundary uses for names, import paths and commits."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -12,6 +13,17 @@ AccessTier = Literal["viewable", "non_viewable", "no_access"]
 RewardMode = Literal["submit", "auto_best"]
 
 SPLIT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SPLIT_NAME_RULE = "letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)"
+# `module.sub:name`: a Mode A entrypoint, a Harbor agent class, the candidate of an isolated agent.
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
+# A SHA-1 commit as vero's baseline rules make it (`vero.baseline`).
+COMMIT_SHA_PATTERN = r"^[0-9a-f]{40}$"
+# Any full commit id: SHA-1, or SHA-256 for a repository in that object format.
+FULL_SHA_PATTERN = r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$"
+
+ImportPath = Annotated[str, Field(pattern=IMPORT_PATH_PATTERN)]
+CommitSha = Annotated[str, Field(pattern=COMMIT_SHA_PATTERN)]
+FullSha = Annotated[str, Field(pattern=FULL_SHA_PATTERN)]
 
 
 class SplitAccess(StrictModel):

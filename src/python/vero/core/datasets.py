@@ -2,7 +2,6 @@
 
 A dataset id is the sha256 of a canonical encoding of the content (sorted keys, no
 whitespace), so the same rows give the same id on any machine and any change gives a new one.
-Registered datasets live under `$VERO_HOME/datasets/<id>/` (default `~/.vero`).
 
 Hugging Face `save_to_disk` directories are not read: that needs the `datasets`/`pyarrow`
 dependencies, which the sidecar image does not carry. They are detected and refused with a
@@ -13,36 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
-from vero.core.benchmark import SPLIT_NAME_PATTERN
+from vero.core.benchmark import SPLIT_NAME_PATTERN, SPLIT_NAME_RULE
 from vero.errors import VeroError
-from vero.fsutil import atomic_write_model, atomic_write_text, fsync_dir
-from vero.models import StrictModel
 
 Row = dict[str, JsonValue]
 DatasetKind = Literal["mode_a", "mode_b_partition"]
 
 _SPLIT_NAME = re.compile(SPLIT_NAME_PATTERN)
 _HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
-MANIFEST = "DATASET.json"
-PARTITION_FILE = "partition.json"
-
-
-def vero_home() -> Path:
-    """The vero home directory: `$VERO_HOME`, else `~/.vero`."""
-    configured = os.environ.get("VERO_HOME")
-    return Path(configured) if configured else Path.home() / ".vero"
 
 
 def _canonical_bytes(obj: Any) -> bytes:
@@ -138,9 +124,7 @@ class Partition:
 
 def _check_split_name(name: str, where: str) -> None:
     if not _SPLIT_NAME.fullmatch(name):
-        raise VeroError(f"invalid split name {name!r}", where=where,
-                        fix="use letters, digits, '_', '.', '-' (at most 64, starting with a letter "
-                            "or digit)")
+        raise VeroError(f"invalid split name {name!r}", where=where, fix=f"use {SPLIT_NAME_RULE}")
 
 
 def _reject_nan(token: str) -> Any:
@@ -191,115 +175,47 @@ def load_mode_a_dataset(directory: Path) -> ModeADataset:
     return ModeADataset.from_rows(splits)
 
 
-def make_partition(mapping: Mapping[str, Sequence[str]], where: str = "partition") -> Partition:
-    """Validate a Mode B partition `{split: [task names]}`: names unique across splits."""
+_PARTITION_FIX = "list each split's task names: non-empty, no surrounding whitespace, each task in one split"
+
+
+def partition_problems(mapping: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every way a Mode B partition `{split: [task names]}` breaks the rules (empty: none).
+
+    The one rule for build.yaml, serve.json and the runner's files: at least one split; split
+    names follow SPLIT_NAME_PATTERN; every split lists tasks; a task name is not empty and has no
+    surrounding whitespace (Harbor compares names exactly, so ' a' would never match a task);
+    each task belongs to exactly one split. Other characters are left to the task lookup.
+    """
     if not mapping:
-        raise VeroError("the partition has no splits", where=where, fix="list the task names of each split")
+        return ["the partition has no splits"]
+    problems: list[str] = []
     seen: dict[str, str] = {}
-    splits: dict[str, list[str]] = {}
     for split in sorted(mapping):
-        _check_split_name(split, where)
-        names = list(mapping[split])
+        if not _SPLIT_NAME.fullmatch(split):
+            problems.append(f"invalid split name {split!r}: use {SPLIT_NAME_RULE}")
+        names = mapping[split]
         if not names:
-            raise VeroError(f"split {split!r} lists no tasks", where=where,
-                            fix="add task names or drop the split")
+            problems.append(f"split {split!r} lists no tasks")
         for name in names:
-            if not isinstance(name, str) or not name.strip() or name != name.strip():
-                raise VeroError(f"split {split!r} has an invalid task name {name!r}", where=where,
-                                fix="use non-empty names without surrounding whitespace")
-            if name in seen:
-                raise VeroError(f"task {name!r} is listed in split {seen[name]!r} and {split!r}", where=where,
-                                fix="each task belongs to exactly one split")
-            seen[name] = split
-        splits[split] = names
-    return Partition(splits=splits, dataset_id=content_id("mode_b_partition", splits))
-
-
-class DatasetManifest(StrictModel):
-    """DATASET.json of a registered dataset."""
-
-    dataset_id: str
-    kind: DatasetKind
-    splits: dict[str, int]
-
-
-class DatasetStore:
-    """Content-addressed registry: `<home>/datasets/<dataset id>/`."""
-
-    def __init__(self, home: Path | None = None) -> None:
-        self.root = (Path(home) if home is not None else vero_home()) / "datasets"
-
-    def path_for(self, dataset_id: str) -> Path:
-        """Directory of a registered dataset."""
-        if not re.fullmatch(r"[0-9a-f]{64}", dataset_id):
-            raise VeroError(f"invalid dataset id {dataset_id!r}",
-                            fix="dataset ids are 64 lowercase hex digits")
-        return self.root / dataset_id
-
-    def register(self, dataset: ModeADataset | Partition) -> Path:
-        """Store `dataset` under its id (idempotent) and return its directory."""
-        target = self.path_for(dataset.dataset_id)
-        if (target / MANIFEST).is_file():
-            return target
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dataset.dataset_id[:12]}.", dir=self.root))
-        try:
-            if isinstance(dataset, ModeADataset):
-                kind: DatasetKind = "mode_a"
-                counts = {name: len(rows) for name, rows in dataset.splits.items()}
-                for name, rows in dataset.splits.items():
-                    lines = "".join(_canonical_bytes(row).decode("utf-8") + "\n" for row in rows)
-                    atomic_write_text(staging / f"{name}.jsonl", lines)
+            if not name or name != name.strip():
+                problems.append(f"split {split!r} has an invalid task name {name!r} (empty or with "
+                                "surrounding whitespace)")
+            elif name in seen:
+                where = f"twice in split {split!r}" if seen[name] == split else (
+                    f"in split {seen[name]!r} and {split!r}")
+                problems.append(f"task {name!r} is listed {where}; each task belongs to exactly one split")
             else:
-                kind = "mode_b_partition"
-                counts = {name: len(names) for name, names in dataset.splits.items()}
-                atomic_write_text(staging / PARTITION_FILE,
-                                  json.dumps({k: list(v) for k, v in dataset.splits.items()}, sort_keys=True))
-            atomic_write_model(staging / MANIFEST, DatasetManifest(dataset_id=dataset.dataset_id, kind=kind,
-                                                                    splits=counts))
-            staging.chmod(0o755)
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (target / MANIFEST).is_file():
-                    raise
-                # Another process registered the same content first: identical by construction.
-                shutil.rmtree(staging)
-            fsync_dir(self.root)
-        except BaseException:
-            if staging.exists():
-                shutil.rmtree(staging)
-            raise
-        return target
+                seen[name] = split
+    return problems
 
-    def load(self, dataset_id: str) -> ModeADataset | Partition:
-        """Load a registered dataset and check that its content still has its id."""
-        directory = self.path_for(dataset_id)
-        try:
-            manifest = DatasetManifest.model_validate_json((directory / MANIFEST).read_bytes())
-        except FileNotFoundError:
-            raise VeroError(f"dataset {dataset_id} is not registered", where=str(self.root),
-                            fix="register it first") from None
-        except (OSError, ValidationError) as exc:
-            raise VeroError(f"corrupt dataset manifest: {exc}", where=str(directory / MANIFEST),
-                            fix="delete the directory and register the dataset again") from None
-        loaded: ModeADataset | Partition
-        if manifest.kind == "mode_a":
-            loaded = load_mode_a_dataset(directory)
-        else:
-            try:
-                raw = json.loads((directory / PARTITION_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise VeroError(f"corrupt partition: {exc}", where=str(directory / PARTITION_FILE),
-                                fix="delete the directory and register the dataset again") from None
-            if not isinstance(raw, dict):
-                raise VeroError("partition is not a JSON object", where=str(directory / PARTITION_FILE),
-                                fix="delete the directory and register the dataset again")
-            loaded = make_partition(raw, str(directory / PARTITION_FILE))
-        if loaded.dataset_id != dataset_id:
-            raise VeroError(f"content hashes to {loaded.dataset_id}, not {dataset_id}", where=str(directory),
-                            fix="the store was modified: delete the directory and register the dataset again")
-        return loaded
+
+def make_partition(mapping: Mapping[str, Sequence[str]], where: str = "partition") -> Partition:
+    """A validated Mode B partition (see `partition_problems`) with its content id."""
+    problems = partition_problems(mapping)
+    if problems:
+        raise VeroError("invalid partition: " + "; ".join(problems), where=where, fix=_PARTITION_FIX)
+    splits = {split: list(mapping[split]) for split in sorted(mapping)}
+    return Partition(splits=splits, dataset_id=content_id("mode_b_partition", splits))
 
 
 def strip_labels(row: Row, label_fields: Sequence[str]) -> Row:

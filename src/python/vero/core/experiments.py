@@ -28,14 +28,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from vero.core.ledger import ChargeKind
 from vero.core.records import Aggregate, SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model, fsync_dir, remove_unfinished_writes
-from vero.models import StrictModel
+from vero.models import StrictModel, parse_model
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,8 @@ class ExperimentDB:
         except FileNotFoundError:
             self._parsed.pop(experiment_id, None)
             return None
-        try:
-            record = ExperimentRecord.model_validate_json(raw)
-        except ValidationError as exc:
-            raise VeroError(f"corrupt experiment record: {exc.errors()[0]['msg']}", where=str(path),
-                            fix="inspect or restore the file; records are never rewritten silently") from None
+        record = parse_model(raw, ExperimentRecord, what="experiment record", where=str(path), problem="corrupt",
+                             fix="inspect or restore the file; records are never rewritten silently")
         self._parsed[experiment_id] = (version, record)
         return record
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from vero.core.benchmark import FULL_SHA_PATTERN
 from vero.core.checkout import TreeEntry, parse_ls_tree, tree_problems, write_tree
 from vero.core.confine import unconfined
 from vero.core.fetch import FetchSettings, fetch_commit
@@ -29,7 +30,7 @@ from vero.core.rejections import BadInput
 from vero.core.storage import tool_failed_for_space
 from vero.errors import VeroError
 
-FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+FULL_SHA = re.compile(FULL_SHA_PATTERN)
 _REF_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+=,-]*$")
 _MAX_REF = 255
 

@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from vero.core.benchmark import Budget
 from vero.core.rejections import BudgetExceeded
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
-from vero.models import StrictModel
+from vero.models import StrictModel, parse_model
 
 
 class LedgerEntry(StrictModel):
@@ -121,14 +121,9 @@ class Ledger:
         except OSError as exc:
             raise VeroError(f"cannot read the budget ledger: {exc.strerror}", where=str(self.path),
                             fix="check the admin volume") from None
-        try:
-            return LedgerState.model_validate_json(raw)
-        except ValidationError as exc:
-            raise VeroError(
-                f"the budget ledger is corrupt ({exc.errors()[0]['msg']}); "
-                "refusing to start with a refilled budget",
-                where=str(self.path),
-                fix="restore the ledger from a backup; deleting it would refill every budget") from None
+        return parse_model(raw, LedgerState, what="budget ledger", where=str(self.path), problem="corrupt",
+                           fix="vero refuses to start with a refilled budget: restore the ledger from a "
+                               "backup; deleting it would refill every budget")
 
     def _write(self, state: LedgerState) -> None:
         atomic_write_model(self.path, state, mode=0o600)

@@ -10,11 +10,10 @@ import hashlib
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import ValidationError
-
 from vero.core.records import SampleResult
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
+from vero.models import parse_model
 
 _MAX_NAME = 180
 
@@ -47,11 +46,7 @@ class SampleStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        try:
-            result = SampleResult.model_validate_json(raw)
-        except ValidationError as exc:
-            raise VeroError(f"corrupt sample result: {exc.errors()[0]['msg']}", where=str(path),
-                            fix="inspect the file; delete it to re-run that sample") from None
+        result = _parse(raw, path)
         if result.sample_id != sample_id:
             raise VeroError(f"file holds sample {result.sample_id!r}, expected {sample_id!r}",
                             where=str(path), fix="delete the file to re-run that sample")
@@ -63,11 +58,7 @@ class SampleStore:
             return []
         results = []
         for path in sorted(self.directory.glob("*.json")):
-            try:
-                results.append(SampleResult.model_validate_json(path.read_bytes()))
-            except ValidationError as exc:
-                raise VeroError(f"corrupt sample result: {exc.errors()[0]['msg']}", where=str(path),
-                                fix="inspect the file; delete it to re-run that sample") from None
+            results.append(_parse(path.read_bytes(), path))
         return sorted(results, key=lambda r: r.sample_id)
 
     def done_ids(self, sample_ids: list[str]) -> set[str]:
@@ -78,3 +69,8 @@ class SampleStore:
             if result is not None and result.ok:
                 done.add(sample_id)
         return done
+
+
+def _parse(raw: bytes, path: Path) -> SampleResult:
+    return parse_model(raw, SampleResult, what="sample result", where=str(path), problem="corrupt",
+                       fix="inspect the file; delete it to re-run that sample")

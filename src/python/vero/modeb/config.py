@@ -7,13 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vero.core.benchmark import SPLIT_NAME_PATTERN
+from vero.core.benchmark import ImportPath
 from vero.models import StrictModel
 
 # A registry source: `name@version` (a dataset of a Harbor registry: the default remote one, or a
 # local registry.json given as `registry_path`) or `org/name@version` (a Harbor Hub package).
 REGISTRY_SOURCE = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*@[\w.+-]+$")
-_SPLIT_NAME = re.compile(SPLIT_NAME_PATTERN)
 
 
 class HarborConfig(StrictModel):
@@ -24,8 +23,7 @@ class HarborConfig(StrictModel):
     registry_path: str | None = Field(default=None, min_length=1,
                                       description="a local registry.json holding the name@version dataset "
                                                   "(harbor run --registry-path)")
-    agent: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$",
-                       description="module:Class import path of the candidate's Harbor agent")
+    agent: ImportPath = Field(description="module:Class import path of the candidate's Harbor agent")
     model: str | None = None
     environment: str = Field(default="docker", pattern=r"^[A-Za-z0-9_.:-]+$")
     n_concurrent: int = Field(default=4, ge=1)
@@ -87,20 +85,3 @@ class CollationSettings(StrictModel):
         return cls(reward_key=config.reward_key, aggregate_attempts=config.aggregate_attempts,
                    n_attempts=config.n_attempts)
 
-
-def check_partition(partition: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Validate a Mode B partition `{split: [task names]}`: names are non-empty and unique across splits."""
-    seen: dict[str, str] = {}
-    for split, names in partition.items():
-        if not _SPLIT_NAME.fullmatch(split):
-            raise ValueError(f"split name {split!r} must match {SPLIT_NAME_PATTERN}")
-        if not names:
-            raise ValueError(f"split {split!r} lists no tasks")
-        for name in names:
-            if not name.strip():
-                raise ValueError(f"split {split!r} has an empty task name")
-            if name in seen:
-                where = "twice" if seen[name] == split else f"also in split {seen[name]!r}"
-                raise ValueError(f"task {name!r} of split {split!r} is listed {where}; names must be unique")
-            seen[name] = split
-    return partition

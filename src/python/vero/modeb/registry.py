@@ -32,6 +32,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vero.errors import VeroError
+from vero.models import describe
 
 # Harbor's rule for package and [task] names (harbor.constants.ORG_NAME_PATTERN), minus "..".
 ORG_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*/[a-zA-Z0-9][a-zA-Z0-9._-]*$")
@@ -154,9 +155,7 @@ class LocalRegistry:
             try:
                 datasets.append(RegistryDataset.model_validate(row))
             except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(part) for part in first["loc"])
-                raise VeroError(f"dataset [{index}] is invalid at {loc}: {first['msg']}", where=str(path),
+                raise VeroError(f"invalid dataset [{index}] at {describe(exc)}", where=str(path),
                                 fix="each task needs `name` and `path` (plus `git_url` for a git task)") from None
         for dataset in datasets:
             for task in dataset.tasks:

@@ -330,7 +330,7 @@ def build_strategy(config: ServeConfig, partition: Partition, *, confinement: Co
     """
     assert config.mode_b is not None
     harbor = config.mode_b.harbor
-    if harbor.timeout is None and config.timeout is not None:
+    if harbor.timeout is None:
         harbor = harbor.model_copy(update={"timeout": config.timeout})
     jobs_root = docker_access.nested_jobs_dir(os.environ, Path(config.paths.admin_dir) / "harbor-jobs")
     isolation = None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from vero.models import describe
+
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -146,9 +148,7 @@ def parse_trial(raw: bytes, trial_dir: str, job_name: str) -> Trial:
     try:
         data = _TrialResultFile.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(part) for part in first["loc"]) or "(root)"
-        return _unreadable(trial_dir, job_name, f"{loc}: {first['msg']}")
+        return _unreadable(trial_dir, job_name, describe(exc))
     rewards = data.verifier_result.rewards if data.verifier_result else None
     if rewards is not None and not all(math.isfinite(value) for value in rewards.values()):
         return _unreadable(trial_dir, job_name, "a reward is not a finite number")

@@ -18,6 +18,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
 from vero.core.rejections import BadInput
+from vero.models import describe
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
@@ -63,17 +64,6 @@ def parse_json(raw: bytes) -> Any:
         raise BadInput(f"the request body is not valid JSON: {reason}", fix=fix) from None
 
 
-def validation_message(exc: ValidationError) -> str:
-    """`<field path>: <message>` of the first error, with a count of the others."""
-    errors = exc.errors()
-    if not errors:
-        return "invalid request"
-    first = errors[0]
-    location = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{location}: {first.get('msg', 'invalid')}{more}"
-
-
 async def read_body(request: Request) -> bytes:
     """The raw body, refused with 413 as soon as it grows past MAX_BODY_BYTES (chunked too)."""
     content_type = request.headers.get("content-type")
@@ -95,4 +85,4 @@ async def read_model(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadInput(validation_message(exc)) from None
+        raise BadInput(describe(exc)) from None

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from vero.container import CONTAINER
-from vero.core.benchmark import Budget, RewardMode, SplitAccess, Target
-from vero.core.limits import Limits
-from vero.errors import VeroError
+from vero.core.benchmark import CommitSha, ImportPath
+from vero.core.policy import EvaluationPolicy
 from vero.modeb.config import HarborConfig
-from vero.models import StrictModel
+from vero.models import StrictModel, load_model_file
 
 
 class ServePaths(StrictModel):
@@ -35,7 +34,7 @@ class ModeAServe(StrictModel):
 
     dataset_dir: str
     label_fields: list[str] = Field(default_factory=list)
-    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+    entrypoint: ImportPath
     scorer: str
     sample_timeout: float = Field(default=60.0, gt=0)
 
@@ -47,8 +46,9 @@ class ModeBServe(StrictModel):
     partition: dict[str, list[str]]
 
 
-class ServeConfig(StrictModel):
-    """Everything `vero harbor serve` needs; written by the compiler as serve.json."""
+class ServeConfig(EvaluationPolicy):
+    """Everything `vero harbor serve` needs; written by the compiler as serve.json (the evaluation
+    policy as build.yaml states it, flat, plus where things are in the sidecar)."""
 
     version: Literal[1] = 1
     mode: Literal["A", "B"]
@@ -56,26 +56,12 @@ class ServeConfig(StrictModel):
     host: str = "0.0.0.0"
     port: int = Field(default=CONTAINER.eval_port, ge=1, le=65535)
     paths: ServePaths = Field(default_factory=ServePaths)
-    baseline_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
-    splits: list[SplitAccess]
-    budgets: list[Budget]
-    reward_mode: RewardMode = "auto_best"
-    selection_split: str
-    targets: list[Target]
-    submit_enabled: bool = True
-    score_baseline: bool = False
-    read_only_paths: list[str] = Field(default_factory=list,
-                                       description="repo paths a candidate must leave as the baseline has them")
-    k_anonymity_floor: int = Field(default=5, ge=1)
-    secrets: list[str] = Field(default_factory=list)
-    max_concurrency: int = Field(default=4, ge=1)
-    timeout: float | None = Field(default=None, gt=0, description="seconds for one evaluation")
+    baseline_commit: CommitSha
     harness_user: str | None = Field(default=CONTAINER.harness_user,
                                      description="unprivileged user for candidate code; when set, candidate "
                                      "processes also get their own pid namespace")
     fetch_uid: int | None = Field(default=None, ge=1, description="uid that reads the optimizer's repo (the "
                                   "optimizer's own uid in a compiled task); None: the sidecar's own user")
-    limits: Limits = Field(default_factory=Limits)
     auto_best_top_k: int = Field(default=3, ge=1)
     mode_a: ModeAServe | None = None
     mode_b: ModeBServe | None = None
@@ -91,15 +77,6 @@ class ServeConfig(StrictModel):
 
 def load_serve_config(path: Path) -> ServeConfig:
     """Read and validate serve.json, turning every problem into one VeroError."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise VeroError(f"cannot read serve config: {exc.strerror}", where=str(path),
-                        fix="pass --config with the serve.json the compiler wrote") from None
-    try:
-        return ServeConfig.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise VeroError(f"invalid serve config at {loc}: {first['msg']}", where=str(path),
-                        fix="rebuild the task with `vero harbor build`") from None
+    return load_model_file(path, ServeConfig, "serve config",
+                           fix="pass --config with the serve.json `vero harbor build` wrote (rebuild the task "
+                               "if it was changed)")

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from vero.baseline import restore_baseline
 from vero.core.benchmark import AccessTier, RewardMode
 from vero.core.confine import Confinement, numeric_user, require_namespaces, resolve_user
@@ -41,7 +39,7 @@ from vero.core.strategy import EvaluationStrategy
 from vero.core.tiers import TierPolicy, disclose
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
-from vero.models import StrictModel
+from vero.models import StrictModel, parse_model
 from vero.serve.config import ServeConfig
 from vero.serve.results_view import recover_views, write_agent_view
 from vero.serve.token import write_admin_token
@@ -286,11 +284,8 @@ class Sidecar:
             raw = self.submission_path.read_bytes()
         except FileNotFoundError:
             return None
-        try:
-            return Submission.model_validate_json(raw)
-        except ValidationError:
-            raise VeroError("the submission file is corrupt", where=str(self.submission_path),
-                            fix="inspect it; submit again to replace it") from None
+        return parse_model(raw, Submission, what="submission file", where=str(self.submission_path),
+                           fix="inspect it; submit again to replace it", problem="corrupt")
 
     def submit(self, request: SubmitRequest) -> Submission:
         """Nominate a commit: copied into the trusted repo now, so later history edits cannot change it."""

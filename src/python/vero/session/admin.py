@@ -22,6 +22,7 @@ from vero.core.incidents import INCIDENTS, Incident
 from vero.core.ledger import LedgerState
 from vero.core.redaction import Redactor
 from vero.errors import VeroError
+from vero.models import parse_model
 from vero.serve.config import ServeConfig
 from vero.serve.finalize import BASELINE_REPORT, FINALIZE_REPORT, BaselineScores, FinalizeReport
 from vero.serve.sidecar import SUBMISSION, Submission
@@ -69,11 +70,8 @@ def _read_model(path: Path, model: type[M]) -> M | None:
     except OSError as exc:
         raise VeroError(f"cannot read {path.name}: {exc.strerror or exc}", where=str(path),
                         fix="check the admin volume") from None
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise VeroError(f"{path.name} is corrupt: {exc.errors()[0]['msg']}", where=str(path),
-                        fix="inspect the file on the admin volume") from None
+    return parse_model(raw, model, what=path.name, where=str(path), fix="inspect the file on the admin volume",
+                       problem="corrupt")
 
 
 def read_identity(path: Path, config: ServeConfig) -> TaskIdentity:

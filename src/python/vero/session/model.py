@@ -24,6 +24,7 @@ from typing import Final, Literal
 
 from pydantic import Field
 
+from vero.core.benchmark import FullSha
 from vero.core.experiments import ExperimentRecord
 from vero.core.records import SampleResult
 from vero.modeb.config import HarborConfig
@@ -90,7 +91,7 @@ class RunnerBenchmark(StrictModel):
 class CommitEntry(StrictModel):
     """One commit of `commits.json`; `repo.bundle` holds it under `refs/vero/commits/<commit>`."""
 
-    commit: str = Field(pattern=r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+    commit: FullSha
     roles: list[CommitRole]
 
 

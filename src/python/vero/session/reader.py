@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from vero.core.incidents import Incident
 from vero.core.ledger import LedgerState
 from vero.errors import VeroError
+from vero.models import describe, parse_model
 from vero.serve.config import ServeConfig
 from vero.serve.finalize import BaselineScores, FinalizeReport
 from vero.serve.sidecar import Submission
@@ -65,21 +66,14 @@ class Session:
         return self.finalize.candidate if self.finalize is not None else None
 
 
-def _invalid(where: str, member: str, exc: ValidationError) -> VeroError:
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "(root)"
-    return VeroError(f"member {member} is invalid at {loc}: {first['msg']}", where=where,
-                     fix="read it with the vero version that wrote it (task.json names it)")
+_FIX_VERSION = "read it with the vero version that wrote it (task.json names it)"
 
 
 def _parse(members: dict[str, bytes], name: str, model: type[M], where: str) -> M | None:
     raw = members.get(name)
     if raw is None:
         return None
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise _invalid(where, name, exc) from None
+    return parse_model(raw, model, what=f"member {name}", where=where, fix=_FIX_VERSION)
 
 
 def _required(members: dict[str, bytes], name: str, where: str) -> bytes:
@@ -100,7 +94,7 @@ def load_session(path: Path) -> Session:
     try:
         commits = _COMMITS.validate_json(_required(members, COMMITS, where))
     except ValidationError as exc:
-        raise _invalid(where, COMMITS, exc) from None
+        raise VeroError(f"invalid member {COMMITS} at {describe(exc)}", where=where, fix=_FIX_VERSION) from None
     evaluations = []
     for name in sorted(members):
         if name.startswith(EVALUATIONS_DIR):
@@ -110,10 +104,8 @@ def load_session(path: Path) -> Session:
     evaluations.sort(key=lambda e: (e.record.created_at, e.record.experiment_id))
     incidents = []
     for number, line in enumerate(members.get(INCIDENTS, b"").splitlines(), start=1):
-        try:
-            incidents.append(Incident.model_validate_json(line))
-        except ValidationError as exc:
-            raise _invalid(where, f"{INCIDENTS} line {number}", exc) from None
+        incidents.append(parse_model(line, Incident, what=f"member {INCIDENTS} line {number}", where=where,
+                                     fix=_FIX_VERSION))
     session = Session(path=Path(path), manifest=manifest, task=task, commits=commits,
                       bundle=_required(members, BUNDLE, where), evaluations=evaluations,
                       serve=_parse(members, SERVE_CONFIG, ServeConfig, where),

@@ -22,10 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
-
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
+from vero.models import parse_model
 from vero.session.model import MANIFEST, Manifest, MemberDigest, Producer
 
 # A member larger than this is refused when reading: no session needs one, and a hostile file
@@ -132,13 +131,8 @@ def unpack(path: Path) -> tuple[Manifest, dict[str, bytes]]:
     if manifest_bytes is None:
         raise VeroError(f"member {MANIFEST} is missing", where=where,
                         fix="this is not a vero session archive, or it was cut short")
-    try:
-        manifest = Manifest.model_validate_json(manifest_bytes)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(part) for part in first["loc"]) or "(root)"
-        raise VeroError(f"member {MANIFEST} is invalid at {loc}: {first['msg']}", where=where,
-                        fix="read it with a vero of the version that wrote it") from None
+    manifest = parse_model(manifest_bytes, Manifest, what=f"member {MANIFEST}", where=where,
+                           fix="read it with a vero of the version that wrote it")
     for name in sorted(manifest.members):
         if name not in members:
             raise VeroError(f"member {name} is missing (session.json lists it)", where=where, fix=_FIX_CORRUPT)

@@ -22,7 +22,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
 
-from vero.models import StrictModel
+from vero.models import StrictModel, describe
 
 MAX_TRANSFER_BYTES = 64 * 1024 * 1024
 # The JSON of a message: an exec reply carries up to MAX_TRANSFER_BYTES of output, escaped.
@@ -198,9 +198,7 @@ def parse_candidate_message(frame: Frame) -> Ready | Request | Done:
     try:
         message = _CANDIDATE_MESSAGE.validate_json(frame.body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(message)"
-        raise ProtocolError(f"invalid message at {where}: {first['msg']}") from None
+        raise ProtocolError(f"invalid message at {describe(exc)}") from None
     uploads = isinstance(message, Request) and isinstance(message.call, UploadCall)
     if uploads and not frame.payload:
         raise ProtocolError("an upload request carries no payload")
@@ -277,7 +275,7 @@ def parse_trusted_message(frame: Frame) -> Start | PhaseCall | Reply:
     try:
         return _TRUSTED_MESSAGE.validate_json(frame.body)
     except ValidationError as exc:
-        raise ProtocolError(f"invalid message from the trusted side: {exc.errors()[0]['msg']}") from None
+        raise ProtocolError(f"invalid message from the trusted side at {describe(exc)}") from None
 
 
 def tail_within(text: str, limit: int) -> str:

@@ -22,11 +22,12 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 import vero
+from vero.core.benchmark import ImportPath
 from vero.core.confine import Confinement, SandboxUser
 from vero.core.limits import CandidateLimits
 from vero.errors import VeroError
 from vero.modeb.isolation.protocol import MAX_TRANSFER_BYTES
-from vero.models import StrictModel
+from vero.models import StrictModel, describe
 
 SPEC_ENV = "VERO_ISOLATION"
 ISOLATED_AGENT = "vero.modeb.isolation.agent_shim:IsolatedAgent"
@@ -36,13 +37,12 @@ QUIET_ENV = {"HARBOR_TELEMETRY": "0", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 # The sidecar removes `sample-*` dirs of its work dir at start, so a killed sidecar's leftovers go too.
 SCRATCH_PREFIX = "sample-agent-"
 SHIM_PREFIX = "sample-vero-path-"
-_IMPORT_PATH = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 
 
 class IsolationSpec(StrictModel):
     """How `IsolatedAgent` starts the candidate's agent (one evaluation, every trial)."""
 
-    candidate: str = Field(pattern=_IMPORT_PATH, description="module:Class of the candidate's agent")
+    candidate: ImportPath = Field(description="module:Class of the candidate's agent")
     worktree: str = Field(description="the candidate's checkout, first on its PYTHONPATH after vero")
     user: str | None = Field(default=None, description="run as this user (needs root); None: same user")
     uid: int | None = None
@@ -67,7 +67,7 @@ class IsolationSpec(StrictModel):
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:
-            raise RuntimeError(f"{SPEC_ENV} is invalid: {exc.errors()[0]['msg']}") from None
+            raise RuntimeError(f"{SPEC_ENV} is invalid at {describe(exc)}") from None
 
     def sandbox_user(self) -> SandboxUser | None:
         """The user to switch to, if any."""

@@ -71,7 +71,7 @@ def _source_options(require_agent: bool) -> Callable[[Callable[..., Any]], Calla
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         options = [
             click.option("--build-config", type=click.Path(path_type=Path),
-                         help="a Mode B build.yaml (reads mode, harbor, partition, inner_task/task_source)"),
+                         help="a Mode B build.yaml (validated as `vero harbor build` does)"),
             click.option("--harbor-config", type=click.Path(path_type=Path),
                          help="a YAML file with `harbor:` (HarborConfig) and `partition:`"),
             click.option("--partition", "partition_file", type=click.Path(path_type=Path),

@@ -1,8 +1,8 @@
 """Loading a Mode B benchmark for the runner: from build.yaml, a harbor.yaml, or plain flags.
 
-build.yaml is owned by the compiler's BuildConfig; the runner reads only the Mode B keys it
-needs (`mode`, `harbor`, `partition`, `inner_task` / `task_source`) and leaves the rest to the
-compiler's validation. Relative paths are resolved against the directory of the file.
+build.yaml is read by the compiler's own strict loader (`vero.compiler.loader`), so a file the
+compiler refuses is refused here with the same message; the runner then uses its Mode B part
+(`harbor`, `partition`, `inner_task`). Relative paths are resolved against the directory of the file.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from vero.compiler.config import ModeBBuild
+from vero.compiler.loader import load_build_config
+from vero.core.datasets import make_partition
 from vero.errors import VeroError
-from vero.modeb.config import CollationSettings, HarborConfig, check_partition
+from vero.modeb.config import CollationSettings, HarborConfig
+from vero.models import describe
 
 _FIX_HARBOR_YAML = ("a harbor.yaml holds `harbor:` (HarborConfig fields) and "
                     "`partition:` ({split: [task names]})")
-
-
-def _describe(exc: ValidationError, prefix: str) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "") or "(root)"
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {first['msg']}{extra}"
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -58,10 +55,8 @@ def _partition(value: Any, where: str) -> dict[str, list[str]]:
             for k, v in value.items()):
         raise VeroError("partition must map each split name to a list of task names", where=where,
                         fix="write partition: {train: [task-a, org/task-b], test: [...]}")
-    try:
-        return check_partition(value)
-    except ValueError as exc:
-        raise VeroError(f"invalid partition: {exc}", where=where, fix="fix the partition") from None
+    make_partition(value, where)  # the sidecar's rules
+    return value
 
 
 @dataclass(frozen=True)
@@ -87,7 +82,7 @@ class BenchmarkInput:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise VeroError(f"invalid Harbor settings at {_describe(exc, 'harbor')}", where=self.origin,
+            raise VeroError(f"invalid Harbor settings at {describe(exc, under='harbor')}", where=self.origin,
                             fix="fix the file or the command-line option") from None
 
     def harbor_config(self) -> HarborConfig:
@@ -140,22 +135,19 @@ def from_harbor_yaml(path: Path) -> BenchmarkInput:
 
 
 def from_build_yaml(path: Path) -> BenchmarkInput:
-    """Read the Mode B keys of a build.yaml (`mode`, `harbor`, `partition`, `inner_task`/`task_source`)."""
+    """A Mode B build.yaml, validated as the compiler validates it: its `harbor` settings (with
+    `inner_task` as the task source when set) and its partition."""
     path = Path(path)
-    data = _mapping(read_yaml(path, "build config"), str(path), "build.yaml")
-    if data.get("mode") != "B":
-        raise VeroError(f"the runner needs a Mode B benchmark, this one has mode {data.get('mode')!r}",
+    config = load_build_config(path).config
+    if not isinstance(config, ModeBBuild):
+        raise VeroError(f"the runner needs a Mode B benchmark, this one has mode {config.mode!r}",
                         where=f"{path}: mode", fix="point --build-config at a build.yaml with `mode: B`")
-    if "harbor" not in data or "partition" not in data:
-        raise VeroError("a Mode B build.yaml needs `harbor:` and `partition:`", where=str(path),
-                        fix="add the harbor settings and the partition")
-    harbor = dict(_mapping(data["harbor"], f"{path}: harbor", "harbor"))
-    for key in ("inner_task", "task_source"):
-        if isinstance(data.get(key), str):
-            harbor["task_source"] = data[key]
-            break
-    return BenchmarkInput(harbor=harbor, partition=_partition(data["partition"], f"{path}: partition"),
-                          base_dir=path.resolve().parent, origin=str(path))
+    # Only what the file set: a command-line option still overrides it, and defaults stay HarborConfig's.
+    harbor = config.harbor.model_dump(exclude_unset=True)
+    if config.inner_task is not None:
+        harbor["task_source"] = config.inner_task
+    return BenchmarkInput(harbor=harbor, partition=config.partition, base_dir=path.resolve().parent,
+                          origin=str(path))
 
 
 def from_flags(partition_path: Path, task_source: str | None, agent: str | None) -> BenchmarkInput:

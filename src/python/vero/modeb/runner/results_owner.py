@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
-from vero.models import StrictModel
+from vero.models import StrictModel, load_model_file
 
 OWNER_FILE = "candidate.json"
 
@@ -34,11 +32,8 @@ def claim(results_dir: Path, owner: ResultsOwner) -> None:
     if not path.exists():
         atomic_write_model(path, owner)
         return
-    try:
-        recorded = ResultsOwner.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as exc:
-        raise VeroError(f"cannot read which candidate this results directory belongs to: {exc}",
-                        where=str(path), fix="pass another --results-dir") from None
+    recorded = load_model_file(path, ResultsOwner, "record of the candidate this results directory belongs to",
+                               fix="pass another --results-dir", problem="corrupt")
     if recorded != owner:
         differs = "; ".join(f"{name} {getattr(recorded, name)!r}, not {getattr(owner, name)!r}"
                             for name in ResultsOwner.model_fields
