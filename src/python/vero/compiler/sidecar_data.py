@@ -4,28 +4,41 @@ and serve.json, the ServeConfig that tells `vero harbor serve` where they are.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vero.compiler import layout
 from vero.compiler.agent_repo import extract_git_tree
 from vero.compiler.config import ModeABuild, ModeBBuild
+from vero.compiler.dataset import CheckedDataset, bake_dataset
 from vero.compiler.inputs import Inputs, RegistryInputs
 from vero.compiler.tree import TreeWriter
+from vero.compiler.validation_cache import ValidationCache
 from vero.fsutil import canonical_json
 from vero.modeb.config import HarborConfig
 from vero.serve.config import ModeAServe, ModeBServe, ServeConfig, ServePaths
 
 
-def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple[list[str], ServeConfig]:
-    """Bake the sidecar-only data; return the baked item names and the ServeConfig."""
+@dataclass(frozen=True)
+class SidecarData:
+    """What was baked for the sidecar: item names, the ServeConfig, and (Mode A) the checked dataset."""
+
+    items: list[str]
+    serve: ServeConfig
+    dataset: CheckedDataset | None
+
+
+def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str, cache: ValidationCache) -> SidecarData:
+    """Bake the sidecar-only data (the dataset checked as it is baked, see `dataset`)."""
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
     items: list[str] = []
     mode_a = mode_b = None
+    dataset = None
     if isinstance(config, ModeABuild):
         assert inputs.mode_a is not None
         data = inputs.mode_a
-        dataset_out = f"{layout.SIDECAR_OUT}/{layout.DATASET_ITEM}"
-        for name in data.dataset_info.files:
-            writer.copy_file(f"{dataset_out}/{name}", data.dataset / name, 0o644)
+        dataset = bake_dataset(writer, data.dataset, data.files, f"{layout.SIDECAR_OUT}/{layout.DATASET_ITEM}",
+                               config, cache, where)
         scorer_name = data.scorer.name
         scorer_out = f"{layout.SIDECAR_OUT}/{layout.SCORER_ITEM}/{scorer_name}"
         if data.scorer.is_dir():
@@ -77,7 +90,7 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
         mode_a=mode_a,
         mode_b=mode_b,
     )
-    return items, serve
+    return SidecarData(items=items, serve=serve, dataset=dataset)
 
 
 def write_registry(writer: TreeWriter, registry: RegistryInputs, where: str) -> str:
