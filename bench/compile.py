@@ -6,8 +6,10 @@ splits) and a 2,000-file agent repo, plus a scorer and the runtime PEX. The floo
 input file once, hashes it with sha256 and writes it to a fresh directory: the least any
 compiler that copies and seals its inputs must do. Both run in this process on the same file
 system with a warm page cache; the best of `--repeat` interleaved runs counts (the median ratio
-is printed too). The compiler additionally validates the dataset with the sidecar's loader,
-renders, seals and flushes its output to disk before renaming it into place.
+is printed too). The compiler additionally renders, seals, runs its checks (entrypoint import,
+scorer, dry run) and flushes its output to disk before renaming it into place. The figure is a
+rebuild of an unchanged dataset (its validation found in the cache, as on every build after the
+first); a first build, which also parses every row with the sidecar's rules, is timed too.
 
     ./pants package src/python/vero:vero
     ./pants run bench/compile.py -- --runtime-pex dist/src.python.vero/vero.pex [--dataset-mb 200]
@@ -29,9 +31,7 @@ from pathlib import Path
 
 from bench.results import record
 from vero.compiler.compiler import build_task
-from vero.compiler.config import ModeABuild
-from vero.compiler.dataset import inspect_dataset
-from vero.compiler.loader import load_build_config
+from vero.compiler.dataset import content_key, validate_split_files
 from vero.compiler.tree import walk_tree
 
 CHUNK = 1 << 20
@@ -139,33 +139,42 @@ def main() -> None:
             dest.mkdir()
             io_floor(files, dest)
 
-        def compile_(dest: Path) -> None:
-            build_task(config, dest, args.runtime_pex, {})
+        cache = Path(tmp) / "cache"
 
-        def validate(_dest: Path) -> None:
-            loaded = load_build_config(config)
-            assert isinstance(loaded.config, ModeABuild)
-            inspect_dataset(root / "data", loaded.config, "bench")
-            _dest.mkdir()
+        def compile_(dest: Path) -> None:
+            build_task(config, dest, args.runtime_pex, {}, cache_dir=cache)
+
+        def first_compile(dest: Path) -> None:
+            shutil.rmtree(cache, ignore_errors=True)
+            compile_(dest)
+
+        def validate(dest: Path) -> None:
+            files = sorted(path.name for path in (root / "data").glob("*.jsonl"))
+            validate_split_files(root / "data", files, content_key({}), root / "data")
+            dest.mkdir()
 
         timed(floor, Path(tmp) / "warm")  # page cache warm for both sides
-        runs: dict[str, list[float]] = {"floor": [], "compile": [], "validate": []}
+        runs: dict[str, list[float]] = {"floor": [], "compile": [], "first": [], "validate": []}
         for attempt in range(args.repeat):  # interleaved, so both see the same machine state
             runs["floor"].append(timed(floor, Path(tmp) / f"floor-{attempt}"))
+            runs["first"].append(timed(first_compile, Path(tmp) / f"first-{attempt}"))
             runs["compile"].append(timed(compile_, Path(tmp) / f"compile-{attempt}"))
             runs["validate"].append(timed(validate, Path(tmp) / f"validate-{attempt}"))
-        t_floor, t_compile, t_validate = (min(runs[k]) for k in ("floor", "compile", "validate"))
+        t_floor, t_compile, t_first, t_validate = (min(runs[k]) for k in ("floor", "compile", "first", "validate"))
         print(f"inputs: {len(files)} files, {total / 1e6:.1f} MB "
               f"(dataset {args.dataset_mb} MB, agent repo {args.files} files, PEX "
               f"{args.runtime_pex.stat().st_size / 1e6:.1f} MB)")
         print(f"I/O floor (read + sha256 + write each input once): {t_floor:.2f} s")
-        print(f"vero harbor build:                                 {t_compile:.2f} s")
-        print(f"  of which dataset validation (sidecar loader):    {t_validate:.2f} s")
+        print(f"vero harbor build, dataset unchanged (cached):     {t_compile:.2f} s")
+        print(f"vero harbor build, first build of the dataset:     {t_first:.2f} s")
+        print(f"  dataset validation alone (sidecar's rules):      {t_validate:.2f} s")
         print(f"ratio compile / floor: {t_compile / t_floor:.2f}x  (best of {args.repeat} interleaved runs; "
-              f"median ratio {statistics.median(runs['compile']) / statistics.median(runs['floor']):.2f}x)")
+              f"median ratio {statistics.median(runs['compile']) / statistics.median(runs['floor']):.2f}x); "
+              f"first build / floor: {t_first / t_floor:.2f}x")
         record("compile", f"vero harbor build vs I/O floor, {total / 1e6:.0f} MB in {len(files)} files",
                t_compile / t_floor,
-               f"{t_compile:.2f} vs {t_floor:.2f} s (dataset validation {t_validate:.2f} s)")
+               f"{t_compile:.2f} vs {t_floor:.2f} s; first build of the dataset {t_first:.2f} s "
+               f"(validation {t_validate:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
-from pathlib import Path
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from vero.core.benchmark import CommitSha
 from vero.errors import VeroError
@@ -56,6 +58,10 @@ def git_commit_argv() -> list[list[str]]:
     ]
 
 
+def _git_env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **GIT_ENV}
+
+
 def make_baseline_commit(worktree: Path) -> str:
     """Turn the files in `worktree` into a git repo with the one deterministic baseline commit.
 
@@ -65,7 +71,7 @@ def make_baseline_commit(worktree: Path) -> str:
     if (worktree / ".git").exists():
         raise VeroError("baseline files already contain a .git entry", where=str(worktree),
                         fix="export the agent repo's files without its .git directory")
-    env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **GIT_ENV}
+    env = _git_env()
     for argv in git_commit_argv():
         result = subprocess.run(argv, cwd=worktree, env=env, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -74,6 +80,60 @@ def make_baseline_commit(worktree: Path) -> str:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=worktree, env=env, capture_output=True, text=True,
                           check=True)
     return head.stdout.strip()
+
+
+@dataclass(frozen=True)
+class BaselineBlob:
+    """One file of the baseline as git stores it: path, mode (0o100644, 0o100755 or 0o120000 for a
+    symlink) and blob id (of the bytes, or of a symlink's target)."""
+
+    path: str
+    mode: int
+    blob: str
+
+
+ATTRIBUTES_FILE = ".gitattributes"
+
+
+def _c_quoted(path: str) -> str:
+    """A path as git reads it quoted, one per line: any name, newlines included."""
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def baseline_commit_of_blobs(files_dir: Path, blobs: Sequence[BaselineBlob]) -> str:
+    """The SHA `make_baseline_commit` gives the files under `files_dir`, without copying or reading
+    them: git builds the index from the blob ids (refusing a path as `git add` would), then the
+    trees and the commit, with the same identity, dates and message.
+
+    `git add` applies `.gitattributes` conversions (line endings, encodings); when the baseline
+    holds such a file, git hashes the regular files itself, as `git add` would.
+    """
+    with tempfile.TemporaryDirectory(prefix="vero-baseline-") as scratch:
+        env = {**_git_env(), "GIT_DIR": scratch}
+
+        def git(*args: str, stdin: bytes | None = None) -> str:
+            argv = ["git", *GIT_OPTIONS, *args]
+            result = subprocess.run(argv, cwd=files_dir, env=env, input=stdin, capture_output=True, check=False)
+            problem = result.stderr.decode("utf-8", "replace").strip()
+            # update-index skips a path it refuses (`.GIT/x`, `git~1`) with a message and exit code 0.
+            if result.returncode != 0 or (args[0] == "update-index" and problem):
+                raise VeroError(f"`git {args[0]}` refused the baseline: {problem}", where=str(files_dir),
+                                fix="rename the files git refuses (git add would refuse them too)")
+            return result.stdout.decode("utf-8").strip()
+
+        git("init", "--quiet", "--bare", scratch)
+        env.update({"GIT_INDEX_FILE": os.path.join(scratch, "index"), "GIT_WORK_TREE": str(files_dir)})
+        if any(PurePosixPath(item.path).name == ATTRIBUTES_FILE for item in blobs):
+            regular = [item for item in blobs if item.mode != 0o120000]
+            listing = "".join(f"{_c_quoted(item.path)}\n" for item in regular)
+            ids = git("hash-object", "--stdin-paths", stdin=listing.encode("utf-8"))
+            hashed = dict(zip((item.path for item in regular), ids.split(), strict=True))
+            blobs = [BaselineBlob(item.path, item.mode, hashed.get(item.path, item.blob)) for item in blobs]
+        git("update-index", "--add", "-z", "--index-info",
+            stdin="".join(f"{item.mode:o} {item.blob}\t{item.path}\0" for item in blobs).encode("utf-8"))
+        tree = git("write-tree", "--missing-ok")
+        return git("commit-tree", "-m", MESSAGE, tree)
 
 
 class BaselineInfo(StrictModel):

@@ -21,16 +21,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vero.baseline import BASELINE_FILES, BASELINE_JSON, BaselineInfo, make_baseline_commit
+from vero.baseline import BASELINE_FILES, BASELINE_JSON, BaselineBlob, BaselineInfo, baseline_commit_of_blobs
 from vero.compiler.layout import BASELINE_OUT, SEED_OUT
-from vero.compiler.tree import SKIPPED_NAMES, TreeWriter, check_relpath, check_symlink, walk_tree
+from vero.compiler.tree import SKIPPED_NAMES, TreeWriter, check_relpath, check_symlink
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 # A plain directory's ignore rules are its own .gitignore files only: no user or system config.
 _PLAIN_GIT_ENV = {**_GIT_ENV, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
-RAM_DIR = "/dev/shm"
 MAX_LISTED_CHANGES = 10
 
 
@@ -176,8 +175,8 @@ def export_agent_repo(src: Path, writer: TreeWriter, *, where: str) -> ExportedB
         if link is not None:
             writer.symlink(f"{seed_files}/{rel}", link)
         else:
-            writer.copy_file(f"{seed_files}/{rel}", path)
-    commit = _commit_of(writer.root / seed_files, where)
+            writer.copy_file(f"{seed_files}/{rel}", path, git_blob=True)
+    commit = _commit_of(writer, seed_files, [rel for rel, _, _ in files])
     info = canonical_json(BaselineInfo(commit=commit).model_dump(mode="json"))
     names = [rel for rel, _, _ in files]
     for rel in names:
@@ -236,28 +235,13 @@ def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, writer: T
                         fix="remove it from the repo")
 
 
-def _scratch_parent(files_dir: Path) -> str | None:
-    """A RAM-backed directory for the scratch repo when it has ample room, else the default temp
-    dir: the scratch copy and git's loose objects are thousands of small files, thrown away."""
-    size = sum(path.lstat().st_size for _, path, _ in walk_tree(files_dir, where=str(files_dir)))
-    try:
-        if shutil.disk_usage(RAM_DIR).free > 4 * size + (64 << 20):
-            return RAM_DIR
-    except OSError:
-        pass
-    return None
-
-
-def _commit_of(files_dir: Path, where: str) -> str:
-    """The baseline SHA of the files, computed in a scratch copy (the output gets no .git)."""
-    with tempfile.TemporaryDirectory(prefix="vero-baseline-", dir=_scratch_parent(files_dir)) as scratch:
-        work = Path(scratch) / "repo"
-        work.mkdir()
-        for rel, path, link in walk_tree(files_dir, where=where):
-            target = work / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if link is not None:
-                os.symlink(link, target)
-            else:
-                shutil.copy2(path, target)
-        return make_baseline_commit(work)
+def _commit_of(writer: TreeWriter, files_dir: str, names: list[str]) -> str:
+    """The baseline SHA of the files just written under `files_dir`, from the blob ids recorded
+    while they were copied (the output gets no .git, and nothing is read again)."""
+    blobs = []
+    for rel in names:
+        entry = writer.entries[f"{files_dir}/{rel}"]
+        assert entry.git_blob is not None  # copied with git_blob=True, or a symlink
+        mode = 0o120000 if entry.symlink is not None else 0o100000 | entry.mode
+        blobs.append(BaselineBlob(rel, mode, entry.git_blob))
+    return baseline_commit_of_blobs(writer.root / files_dir, blobs)

@@ -27,15 +27,16 @@ from pydantic import JsonValue
 from vero.baseline import BASELINE_FILES
 from vero.compiler import layout
 from vero.compiler.config import ModeABuild, ModeBBuild
+from vero.compiler.dataset import HEAD_ROWS, CheckedDataset
 from vero.compiler.dry_run import run_mode_a_samples
 from vero.compiler.inputs import Inputs
 from vero.compiler.probes import Interpreter, ProbeReply, probe_entrypoint, probe_scorer, runtime_interpreter
 from vero.container import CONTAINER
-from vero.core.datasets import Row
+from vero.core.datasets import ModeADataset, Row
 from vero.core.records import SampleResult, aggregate
 from vero.errors import VeroError
 
-DRY_RUN_ROWS = 3
+DRY_RUN_ROWS = HEAD_ROWS
 SCORER_FIX = ("the eval sidecar has only the Python standard library and the runtime PEX's packages "
               "(vero's own dependencies): remove the import, or ship the module inside a scorer package "
               "directory (scorer: a dir with __init__.py)")
@@ -50,33 +51,37 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_task(stage: Path, inputs: Inputs, *, dry_run: bool) -> CheckReport:
-    """Run the checks of the module docstring on the task written under `stage`."""
+def check_task(stage: Path, inputs: Inputs, dataset: CheckedDataset | None, *, dry_run: bool) -> CheckReport:
+    """Run the checks of the module docstring on the task written under `stage` (Mode A: on the
+    first rows of the `dataset` baked there)."""
     config = inputs.loaded.config
     report = CheckReport()
     if isinstance(config, ModeBBuild):
         _check_agent_class(stage / layout.SEED_OUT / BASELINE_FILES, config, inputs)
         report.notes.append(f"harbor.agent {config.harbor.agent} is defined in the baseline")
         return report
-    assert isinstance(config, ModeABuild) and inputs.mode_a is not None
+    assert isinstance(config, ModeABuild) and inputs.mode_a is not None and dataset is not None
+    rows = dataset.head_dataset()
     python = runtime_interpreter()
     with tempfile.TemporaryDirectory(prefix="vero-checks-") as scratch_dir:
         scratch = Path(scratch_dir)
         baseline = scratch / "baseline"
-        shutil.copytree(stage / layout.SEED_OUT / BASELINE_FILES, baseline, symlinks=True)
+        # Modes matter, times and extended attributes do not: shutil.copy, not copy2.
+        shutil.copytree(stage / layout.SEED_OUT / BASELINE_FILES, baseline, symlinks=True,
+                        copy_function=shutil.copy)
         # The scorer as baked into the sidecar (its name is the user's file or package name).
         name = inputs.mode_a.scorer.name
         scorer = scratch / "scorer" / name
         _copy(stage / layout.sidecar_out(CONTAINER.scorer_dir) / name, scorer)
         _check_entrypoint(python, baseline, config, inputs)
         report.notes.append(f"entrypoint {config.entrypoint} imports from the baseline under {python.name}")
-        _check_scorer(python, stage / layout.PEX_OUT, scorer, config, inputs, report)
+        _check_scorer(python, stage / layout.PEX_OUT, scorer, config, inputs, rows, report)
         if not dry_run:
             report.warnings.append("dry run skipped (--no-dry-run): the baseline was not run on any row; the "
                                    "entrypoint and scorer checks still ran")
             return report
         (scratch / "dry-run").mkdir()
-        _dry_run(python, baseline, scorer, scratch / "dry-run", config, inputs, report)
+        _dry_run(python, baseline, scorer, scratch / "dry-run", config, inputs, rows, report)
     return report
 
 
@@ -146,10 +151,9 @@ def _label_output(row: Row, label_fields: list[str]) -> JsonValue:
 
 
 def _check_scorer(python: Interpreter, runtime_pex: Path, scorer: Path, config: ModeABuild, inputs: Inputs,
-                  report: CheckReport) -> None:
+                  dataset: ModeADataset, report: CheckReport) -> None:
     assert inputs.mode_a is not None
     user_scorer = inputs.mode_a.scorer
-    dataset = inputs.mode_a.dataset_info.dataset
     split = config.targets[0].split
     sample_id = dataset.sample_ids(split)[0]
     row = dataset.row(split, sample_id)
@@ -201,9 +205,7 @@ def _dry_run_split(config: ModeABuild) -> str:
 
 
 def _dry_run(python: Interpreter, baseline: Path, scorer_path: Path, scratch: Path, config: ModeABuild,
-             inputs: Inputs, report: CheckReport) -> None:
-    assert inputs.mode_a is not None
-    dataset = inputs.mode_a.dataset_info.dataset
+             inputs: Inputs, dataset: ModeADataset, report: CheckReport) -> None:
     split = _dry_run_split(config)
     sample_ids = dataset.sample_ids(split)[:DRY_RUN_ROWS]
     results = run_mode_a_samples(baseline=baseline, dataset=dataset, split=split, sample_ids=sample_ids,

@@ -1,9 +1,10 @@
 """`vero harbor build`: build.yaml and its inputs -> a sealed Harbor task directory.
 
 Order: load and validate the config, check the output path and every input (nothing written
-yet), write the whole task into a temporary sibling of the output, run the checks that need the
-written task (`vero.compiler.checks`: entrypoint, scorer, dry run), seal it (with build.yaml's
-digest), rename it into place.
+yet), write the whole task into a temporary sibling of the output (each input read once: the
+dataset's content is checked on its baked copy, or found in the validation cache), run the checks
+that need the written task (`vero.compiler.checks`: entrypoint, scorer, dry run), seal it (with
+build.yaml's digest), rename it into place.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from vero.compiler.agent_repo import ExportedBaseline, export_agent_repo
 from vero.compiler.checks import check_task
 from vero.compiler.config import BuildConfig, ModeABuild, ModeBBuild
 from vero.compiler.context import template_context
+from vero.compiler.dataset import CheckedDataset
 from vero.compiler.identity import write_identity
 from vero.compiler.inputs import Inputs, resolve_inputs
 from vero.compiler.loader import load_build_config
@@ -27,6 +29,7 @@ from vero.compiler.render import render
 from vero.compiler.seal import sha256_file, write_seal
 from vero.compiler.sidecar_data import write_sidecar_data
 from vero.compiler.tree import EXEC_MODE, TreeWriter
+from vero.compiler.validation_cache import ValidationCache, default_cache_dir
 from vero.container import CONTAINER
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
@@ -55,14 +58,25 @@ def default_runtime_pex(env: Mapping[str, str]) -> Path:
     return Path(pex)
 
 
+@dataclass(frozen=True)
+class WrittenTask:
+    """What `write_task` wrote that the checks need: the baseline and (Mode A) the checked dataset."""
+
+    baseline: ExportedBaseline
+    dataset: CheckedDataset | None
+
+
 def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
-               env: Mapping[str, str] | None = None, *, dry_run: bool = True) -> BuildResult:
+               env: Mapping[str, str] | None = None, *, dry_run: bool = True,
+               cache_dir: Path | None = None) -> BuildResult:
     """Compile `config_path` into `out`; see the module docstring. Raises VeroError on bad input.
 
     `env` holds the declared secrets (default: this process's environment); `dry_run=False`
-    skips running the baseline on a few rows, not the other checks.
+    skips running the baseline on a few rows, not the other checks. `cache_dir` holds what
+    checking datasets found (default: `default_cache_dir` of this process's environment).
     """
     env = os.environ if env is None else env
+    cache = ValidationCache(cache_dir if cache_dir is not None else default_cache_dir(os.environ))
     loaded = load_build_config(config_path)
     out = Path(out).absolute()
     check_output(out)
@@ -71,8 +85,9 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
     try:
         with staging_dir(out) as stage:
             writer = TreeWriter(stage)
-            baseline = write_task(writer, inputs)
-            checks = check_task(stage, inputs, dry_run=dry_run)
+            written = write_task(writer, inputs, cache)
+            baseline = written.baseline
+            checks = check_task(stage, inputs, written.dataset, dry_run=dry_run)
             seal = write_seal(writer, config_sha256)
             publish(stage, out)
     except OSError as exc:
@@ -94,18 +109,18 @@ def _config_warnings(config: BuildConfig) -> list[str]:
     return []
 
 
-def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
+def write_task(writer: TreeWriter, inputs: Inputs, cache: ValidationCache) -> WrittenTask:
     """Write every file of the task into `writer`'s (fresh) directory."""
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
     baseline = export_agent_repo(inputs.agent_repo, writer, where=f"{where}: agent_repo")
     _check_baseline_files(writer, config, where)
     writer.copy_file(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE)
-    sidecar_items, serve = write_sidecar_data(writer, inputs, baseline.commit)
-    writer.write_text(layout.SERVE_JSON_OUT, canonical_json(serve.model_dump(mode="json")))
+    sidecar = write_sidecar_data(writer, inputs, baseline.commit, cache)
+    writer.write_text(layout.SERVE_JSON_OUT, canonical_json(sidecar.serve.model_dump(mode="json")))
     # The identity file is written last (it digests every other file), copied like the items.
     identity_item = layout.sidecar_item(CONTAINER.identity_dir)
-    context = template_context(config, baseline.commit, [*sidecar_items, identity_item], baseline.files)
+    context = template_context(config, baseline.commit, [*sidecar.items, identity_item], baseline.files)
     writer.write_text(layout.TASK_TOML, render("task.toml.j2", **context))
     writer.write_text(layout.INSTRUCTION, render("instruction.md.j2", **context))
     writer.write_text(layout.COMPOSE, render("docker-compose.yaml.j2", **context))
@@ -121,7 +136,7 @@ def write_task(writer: TreeWriter, inputs: Inputs) -> ExportedBaseline:
         writer.write_text(layout.SOLVE_SH, render("solve.sh.j2", **context), EXEC_MODE)
     writer.write_text(MARKER, canonical_json({"created_by": "vero harbor build", "format": 1}))
     write_identity(writer, config.name, config.mode, baseline.commit)
-    return baseline
+    return WrittenTask(baseline=baseline, dataset=sidecar.dataset)
 
 
 def _baseline_path(writer: TreeWriter, rel: str) -> Path:

@@ -1,7 +1,9 @@
 """Resolving and checking every input of a build before anything is written.
 
 Missing files, missing secrets, unknown dataset splits, unknown partition names and inputs that
-would leak into the optimizer's repo all fail here, before the output directory is touched.
+would leak into the optimizer's repo all fail here, before the output directory is touched. The
+content of the dataset's split files is checked as they are baked (`dataset.bake_dataset`): they
+are read once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vero.compiler.config import ModeABuild, ModeBBuild
-from vero.compiler.dataset import DatasetInfo, inspect_dataset
+from vero.compiler.dataset import dataset_files
 from vero.compiler.loader import LoadedConfig
 from vero.errors import VeroError
 from vero.modeb.registry import RegistryDataset, RegistryTask
@@ -23,10 +25,10 @@ SCORER_FIX = "point scorer at a Python file or a package directory defining scor
 
 @dataclass(frozen=True)
 class ModeAInputs:
-    """The dataset (and what of it to bake) and the trusted scorer."""
+    """The dataset, its split files to bake (names of files in it) and the trusted scorer."""
 
     dataset: Path
-    dataset_info: DatasetInfo
+    files: list[str]
     scorer: Path
 
 
@@ -141,8 +143,7 @@ def resolve_inputs(loaded: LoadedConfig, runtime_pex: Path, out: Path, env: Mapp
         if scorer.is_dir() and not (scorer / "__init__.py").is_file():
             raise VeroError(f"scorer: {scorer} is a directory without __init__.py", where=where,
                             fix=SCORER_FIX)
-        info = inspect_dataset(dataset, config, where)
-        mode_a = ModeAInputs(dataset=dataset, dataset_info=info, scorer=scorer)
+        mode_a = ModeAInputs(dataset=dataset, files=dataset_files(dataset, config, where), scorer=scorer)
         dirs += [dataset] + ([scorer] if scorer.is_dir() else [])
     elif isinstance(config, ModeBBuild):
         names = [name for split in sorted(config.partition) for name in config.partition[split]]

@@ -4,11 +4,15 @@ and serve.json, the ServeConfig that tells `vero harbor serve` where they are.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vero.compiler import layout
 from vero.compiler.agent_repo import extract_git_tree
 from vero.compiler.config import BuildConfig, ModeABuild
+from vero.compiler.dataset import CheckedDataset, bake_dataset
 from vero.compiler.inputs import Inputs, RegistryInputs
 from vero.compiler.tree import TreeWriter
+from vero.compiler.validation_cache import ValidationCache
 from vero.container import CONTAINER
 from vero.core.policy import policy_fields
 from vero.fsutil import canonical_json
@@ -16,18 +20,27 @@ from vero.modeb.config import HarborConfig
 from vero.serve.config import ModeAServe, ModeBServe, ServeConfig, ServePaths
 
 
-def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple[list[str], ServeConfig]:
-    """Bake the sidecar-only data; return the baked item names and the ServeConfig."""
+@dataclass(frozen=True)
+class SidecarData:
+    """What was baked for the sidecar: item names, the ServeConfig, and (Mode A) the checked dataset."""
+
+    items: list[str]
+    serve: ServeConfig
+    dataset: CheckedDataset | None
+
+
+def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str, cache: ValidationCache) -> SidecarData:
+    """Bake the sidecar-only data (the dataset checked as it is baked, see `dataset`)."""
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
     items: list[str] = []
     baked: ModeAServe | ModeBServe
+    dataset = None
     if isinstance(config, ModeABuild):
         assert inputs.mode_a is not None
         data = inputs.mode_a
-        dataset_out = layout.sidecar_out(CONTAINER.dataset_dir)
-        for name in data.dataset_info.files:
-            writer.copy_file(f"{dataset_out}/{name}", data.dataset / name, 0o644)
+        dataset = bake_dataset(writer, data.dataset, data.files, layout.sidecar_out(CONTAINER.dataset_dir),
+                               config, cache, where)
         scorer_name = data.scorer.name
         scorer_out = f"{layout.sidecar_out(CONTAINER.scorer_dir)}/{scorer_name}"
         if data.scorer.is_dir():
@@ -55,7 +68,7 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str) -> tuple
             harbor["registry_path"] = write_registry(writer, inputs.mode_b.registry, where)
             items = [layout.sidecar_item(CONTAINER.registry_dir)]
         baked = ModeBServe(harbor=HarborConfig.model_validate(harbor), partition=config.partition)
-    return items, serve_config_for(config, commit, baked)
+    return SidecarData(items=items, serve=serve_config_for(config, commit, baked), dataset=dataset)
 
 
 def serve_config_for(config: BuildConfig, commit: str, baked: ModeAServe | ModeBServe) -> ServeConfig:

@@ -1,6 +1,8 @@
 """Writing the output tree: normalised modes, no timestamps, and a sha256 of every file as it is written.
 
-`TreeWriter` records each file's digest while copying, so sealing does not read the output again.
+`TreeWriter` records each file's digest while copying, so sealing does not read the output again;
+on request it also records the file's git blob id in the same pass, so the baseline commit does
+not read the files again either.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ class Entry:
     size: int
     sha256: str
     symlink: str | None = None
+    git_blob: str | None = None    # recorded when the copy was asked for it (baseline files)
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a blob of these bytes (a symlink's blob is its target)."""
+    return _git_blob_hash(len(data), data).hexdigest()
+
+
+def _git_blob_hash(size: int, data: bytes = b"") -> hashlib._Hash:
+    digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    digest.update(data)
+    return digest
 
 
 def normalised_mode(mode: int) -> int:
@@ -65,6 +79,7 @@ class TreeWriter:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.entries: dict[str, Entry] = {}
+        self._made_dirs: set[Path] = {self.root}
 
     def _target(self, rel: str) -> Path:
         check_relpath(rel, str(self.root))
@@ -72,7 +87,9 @@ class TreeWriter:
             raise VeroError(f"{rel!r} would be written twice", where=str(self.root),
                             fix="report this as a vero bug")
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made_dirs:  # thousands of files share a few directories
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.update(path.parents)
         return path
 
     def write_bytes(self, rel: str, data: bytes, mode: int = FILE_MODE) -> None:
@@ -87,20 +104,28 @@ class TreeWriter:
         """Create `rel` with UTF-8 `text`."""
         self.write_bytes(rel, text.encode("utf-8"), mode)
 
-    def copy_file(self, rel: str, src: Path, mode: int | None = None) -> None:
-        """Copy `src` to `rel`, hashing on the way; the mode is normalised from `src` unless given."""
+    def copy_file(self, rel: str, src: Path, mode: int | None = None, *, git_blob: bool = False) -> None:
+        """Copy `src` to `rel`, reading it once and hashing on the way (sha256, and with `git_blob`
+        its git blob id too); the mode is normalised from `src` unless given."""
         path = self._target(rel)
         digest = hashlib.sha256()
         size = 0
         with open(src, "rb") as source, open(path, "xb") as dest:
-            src_mode = os.fstat(source.fileno()).st_mode
+            info = os.fstat(source.fileno())
+            # git's blob header holds the size, so it must be known before the first byte.
+            blob = _git_blob_hash(info.st_size) if git_blob else None
             while chunk := source.read(CHUNK):
                 digest.update(chunk)
+                if blob is not None:
+                    blob.update(chunk)
                 dest.write(chunk)
                 size += len(chunk)
-        final = normalised_mode(src_mode if mode is None else mode)
+        if blob is not None and size != info.st_size:
+            raise VeroError(f"{src} changed while it was read ({info.st_size} bytes, then {size})",
+                            where=str(src), fix="build again once nothing writes to the inputs")
+        final = normalised_mode(info.st_mode if mode is None else mode)
         os.chmod(path, final)
-        self.entries[rel] = Entry(final, size, digest.hexdigest())
+        self.entries[rel] = Entry(final, size, digest.hexdigest(), git_blob=blob.hexdigest() if blob else None)
 
     def link(self, rel: str, existing: str) -> None:
         """Make `rel` a hard link of the file `existing` written earlier (same bytes, same mode)."""
@@ -116,7 +141,8 @@ class TreeWriter:
         path = self._target(rel)
         os.symlink(target, path)
         data = target.encode("utf-8")
-        self.entries[rel] = Entry(0o777, len(data), hashlib.sha256(data).hexdigest(), symlink=target)
+        self.entries[rel] = Entry(0o777, len(data), hashlib.sha256(data).hexdigest(), symlink=target,
+                                  git_blob=git_blob_id(data))
 
     def chmod(self, rel: str, mode: int) -> None:
         """Change the (normalised) mode of a regular file written earlier."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -58,16 +58,16 @@ class SplitCatalog(Protocol):
         ...
 
 
-def _sample_ids(rows: Sequence[Row]) -> list[str]:
-    """The rows' `id` values as strings when every row has a unique one, else line indices."""
+def sample_ids_from(id_values: Sequence[object]) -> list[str]:
+    """Sample ids from the rows' `id` values (None where a row has none): the values as strings
+    when every row has a unique str or int one, else the rows' indices."""
     ids: list[str] = []
-    for row in rows:
-        value = row.get("id")
+    for value in id_values:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return [str(i) for i in range(len(rows))]
+            return [str(i) for i in range(len(id_values))]
         ids.append(str(value))
     if len(set(ids)) != len(ids):
-        return [str(i) for i in range(len(rows))]
+        return [str(i) for i in range(len(id_values))]
     return ids
 
 
@@ -80,10 +80,16 @@ class ModeADataset:
     _index: Mapping[str, Mapping[str, int]] = field(repr=False)
 
     @classmethod
-    def from_rows(cls, splits: Mapping[str, Sequence[Row]]) -> ModeADataset:
-        """Build a dataset (ids and index) from rows per split."""
+    def from_rows(cls, splits: Mapping[str, Sequence[Row]],
+                  sample_ids: Mapping[str, Sequence[str]] | None = None) -> ModeADataset:
+        """Build a dataset (ids and index) from rows per split. `sample_ids` gives the ids of the
+        rows when they are known already (the first rows of splits whose ids the whole split
+        decides); by default they come from the rows (`sample_ids_from`)."""
         ordered = {name: list(splits[name]) for name in sorted(splits)}
-        ids = {name: _sample_ids(rows) for name, rows in ordered.items()}
+        if sample_ids is None:
+            ids = {name: sample_ids_from([row.get("id") for row in rows]) for name, rows in ordered.items()}
+        else:
+            ids = {name: list(sample_ids[name])[:len(rows)] for name, rows in ordered.items()}
         index = {name: {sid: i for i, sid in enumerate(split_ids)} for name, split_ids in ids.items()}
         return cls(splits=ordered, _ids=ids, _index=index)
 
@@ -122,7 +128,8 @@ class Partition:
         return list(self.splits[split])
 
 
-def _check_split_name(name: str, where: str) -> None:
+def check_split_name(name: str, where: str) -> None:
+    """Refuse a split name the sidecar would refuse."""
     if not _SPLIT_NAME.fullmatch(name):
         raise VeroError(f"invalid split name {name!r}", where=where, fix=f"use {SPLIT_NAME_RULE}")
 
@@ -131,28 +138,32 @@ def _reject_nan(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
-def _read_jsonl(path: Path) -> list[Row]:
+def iter_split_rows(path: Path, where: str | None = None) -> Iterator[Row]:
+    """The rows of one `<split>.jsonl` file in order, by the sidecar's rules: UTF-8, one JSON
+    object per line, blank lines skipped, NaN/Infinity refused, at least one row. A broken file
+    raises a VeroError naming the line and `where` (default: the file)."""
+    where = str(path) if where is None else where
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise VeroError(f"cannot read split file: {exc}", where=str(path),
+        raise VeroError(f"cannot read split file: {exc}", where=where,
                         fix="make it a readable UTF-8 JSON Lines file") from None
-    rows: list[Row] = []
+    found = False
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue  # blank lines (e.g. a trailing one) carry no row
         try:
             value = json.loads(line, parse_constant=_reject_nan)
         except ValueError as exc:
-            raise VeroError(f"line {lineno} is not valid JSON: {exc}", where=str(path),
+            raise VeroError(f"line {lineno} is not valid JSON: {exc}", where=where,
                             fix="write one JSON object per line") from None
         if not isinstance(value, dict):
-            raise VeroError(f"line {lineno} is a JSON {type(value).__name__}, not an object", where=str(path),
+            raise VeroError(f"line {lineno} is a JSON {type(value).__name__}, not an object", where=where,
                             fix="write one JSON object per line")
-        rows.append(value)
-    if not rows:
-        raise VeroError("split file has no rows", where=str(path), fix="add rows or remove the file")
-    return rows
+        found = True
+        yield value
+    if not found:
+        raise VeroError("split file has no rows", where=where, fix="add rows or remove the file")
 
 
 def load_mode_a_dataset(directory: Path) -> ModeADataset:
@@ -170,8 +181,8 @@ def load_mode_a_dataset(directory: Path) -> ModeADataset:
                         fix="add one JSON Lines file per split, e.g. train.jsonl and test.jsonl")
     splits: dict[str, list[Row]] = {}
     for path in files:
-        _check_split_name(path.stem, str(path))
-        splits[path.stem] = _read_jsonl(path)
+        check_split_name(path.stem, str(path))
+        splits[path.stem] = list(iter_split_rows(path))
     return ModeADataset.from_rows(splits)
 
 

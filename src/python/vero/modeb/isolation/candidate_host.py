@@ -26,26 +26,30 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from vero.modeb.isolation.protocol import (
+    CHUNK_BYTES,
     MAX_TRANSFER_BYTES,
     Done,
     EnvironmentState,
     ErrorInfo,
+    Frame,
     PhaseCall,
     ProtocolError,
     Ready,
     Reply,
     Request,
     Start,
-    encode_frame,
+    frame_head,
     parse_trusted_message,
+    payload_size,
     read_frame,
+    spool,
 )
-from vero.modeb.isolation.transfer import TransferError, extract, pack
+from vero.modeb.isolation.transfer import TransferError, extract, pack_into
 
 LOGS_DIR = "agent-logs"
 log = logging.getLogger("vero.candidate")
@@ -93,21 +97,21 @@ class Channel:
         self.reader = reader
         self.out_fd = out_fd
         self.calls: asyncio.Queue[PhaseCall | None] = asyncio.Queue()
-        self._pending: dict[int, asyncio.Future[tuple[Reply, bytes]]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[Reply, Frame]]] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
 
-    async def send(self, message: Ready | Request | Done, payload: bytes = b"") -> None:
-        """Write one frame (in a thread: frames can be large)."""
-        frame = encode_frame(message, payload)
+    async def send(self, message: Ready | Request | Done, payload: IO[bytes] | None = None) -> None:
+        """Write one frame, a spooled `payload` chunk by chunk (in a thread: payloads can be large)."""
+        head = frame_head(message, payload_size(payload) if payload is not None else 0)
         async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(None, _write_all, self.out_fd, frame)
+            await asyncio.get_running_loop().run_in_executor(None, _write_frame, self.out_fd, head, payload)
 
-    async def request(self, call: dict[str, Any], payload: bytes = b"") -> tuple[Reply, bytes]:
-        """Send one environment operation and wait for its reply and the reply's payload; a
-        refusal raises RelayError."""
+    async def request(self, call: dict[str, Any], payload: IO[bytes] | None = None) -> tuple[Reply, Frame]:
+        """Send one environment operation and wait for its reply and the reply's frame (the
+        caller closes it); a refusal raises RelayError."""
         request_id = next(self._ids)
-        future: asyncio.Future[tuple[Reply, bytes]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Reply, Frame]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
             await self.send(Request.model_validate({"type": "request", "id": request_id, "call": call},
@@ -116,6 +120,7 @@ class Channel:
         finally:
             self._pending.pop(request_id, None)
         if not reply.ok:
+            reply_payload.close()
             raise RelayError(reply.error or "the environment operation failed")
         return reply, reply_payload
 
@@ -127,7 +132,9 @@ class Channel:
                 if isinstance(message, Reply):
                     future = self._pending.get(message.id)
                     if future is not None and not future.done():
-                        future.set_result((message, frame.payload))
+                        future.set_result((message, frame))
+                    else:
+                        frame.close()
                 elif isinstance(message, PhaseCall):
                     await self.calls.put(message)
         finally:
@@ -142,6 +149,23 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _write_frame(fd: int, head: bytes, payload: IO[bytes] | None) -> None:
+    _write_all(fd, head)
+    while payload is not None and (chunk := payload.read(CHUNK_BYTES)):
+        _write_all(fd, chunk)
+
+
+def _packed(path: Path, *, follow: bool) -> IO[bytes]:
+    """The tar of `path` in a spool (a temporary file once it is large)."""
+    out = spool()
+    try:
+        pack_into(out, path, limit=MAX_TRANSFER_BYTES, follow=follow)
+    except BaseException:
+        out.close()
+        raise
+    return out
 
 
 class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
@@ -201,30 +225,38 @@ class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
     async def upload_file(self, source_path: Path | str, target_path: str) -> None:
         """Copy a local file into the container."""
         source = Path(source_path)
-        data = pack(source, limit=MAX_TRANSFER_BYTES, follow=True)
-        await self._channel.request({"op": "upload", "kind": "file", "target": target_path,
-                                     "name": source.name}, data)
+        with _packed(source, follow=True) as data:
+            _, reply_frame = await self._channel.request({"op": "upload", "kind": "file", "target": target_path,
+                                                          "name": source.name}, data)
+        reply_frame.close()
 
     async def upload_dir(self, source_dir: Path | str, target_dir: str) -> None:
         """Copy a local directory's contents into the container."""
-        data = pack(Path(source_dir), limit=MAX_TRANSFER_BYTES, follow=True)
-        await self._channel.request({"op": "upload", "kind": "dir", "target": target_dir}, data)
+        with _packed(Path(source_dir), follow=True) as data:
+            _, reply_frame = await self._channel.request({"op": "upload", "kind": "dir", "target": target_dir}, data)
+        reply_frame.close()
 
     async def download_file(self, source_path: str, target_path: Path | str) -> None:
         """Copy a file of the container to a local path."""
         reply, data = await self._channel.request({"op": "download", "kind": "file", "source": source_path})
         target = Path(target_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as staging:
-            extract(data, Path(staging), limit=MAX_TRANSFER_BYTES)
-            os.replace(Path(staging) / (reply.name or ""), target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as staging:
+                extract(data.payload_file(), Path(staging), limit=MAX_TRANSFER_BYTES)
+                os.replace(Path(staging) / (reply.name or ""), target)
+        finally:
+            data.close()
 
     async def download_dir(self, source_dir: str, target_dir: Path | str) -> None:
         """Copy a directory of the container into a local directory."""
         _, data = await self._channel.request({"op": "download", "kind": "dir", "source": source_dir})
         target = Path(target_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        extract(data, target, limit=MAX_TRANSFER_BYTES)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            extract(data.payload_file(), target, limit=MAX_TRANSFER_BYTES)
+        finally:
+            data.close()
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -244,8 +276,9 @@ def _construct(start: Start, logs_dir: Path) -> Any:
                        extra_env=dict(start.extra_env), **kwargs)
 
 
-async def _run_phase(agent: Any, call: PhaseCall, channel: Channel, logs_dir: Path) -> tuple[Done, bytes]:
-    """Run one phase of the agent: the Done message and the tar of its logs dir."""
+async def _run_phase(agent: Any, call: PhaseCall, channel: Channel,
+                     logs_dir: Path) -> tuple[Done, IO[bytes] | None]:
+    """Run one phase of the agent: the Done message and the tar of its logs dir (spooled)."""
     environment = RelayEnvironment(channel, call.environment)
     context = _AgentContext() if call.phase == "run" else None
     error = None
@@ -259,9 +292,9 @@ async def _run_phase(agent: Any, call: PhaseCall, channel: Channel, logs_dir: Pa
                 populate(context)
     except BaseException as exc:  # the candidate's SystemExit too: it is reported, not obeyed
         error = _error_info(exc)
-    logs = b""
+    logs = None
     try:
-        logs = pack(logs_dir, limit=MAX_TRANSFER_BYTES)
+        logs = _packed(logs_dir, follow=False)
     except TransferError as exc:
         log.warning("the agent's logs are not sent back: %s", exc)
     dumped = context.model_dump(mode="json") if context is not None else None
@@ -294,7 +327,12 @@ async def serve(in_fd: int, out_fd: int) -> None:
     pump = asyncio.create_task(channel.pump())
     try:
         while (call := await channel.calls.get()) is not None:
-            await channel.send(*await _run_phase(agent, call, channel, logs_dir))
+            done, logs = await _run_phase(agent, call, channel, logs_dir)
+            try:
+                await channel.send(done, logs)
+            finally:
+                if logs is not None:
+                    logs.close()
     finally:
         pump.cancel()
 

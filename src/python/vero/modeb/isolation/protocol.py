@@ -2,7 +2,10 @@
 
 A frame is an 8-byte header (two big-endian lengths), one UTF-8 JSON object, and a binary
 payload: the tar of an upload, of a download's reply or of the agent's logs (empty otherwise;
-raw bytes, so a transfer is not base64-encoded and escaped into JSON). The candidate's process
+raw bytes, so a transfer is not base64-encoded and escaped into JSON). Payloads stream: a sender
+writes a spooled archive in chunks (`frame_head` + the file), and a receiver keeps a payload
+larger than `SPOOL_BYTES` in a temporary file, so a transfer holds a bounded amount of memory
+whatever its size. The candidate's process
 asks for environment operations (`Request`) and reports each phase (`Done`); the trusted side
 answers (`Reply`). Everything the trusted side reads is hostile until one of these strict models
 accepted it: sizes are bounded, paths and names are checked, unknown fields are errors, and a
@@ -14,11 +17,13 @@ Runs in vero's interpreter and in harbor's (CPython >= 3.11): stdlib and pydanti
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import struct
-from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Annotated, Literal, Union
 
 from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
 
@@ -32,6 +37,9 @@ MAX_COMMAND_CHARS = 1_000_000
 MAX_ENV_ENTRIES = 1000
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
 _HEADER = struct.Struct(">II")
+# Payloads up to this size are kept in memory; larger ones go to a temporary file.
+SPOOL_BYTES = 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 
@@ -66,10 +74,34 @@ def check_file_name(value: str) -> str:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame as read: the message's JSON and its payload (empty when it carries none)."""
+    """One frame as read: the message's JSON and its payload (empty when it carries none): in
+    `payload`, or in the temporary file `spooled` when it is larger than SPOOL_BYTES."""
 
     body: bytes
     payload: bytes = b""
+    spooled: IO[bytes] | None = field(default=None, compare=False)
+
+    @property
+    def has_payload(self) -> bool:
+        """Whether the frame carries a payload."""
+        return bool(self.payload) or self.spooled is not None
+
+    def payload_file(self) -> IO[bytes]:
+        """The payload as a readable file, from its start."""
+        if self.spooled is None:
+            return io.BytesIO(self.payload)
+        self.spooled.seek(0)
+        return self.spooled
+
+    def close(self) -> None:
+        """Remove the temporary file of a spooled payload."""
+        if self.spooled is not None:
+            self.spooled.close()
+
+
+def spool() -> IO[bytes]:
+    """A file for an archive being built: memory up to SPOOL_BYTES, then a temporary file."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
 
 
 # --- candidate -> trusted ---------------------------------------------------------------------
@@ -200,9 +232,9 @@ def parse_candidate_message(frame: Frame) -> Ready | Request | Done:
     except ValidationError as exc:
         raise ProtocolError(f"invalid message at {describe(exc)}") from None
     uploads = isinstance(message, Request) and isinstance(message.call, UploadCall)
-    if uploads and not frame.payload:
+    if uploads and not frame.has_payload:
         raise ProtocolError("an upload request carries no payload")
-    if frame.payload and not (uploads or isinstance(message, Done)):
+    if frame.has_payload and not (uploads or isinstance(message, Done)):
         raise ProtocolError(f"a {message.type!r} message carries no payload")
     return message
 
@@ -295,19 +327,48 @@ def tail_within(text: str, limit: int) -> str:
 # --- framing ----------------------------------------------------------------------------------
 
 
-def encode_frame(message: StrictModel, payload: bytes = b"") -> bytes:
-    """One frame: the header, the message as compact JSON, then `payload`."""
+def frame_head(message: StrictModel, payload_size: int) -> bytes:
+    """The header and message of a frame whose `payload_size` bytes of payload follow."""
     body = message.model_dump_json(exclude_none=True).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
-    if len(payload) > MAX_TRANSFER_BYTES:
+    if payload_size > MAX_TRANSFER_BYTES:
         raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
-    return b"".join((_HEADER.pack(len(body), len(payload)), body, payload))
+    return _HEADER.pack(len(body), payload_size) + body
+
+
+def encode_frame(message: StrictModel, payload: bytes = b"") -> bytes:
+    """One frame: the header, the message as compact JSON, then `payload`."""
+    return frame_head(message, len(payload)) + payload
+
+
+def payload_size(payload: IO[bytes]) -> int:
+    """The size of a spooled payload (its position is left at the start)."""
+    size = payload.seek(0, io.SEEK_END)
+    payload.seek(0)
+    return size
+
+
+async def _read_payload(reader: asyncio.StreamReader, length: int) -> bytes | IO[bytes]:
+    if length <= SPOOL_BYTES:
+        return await reader.readexactly(length) if length else b""
+    spooled = tempfile.TemporaryFile()
+    try:
+        left = length
+        while left:
+            chunk = await reader.readexactly(min(left, CHUNK_BYTES))
+            spooled.write(chunk)
+            left -= len(chunk)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     """The next frame, or None at a clean end of stream; truncation and oversize are ProtocolErrors
-    (both lengths are checked before anything is read)."""
+    (both lengths are checked before anything is read). A payload above SPOOL_BYTES is read in
+    chunks into a temporary file (`Frame.spooled`), never whole into memory."""
     try:
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -321,7 +382,9 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
         raise ProtocolError(f"transfer of {payload_length} bytes is larger than {MAX_TRANSFER_BYTES}")
     try:
         body = await reader.readexactly(length)
-        payload = await reader.readexactly(payload_length) if payload_length else b""
+        payload = await _read_payload(reader, payload_length)
     except asyncio.IncompleteReadError:
         raise ProtocolError("the stream ended inside a frame") from None
-    return Frame(body=body, payload=payload)
+    if isinstance(payload, bytes):
+        return Frame(body=body, payload=payload)
+    return Frame(body=body, spooled=payload)

@@ -1,6 +1,7 @@
 """Files across the isolation boundary, as bounded tar archives, written without following links.
 
-`pack` archives a file or a directory's contents (regular files, directories and symlinks only).
+`pack_into` archives a file or a directory's contents (regular files, directories and symlinks
+only) into a file, normally a spool (`protocol.spool`), so an archive is never held whole in memory.
 `extract` writes an archive into a directory through directory file descriptors: no member may
 leave the directory, no existing symlink is followed (a member whose path meets one is skipped),
 no special file is created, and only permission bits 0o755/0o644 survive. That makes it safe for
@@ -52,19 +53,20 @@ def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return _normalized(info)
 
 
-def pack(path: Path, *, limit: int, as_name: str | None = None, follow: bool = False) -> bytes:
-    """A tar of the regular file `path` (one member, `as_name` or its base name) or of a directory's
-    contents (members relative to it). Symlinks inside a directory are stored as links, never
-    followed; `path` itself is followed only with `follow` (never on the trusted side, where a
-    link could point at a file the candidate must not read)."""
+def pack_into(out: IO[bytes], path: Path, *, limit: int, as_name: str | None = None, follow: bool = False) -> int:
+    """Write to `out` a tar of the regular file `path` (one member, `as_name` or its base name) or
+    of a directory's contents (members relative to it); return its size. Symlinks inside a
+    directory are stored as links, never followed; `path` itself is followed only with `follow`
+    (never on the trusted side, where a link could point at a file the candidate must not read).
+    Streams: file contents pass through in chunks, so `out` (a spool) decides the memory used."""
     path = Path(path)
-    buffer = io.BytesIO()
+    start = out.tell()
     try:
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
             if os.path.isdir(path) and (follow or not os.path.islink(path)):
                 for child in sorted(os.listdir(path)):
                     archive.add(os.path.join(path, child), arcname=child, recursive=True, filter=_keep)
-                    if buffer.tell() > limit:
+                    if out.tell() - start > limit:
                         raise TransferError(f"{path} is larger than {limit} bytes")
             else:
                 fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW) | os.O_NONBLOCK)
@@ -77,10 +79,17 @@ def pack(path: Path, *, limit: int, as_name: str | None = None, follow: bool = F
                     archive.addfile(_normalized(info), handle)
     except OSError as exc:
         raise TransferError(f"cannot read {path}: {exc.strerror or exc}") from None
-    data = buffer.getvalue()
-    if len(data) > limit:
+    size = out.tell() - start
+    if size > limit:
         raise TransferError(f"{path} is larger than {limit} bytes")
-    return data
+    return size
+
+
+def pack(path: Path, *, limit: int, as_name: str | None = None, follow: bool = False) -> bytes:
+    """`pack_into` an in-memory buffer: the archive as bytes (small archives)."""
+    buffer = io.BytesIO()
+    pack_into(buffer, path, limit=limit, as_name=as_name, follow=follow)
+    return buffer.getvalue()
 
 
 def _parts(name: str) -> list[str] | None:
@@ -144,15 +153,17 @@ def _write_file(dir_fd: int, name: str, source: IO[bytes] | None, mode: int) -> 
                 handle.write(chunk)
 
 
-def extract(data: bytes, dest: Path, *, limit: int, allow_symlinks: bool = True) -> ExtractReport:
-    """Write the archive `data` into the existing directory `dest` (see the module docstring).
+def extract(data: bytes | IO[bytes], dest: Path, *, limit: int, allow_symlinks: bool = True) -> ExtractReport:
+    """Write the archive `data` (bytes, or a seekable file read from its start) into the existing
+    directory `dest` (see the module docstring). Every member header is checked before anything
+    is written; contents are copied in chunks.
 
     Raises TransferError for an archive that is malformed or over `limit` bytes of content;
     members that cannot be written safely are listed in `skipped`.
     """
     report = ExtractReport()
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        archive = tarfile.open(fileobj=io.BytesIO(data) if isinstance(data, bytes) else data, mode="r:")
     except tarfile.TarError as exc:
         raise TransferError(f"not a tar archive: {exc}") from None
     with archive:

@@ -35,16 +35,18 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from vero.core.incidents import new_error_id
 from vero.modeb.isolation.protocol import (
+    CHUNK_BYTES,
     Done,
     DownloadCall,
     EnvironmentState,
     ErrorInfo,
     ExecCall,
     ExecOutput,
+    Frame,
     PhaseCall,
     ProtocolError,
     Ready,
@@ -53,13 +55,15 @@ from vero.modeb.isolation.protocol import (
     Start,
     UploadCall,
     check_file_name,
-    encode_frame,
+    frame_head,
     parse_candidate_message,
+    payload_size,
     read_frame,
+    spool,
     tail_within,
 )
 from vero.modeb.isolation.spec import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
-from vero.modeb.isolation.transfer import TransferError, extract, pack, write_text_nofollow
+from vero.modeb.isolation.transfer import TransferError, extract, pack_into, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
 STDERR_TAIL_BYTES = 64 * 1024
@@ -146,13 +150,18 @@ class CandidateProcess:
         await process._send(start)
         return process
 
-    async def _send(self, message: Start | PhaseCall | Reply, payload: bytes = b"") -> None:
+    async def _send(self, message: Start | PhaseCall | Reply, payload: IO[bytes] | None = None) -> None:
+        """Write one frame; a spooled `payload` follows the message chunk by chunk, each drained
+        before the next is read, so the pipe's buffer never holds the whole transfer."""
         assert self.proc.stdin is not None
-        frame = encode_frame(message, payload)
+        head = frame_head(message, payload_size(payload) if payload is not None else 0)
         async with self._write_lock:
             try:
-                self.proc.stdin.write(frame)
+                self.proc.stdin.write(head)
                 await self.proc.stdin.drain()
+                while payload is not None and (chunk := payload.read(CHUNK_BYTES)):
+                    self.proc.stdin.write(chunk)
+                    await self.proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 raise CandidateAgentError(await self._died()) from None
 
@@ -165,8 +174,8 @@ class CandidateProcess:
         last = tail[-1][-500:] if tail else ""
         return f"the candidate's process ended (exit code {code})" + (f": {last}" if last else "")
 
-    async def _next(self) -> tuple[Ready | Request | Done, bytes]:
-        """The candidate's next message and its payload."""
+    async def _next(self) -> tuple[Ready | Request | Done, Frame]:
+        """The candidate's next message and its frame (for the payload)."""
         assert self.proc.stdout is not None
         try:
             frame = await read_frame(self.proc.stdout)
@@ -175,8 +184,9 @@ class CandidateProcess:
         if frame is None:
             raise CandidateAgentError(await self._died())
         try:
-            return parse_candidate_message(frame), frame.payload
+            return parse_candidate_message(frame), frame
         except ProtocolError as exc:
+            frame.close()
             raise CandidateAgentError(f"the candidate's process broke the protocol: {exc}") from None
 
     async def ready(self) -> Ready:
@@ -196,12 +206,13 @@ class CandidateProcess:
         await self._send(call)
         tasks: set[asyncio.Task[None]] = set()
         done: Done | None = None
-        logs = b""
+        logs = Frame(b"")
         try:
             while done is None:
                 message, payload = await self._next()
                 if isinstance(message, Request):
                     if len(tasks) >= self.spec.max_parallel_requests:
+                        payload.close()
                         await self._send(Reply(id=message.id, ok=False,
                                                error=f"more than {self.spec.max_parallel_requests} "
                                                      "requests in flight"))
@@ -217,12 +228,15 @@ class CandidateProcess:
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._apply(done, logs, context, logs_dir)
+        try:
+            self._apply(done, logs, context, logs_dir)
+        finally:
+            logs.close()
         if not done.ok:
             raise CandidateAgentError(_describe(done.error))
 
-    async def _serve(self, request: Request, payload: bytes, environment: Any) -> None:
-        reply_payload = b""
+    async def _serve(self, request: Request, payload: Frame, environment: Any) -> None:
+        reply_payload: IO[bytes] | None = None
         try:
             reply, reply_payload = await self._perform(request, payload, environment)
         except RelayRefused as exc:
@@ -237,6 +251,8 @@ class CandidateProcess:
                                 request.call.op, error_id, type(exc).__name__, str(exc)[:4000])
             reply = Reply(id=request.id, ok=False,
                           error=f"the {request.call.op} failed in the task environment (error id {error_id})")
+        finally:
+            payload.close()
         try:
             await self._send(reply, reply_payload)
         except CandidateAgentError:
@@ -245,9 +261,12 @@ class CandidateProcess:
             # A reply that cannot be framed must still be answered, or the candidate waits forever.
             with contextlib.suppress(CandidateAgentError):
                 await self._send(Reply(id=request.id, ok=False, error=f"the reply could not be sent: {exc}"[:4000]))
+        finally:
+            if reply_payload is not None:
+                reply_payload.close()
 
-    async def _perform(self, request: Request, payload: bytes, environment: Any) -> tuple[Reply, bytes]:
-        """Carry out one request; the reply and its payload (a download's tar)."""
+    async def _perform(self, request: Request, payload: Frame, environment: Any) -> tuple[Reply, IO[bytes] | None]:
+        """Carry out one request; the reply and its payload (a download's tar, spooled)."""
         call = request.call
         if isinstance(call, ExecCall):
             default = getattr(environment, "default_user", None)
@@ -259,19 +278,19 @@ class CandidateProcess:
             return Reply(id=request.id, ok=True, exec_output=ExecOutput(
                 stdout=None if result.stdout is None else tail_within(str(result.stdout), half),
                 stderr=None if result.stderr is None else tail_within(str(result.stderr), half),
-                return_code=int(result.return_code))), b""
+                return_code=int(result.return_code))), None
         with tempfile.TemporaryDirectory(prefix="vero-relay-") as private:
             if isinstance(call, UploadCall):
                 await self._upload(call, payload, environment, Path(private))
-                return Reply(id=request.id, ok=True), b""
+                return Reply(id=request.id, ok=True), None
             assert isinstance(call, DownloadCall)
             name, data = await self._download(call, environment, Path(private))
             return Reply(id=request.id, ok=True, name=name), data
 
-    async def _upload(self, call: UploadCall, data: bytes, environment: Any, private: Path) -> None:
+    async def _upload(self, call: UploadCall, data: Frame, environment: Any, private: Path) -> None:
         staged = private / "upload"
         staged.mkdir()
-        report = extract(data, staged, limit=self.spec.max_transfer_bytes)
+        report = extract(data.payload_file(), staged, limit=self.spec.max_transfer_bytes)
         if call.kind == "dir":
             await environment.upload_dir(staged, call.target)
             return
@@ -282,13 +301,12 @@ class CandidateProcess:
             raise RelayRefused("a file upload must be a regular file")
         await environment.upload_file(source, call.target)
 
-    async def _download(self, call: DownloadCall, environment: Any, private: Path) -> tuple[str, bytes]:
-        limit = self.spec.max_transfer_bytes
+    async def _download(self, call: DownloadCall, environment: Any, private: Path) -> tuple[str, IO[bytes]]:
         if call.kind == "dir":
             target = private / "download"
             target.mkdir()
             await environment.download_dir(call.source, target)
-            return "download", pack(target, limit=limit)
+            return "download", self._packed(target)
         name = posixpath.basename(call.source.rstrip("/"))
         try:
             check_file_name(name)
@@ -297,9 +315,19 @@ class CandidateProcess:
             raise RelayRefused(f"download of {call.source[:200]!r}: the source must end in a file name") from None
         target = private / "file"
         await environment.download_file(call.source, target)
-        return name, pack(target, limit=limit, as_name=name)
+        return name, self._packed(target, as_name=name)
 
-    def _apply(self, done: Done, logs: bytes, context: Any, logs_dir: Path) -> None:
+    def _packed(self, path: Path, as_name: str | None = None) -> IO[bytes]:
+        """The tar of `path` in a spool (a temporary file once it is large)."""
+        out = spool()
+        try:
+            pack_into(out, path, limit=self.spec.max_transfer_bytes, as_name=as_name)
+        except BaseException:
+            out.close()
+            raise
+        return out
+
+    def _apply(self, done: Done, logs: Frame, context: Any, logs_dir: Path) -> None:
         """Copy the AgentContext fields and the candidate's logs back; a bad part is logged, not fatal."""
         if context is not None and done.context is not None:
             try:
@@ -308,9 +336,10 @@ class CandidateProcess:
                     setattr(context, field, getattr(validated, field))
             except Exception as exc:
                 self.logger.warning("ignored the candidate's agent context: %s", str(exc)[:500])
-        if logs:
+        if logs.has_payload:
             try:
-                report = extract(logs, logs_dir, limit=self.spec.max_transfer_bytes, allow_symlinks=False)
+                report = extract(logs.payload_file(), logs_dir, limit=self.spec.max_transfer_bytes,
+                                 allow_symlinks=False)
             except (TransferError, ProtocolError) as exc:
                 self.logger.warning("ignored the candidate's logs: %s", exc)
             else:

@@ -1,0 +1,65 @@
+"""A cache of what checking a build input found, keyed by the sha256 of the input's content.
+
+One JSON file per key under `<cache dir>/checked/`. The key is computed from the bytes being
+baked, so an entry can only ever describe those bytes: changed data has another key and is
+checked again. The cache only saves time: an entry that is missing, unreadable or not a valid
+model is a miss, and an entry that cannot be written is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from vero.fsutil import atomic_write_text
+
+CHECKED_DIR = "checked"
+_KEY = re.compile(r"[0-9a-f]{64}")
+M = TypeVar("M", bound=BaseModel)
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path | None:
+    """`$XDG_CACHE_HOME/vero`, else `$HOME/.cache/vero`; None when neither is set (a sandbox)."""
+    xdg = env.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "vero"
+    home = env.get("HOME")
+    return Path(home) / ".cache" / "vero" if home else None
+
+
+class ValidationCache:
+    """Entries under `root` (no caching at all when `root` is None)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path | None:
+        if self.root is None or not _KEY.fullmatch(key):
+            return None
+        return self.root / CHECKED_DIR / f"{key}.json"
+
+    def get(self, key: str, model: type[M]) -> M | None:
+        """The entry stored under `key`, or None."""
+        path = self._path(key)
+        if path is None:
+            return None
+        try:
+            return model.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            return None
+
+    def put(self, key: str, value: BaseModel) -> None:
+        """Store `value` under `key` (atomically: a concurrent build reads the old entry or this one)."""
+        path = self._path(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write_text(path, value.model_dump_json(), mode=0o600)
+        except (OSError, ValueError):
+            pass  # a read-only or full cache dir (or a value JSON cannot hold) costs time, nothing else
