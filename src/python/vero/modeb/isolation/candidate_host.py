@@ -30,13 +30,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from vero.modeb.isolation.errors import ProtocolError, RelayError, TransferError
 from vero.modeb.isolation.protocol import (
     MAX_TRANSFER_BYTES,
     Done,
     EnvironmentState,
     ErrorInfo,
     PhaseCall,
-    ProtocolError,
     Ready,
     Reply,
     Request,
@@ -45,7 +45,7 @@ from vero.modeb.isolation.protocol import (
     parse_trusted_message,
     read_frame,
 )
-from vero.modeb.isolation.transfer import TransferError, extract, pack
+from vero.modeb.isolation.transfer import extract, pack
 
 LOGS_DIR = "agent-logs"
 log = logging.getLogger("vero.candidate")
@@ -80,10 +80,6 @@ _ExecResult: Any = _harbor("harbor.environments.base", "ExecResult") or _PlainEx
 _AgentContext: Any = _harbor("harbor.models.agent.context", "AgentContext") or _PlainContext
 _EnvironmentConfig: Any = _harbor("harbor.models.task.config", "EnvironmentConfig")
 _MCPServerConfig: Any = _harbor("harbor.models.task.config", "MCPServerConfig")
-
-
-class RelayError(RuntimeError):
-    """The trusted side refused or failed an environment operation."""
 
 
 class Channel:

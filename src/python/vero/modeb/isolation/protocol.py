@@ -22,6 +22,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
 
+from vero.modeb.isolation.errors import ProtocolError
 from vero.models import StrictModel
 
 MAX_TRANSFER_BYTES = 64 * 1024 * 1024
@@ -34,10 +35,6 @@ MAX_TIMEOUT_SEC = 7 * 24 * 3600
 _HEADER = struct.Struct(">II")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
-
-
-class ProtocolError(Exception):
-    """A frame that is too large, truncated or not a valid message."""
 
 
 def _no_nul(value: str, what: str) -> str:
