@@ -24,6 +24,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from vero.cli import VeroGroup
 from vero.core.records import SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext, InfrastructureFailure
@@ -46,21 +47,20 @@ EXIT_INTERRUPTED = 130
 CHECKOUT_DIR = ".candidate-checkout"
 
 
-class RunnerGroup(click.Group):
-    """Expected failures are one message and an exit code; an interrupt exits 130."""
+class RunnerGroup(VeroGroup):
+    """vero's group (expected failures are one message and an exit code); harbor's stderr follows a
+    run that produced nothing, and an interrupt exits 130."""
+
+    def report(self, exc: VeroError) -> None:
+        """The message, and for an `InfrastructureFailure` harbor's stderr: the runner is the
+        developer's own tool, so what harbor said is theirs to read."""
+        super().report(exc)
+        if isinstance(exc, InfrastructureFailure) and exc.detail:
+            click.echo(f"harbor's stderr ends with:\n{exc.detail}", err=True)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except InfrastructureFailure as exc:
-            # The runner is the developer's own tool: harbor's stderr is theirs to read.
-            click.echo(exc.render(), err=True)
-            if exc.detail:
-                click.echo(f"harbor's stderr ends with:\n{exc.detail}", err=True)
-            sys.exit(exc.exit_code)
-        except VeroError as exc:
-            click.echo(exc.render(), err=True)
-            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: finished tasks were saved; run the same command again to resume",
                        err=True)
