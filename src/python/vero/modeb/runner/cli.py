@@ -221,23 +221,22 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
                 context = EvaluationContext(commit=sha, split=split, worktree=worktree, sample_ids=selected,
                                             store=store, progress=progress)
                 try:
-                    results = strategy.evaluate(context)
+                    evaluation = strategy.evaluate(context)
                 except HarborInterrupted:
                     console.print(f"[yellow]interrupted[/yellow]; results so far are in {results_dir}")
                     raise
-    report = strategy.last_report
-    if report is not None:
-        if report.reaped:
-            console.print(f"stopped harbor left running by an earlier runner: {', '.join(report.reaped)}")
-        if report.adopted:
-            console.print(f"adopted from earlier jobs: {', '.join(report.adopted)}")
-        if report.job_name is None:
-            console.print("nothing to run: every task already has a result (error samples would re-run)")
-        elif report.outcome is not None:
-            state = "timed out" if report.outcome.timed_out else f"exit code {report.outcome.exit_code}"
-            console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
-            if report.outcome.failed:
-                console.print(report.outcome.stderr_end(), markup=False, highlight=False)
+    results, report = evaluation.samples, evaluation.report
+    if report.reaped:
+        console.print(f"stopped harbor left running by an earlier runner: {', '.join(report.reaped)}")
+    if report.adopted:
+        console.print(f"adopted from earlier jobs: {', '.join(report.adopted)}")
+    if report.job_name is None:
+        console.print("nothing to run: every task already has a result (error samples would re-run)")
+    elif report.outcome is not None:
+        state = "timed out" if report.outcome.timed_out else f"exit code {report.outcome.exit_code}"
+        console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
+        if report.outcome.failed:
+            console.print(report.outcome.stderr_end(), markup=False, highlight=False)
     # The same archive format as a compiled task's session: `vero report` and `recover` read it.
     archive = results_dir / ARCHIVE_NAME
     atomic_write_bytes(archive, runner_archive(origin=loaded.origin, config=config, partition=loaded.partition,
