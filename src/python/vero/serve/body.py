@@ -18,6 +18,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
 from vero.core.rejections import BadInput
+from vero.serve.api import validation_message
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
@@ -61,17 +62,6 @@ def parse_json(raw: bytes) -> Any:
         # Python's own hints (e.g. "use sys.set_int_max_str_digits()") mean nothing to a client.
         reason = str(exc).split(";")[0]
         raise BadInput(f"the request body is not valid JSON: {reason}", fix=fix) from None
-
-
-def validation_message(exc: ValidationError) -> str:
-    """`<field path>: <message>` of the first error, with a count of the others."""
-    errors = exc.errors()
-    if not errors:
-        return "invalid request"
-    first = errors[0]
-    location = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{location}: {first.get('msg', 'invalid')}{more}"
 
 
 async def read_body(request: Request) -> bytes:

@@ -22,15 +22,15 @@ from pydantic import ValidationError
 
 from vero.baseline import restore_baseline
 from vero.core import mode_a
-from vero.core.benchmark import AccessTier, RewardMode
+from vero.core.benchmark import AccessTier
 from vero.core.confine import Confinement, numeric_user, require_namespaces, resolve_user
 from vero.core.datasets import ModeADataset, Partition, load_mode_a_dataset, make_partition
-from vero.core.engine import Engine, EvalRequest, SplitStatus
+from vero.core.engine import Engine, EvalRequest
 from vero.core.experiments import ExperimentDB
 from vero.core.fetch import FetchSettings
 from vero.core.gitops import TrustedRepo
 from vero.core.incidents import INCIDENTS, IncidentLog
-from vero.core.ledger import Ledger, Remaining
+from vero.core.ledger import Ledger
 from vero.core.records import Aggregate, all_errored
 from vero.core.redaction import MIN_REDACTED_LENGTH, Redactor
 from vero.core.rejections import Conflict
@@ -39,7 +39,7 @@ from vero.core.tiers import TierPolicy, disclose
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
 from vero.modeb import strategy as mode_b
-from vero.models import StrictModel
+from vero.serve.api import EvalResponse, StatusResponse, Submission, SubmitRequest
 from vero.serve.config import ServeConfig
 from vero.serve.results_view import recover_views, write_agent_view
 from vero.serve.token import write_admin_token
@@ -49,58 +49,12 @@ log = logging.getLogger(__name__)
 SUBMISSION = "submission.json"
 
 
-class Submission(StrictModel):
-    """The optimizer's nominated commit (admin volume)."""
-
-    commit: str
-    requested_ref: str
-    submitted_at: float
-
-
-class SubmitRequest(StrictModel):
-    """Body of POST /submit; the default commit is HEAD of the agent repo."""
-
-    commit: str | None = None
-
-
-class EvalResponse(StrictModel):
-    """What POST /eval returns: an aggregate, never per-sample data. `all_errored` marks an
-    evaluation that scored nothing because every sample failed; `warning` says so in words."""
-
-    experiment_id: str
-    split: str
-    commit: str
-    tier: AccessTier
-    aggregate: Aggregate
-    free_baseline: bool
-    remaining: Remaining | None
-    results_dir: str | None
-    all_errored: bool = False
-    warning: str | None = None
-
-
 @dataclass(frozen=True)
 class AdminScore:
     """A trusted score (the mean over samples) and, when every sample errored, a line saying so."""
 
     score: float
     all_errored: str | None
-
-
-class StatusResponse(StrictModel):
-    """What GET /status returns."""
-
-    name: str
-    mode: str
-    dataset_id: str
-    baseline_commit: str
-    reward_mode: RewardMode
-    selection_split: str
-    submit_enabled: bool
-    submission: str | None
-    k_anonymity_floor: int
-    free_baseline_available: bool
-    splits: list[SplitStatus]
 
 
 def _catalog(config: ServeConfig) -> ModeADataset | Partition:
