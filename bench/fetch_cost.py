@@ -138,7 +138,7 @@ def main() -> None:
                     timings[name]["eval"].append(timed(partial(current.evaluate, request, origin="admin")))
         finally:
             for current in engines.values():
-                current.strategy.close()  # type: ignore[attr-defined]
+                current.strategy.close()
     median = {name: {what: statistics.median(values) for what, values in parts.items()}
               for name, parts in timings.items()}
     print(f"fetch as {'uid 65534 in its own namespaces' if root_user else 'the current user'}; "

@@ -68,7 +68,7 @@ def scoring_alone(root: Path, work: Path, samples: int, concurrency: int, user: 
                 results = strategy.evaluate(EvaluationContext(
                     commit=commit, split="validation", worktree=worktree,
                     sample_ids=dataset.sample_ids("validation"),
-                    store=SampleStore(root / f"alone-store-{attempt}")))
+                    store=SampleStore(root / f"alone-store-{attempt}"))).samples
                 timings.append(time.perf_counter() - started)
                 assert all(r.score == 1.0 for r in results)
     finally:

@@ -27,9 +27,8 @@ from vero.core.ledger import LedgerEntry, LedgerState
 from vero.core.records import SampleResult
 from vero.core.redaction import Redactor
 from vero.fsutil import atomic_write_model
+from vero.serve.api import FinalizeReport, RankedCandidate, Submission
 from vero.serve.config import ServeConfig, ServePaths
-from vero.serve.finalize import FinalizeReport, RankedCandidate
-from vero.serve.sidecar import Submission
 from vero.session.admin import sidecar_archive
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@vero.invalid", "GIT_COMMITTER_NAME": "bench",

@@ -67,7 +67,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     with shared_tmp() as work:
         engine = _engine(bench, tmp_path / "admin", work)
         yield Setup(bench=bench, engine=engine, admin=tmp_path / "admin")
-        engine.strategy.close()  # type: ignore[attr-defined]
+        engine.strategy.close()
 
 
 def _spent(setup: Setup, split: str) -> tuple[int, int]:

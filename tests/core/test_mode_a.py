@@ -163,7 +163,7 @@ def test_errors_become_error_samples_and_results_persist(tmp_path: Path, worktre
         with repo.worktree(commit, parent) as worktree:
             started = time.monotonic()
             results = strategy.evaluate(EvaluationContext(commit=commit, split="train", worktree=worktree,
-                                                          sample_ids=ids, store=store, progress=seen.append))
+                                                          sample_ids=ids, store=store, progress=seen.append)).samples
             elapsed = time.monotonic() - started
     finally:
         strategy.close()
@@ -210,7 +210,7 @@ def test_finished_samples_are_not_run_again(tmp_path: Path, worktree_parent: Pat
     try:
         with repo.worktree(commit, worktree_parent) as worktree:
             results = strategy.evaluate(EvaluationContext(commit=commit, split="train", worktree=worktree,
-                                                          sample_ids=ids, store=store))
+                                                          sample_ids=ids, store=store)).samples
     finally:
         strategy.close()
     assert [r.score for r in results] == [0.42, 1.0, 1.0]  # done kept, error sample re-run
@@ -230,7 +230,7 @@ def test_evaluation_timeout_turns_unstarted_samples_into_errors(tmp_path: Path,
         with repo.worktree(commit, worktree_parent) as worktree:
             results = strategy.evaluate(EvaluationContext(commit=commit, split="train", worktree=worktree,
                                                           sample_ids=dataset.sample_ids("train"),
-                                                          store=SampleStore(tmp_path / "s")))
+                                                          store=SampleStore(tmp_path / "s"))).samples
     finally:
         strategy.close()
     assert results[0].error is None
@@ -292,7 +292,7 @@ def test_hostile_candidate_as_unprivileged_user_cannot_read_secrets(tmp_path: Pa
         with repo.worktree(commit, parent) as worktree:
             results = strategy.evaluate(EvaluationContext(commit=commit, split="train", worktree=worktree,
                                                           sample_ids=["probe", "symlink"],
-                                                          store=SampleStore(tmp_path / "s")))
+                                                          store=SampleStore(tmp_path / "s"))).samples
             assert not (worktree / "written-by-candidate").exists()
     finally:
         strategy.close()
@@ -324,7 +324,7 @@ def test_improved_candidate_scores_as_unprivileged_user(tmp_path: Path, worktree
                                    text=True, check=True).stdout.strip()
             results = strategy.evaluate(EvaluationContext(commit=commit, split="test", worktree=worktree,
                                                           sample_ids=dataset.sample_ids("test"),
-                                                          store=SampleStore(tmp_path / "s")))
+                                                          store=SampleStore(tmp_path / "s"))).samples
     finally:
         strategy.close()
     assert owner == "root"
@@ -348,7 +348,7 @@ def test_stop_interrupts_an_evaluation_and_keeps_finished_samples(tmp_path: Path
 
         def run() -> None:
             try:
-                outcome.append(strategy.evaluate(context))
+                outcome.append(strategy.evaluate(context).samples)
             except BaseException as exc:
                 outcome.append(exc)
 
@@ -409,7 +409,7 @@ def test_processes_a_candidate_detaches_do_not_outlive_the_evaluation(tmp_path: 
         with repo.worktree(commit, parent) as worktree:
             ids = bench_dataset.sample_ids("test")[:3]
             results = strategy.evaluate(EvaluationContext(commit=commit, split="test", worktree=worktree,
-                                                          sample_ids=ids, store=SampleStore(tmp_path / "s")))
+                                                          sample_ids=ids, store=SampleStore(tmp_path / "s"))).samples
     finally:
         strategy.close()
     assert all(r.error is None for r in results), [r.error for r in results]

@@ -22,11 +22,11 @@ import pytest
 import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from tests.support.relay import HEADER, Context, LocalEnvironment, drive, report
 from vero.core.confine import unconfined
+from vero.modeb.isolation.errors import CandidateAgentError, ProtocolError
 from vero.modeb.isolation.protocol import (
     MAX_FRAME_BYTES,
     MAX_TRANSFER_BYTES,
     Frame,
-    ProtocolError,
     Request,
     encode_frame,
     parse_candidate_message,
@@ -34,7 +34,6 @@ from vero.modeb.isolation.protocol import (
     tail_within,
 )
 from vero.modeb.isolation.spec import SCRATCH_PREFIX, Isolation
-from vero.modeb.isolation.trusted_side import CandidateAgentError
 
 AGENTS = {
     "honest": '''

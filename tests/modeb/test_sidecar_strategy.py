@@ -19,18 +19,17 @@ import pytest
 import vero
 from tests.modeb.test_strategy_faults import BAR, FAKE, TASKS, Fake, dead, includes
 from vero.container import CONTAINER
-from vero.core.benchmark import Budget, SplitAccess, Target
 from vero.core.confine import Confinement, SandboxUser, unconfined
 from vero.core.datasets import make_partition
 from vero.core.limits import CandidateLimits
 from vero.core.sample_store import SampleStore
-from vero.core.strategy import EvaluationCancelled, EvaluationContext
+from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress, StrategyEnv
 from vero.errors import VeroError
 from vero.modeb.config import HarborConfig
 from vero.modeb.docker_access import check_socket_closed_to, docker_socket, nested_jobs_dir
 from vero.modeb.isolation.spec import ISOLATED_AGENT, Isolation, IsolationSpec
-from vero.modeb.strategy import ModeBStrategy, build_strategy
-from vero.serve.config import ModeBServe, ServeConfig, ServePaths
+from vero.modeb.strategy import HarborEvaluation, ModeBStrategy, build_strategy
+from vero.serve.config import ModeBServe
 
 
 def sidecar_strategy(fake: Fake, jobs_root: Path, **overrides: object) -> ModeBStrategy:
@@ -60,7 +59,7 @@ def test_isolated_runs_give_harbor_the_wrapper_agent_and_only_vero_on_its_path(
                           "reverse-lines": {"reward": 1.0}})
     strategy = sidecar_strategy(fake, tmp_path / "nested")
     strategy.isolation = isolation
-    results = strategy.evaluate(context(fake, "a" * 40, tmp_path / "store"))
+    results = strategy.evaluate(context(fake, "a" * 40, tmp_path / "store")).samples
     assert [r.score for r in results] == [1.0, 0.0, 1.0]
     [call] = fake.invocations()
     argv = call["argv"]
@@ -95,6 +94,52 @@ def test_each_evaluation_gets_its_own_jobs_dir_and_close_removes_them(tmp_path: 
     assert Path(second["argv"][second["argv"].index("-o") + 1]).name == ours[1]
     strategy.close()
     assert [p.name for p in root.iterdir()] == ["not-ours"]
+
+
+def test_concurrent_evaluations_each_get_the_report_of_their_own_run(tmp_path: Path) -> None:
+    fake = Fake(tmp_path)
+    fake.scenario(finish={"write-greeting": {"reward": 1.0}, "vero-examples/sum-numbers": {"reward": 1.0},
+                          "reverse-lines": {"reward": 0.0}})
+    strategy = sidecar_strategy(fake, tmp_path / "nested")
+    # Both evaluations wait for each other before either runs harbor: they overlap for certain.
+    both_started = threading.Barrier(2, timeout=30)
+    wanted = {"a": ["write-greeting"], "b": ["vero-examples/sum-numbers", "reverse-lines"]}
+    task_dirs = {"a": ["write-greeting"], "b": ["sum-numbers", "reverse-lines"]}   # what harbor's -i names
+    evaluations: dict[str, HarborEvaluation] = {}
+    errors: list[BaseException] = []
+
+    def evaluate(name: str) -> None:
+        waited: list[bool] = []
+
+        def progress(_: Progress) -> None:
+            if not waited:
+                waited.append(True)
+                both_started.wait()
+
+        try:
+            evaluations[name] = strategy.evaluate(EvaluationContext(
+                commit=name * 40, split="test", worktree=fake.worktree, sample_ids=wanted[name],
+                store=SampleStore(tmp_path / f"store-{name}"), progress=progress))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=evaluate, args=(name,)) for name in wanted]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    strategy.close()
+    assert not errors and sorted(evaluations) == ["a", "b"]
+    tasks_of_job = {call["argv"][call["argv"].index("--job-name") + 1]: includes(call["argv"])
+                    for call in fake.invocations()}
+    for name, evaluation in evaluations.items():
+        report = evaluation.report
+        assert report.job_name is not None and report.job_name.startswith(f"vero-test-{name * 12}-")
+        assert tasks_of_job[report.job_name] == task_dirs[name]   # the job this evaluation ran, not the other's
+        assert report.outcome is not None and report.outcome.exit_code == 0
+        assert report.adopted == () and report.reaped == ()
+        assert [r.sample_id for r in evaluation.samples] == wanted[name]
+    assert evaluations["a"].report.job_name != evaluations["b"].report.job_name
 
 
 def test_a_failed_nested_run_leaves_its_stderr_in_the_log_before_its_jobs_dir_goes(
@@ -194,18 +239,17 @@ def test_build_strategy_wires_the_sidecar(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv(CONTAINER.nested_jobs_env, raising=False)
     harbor = HarborConfig(task_source=str(BAR / "inner_tasks"), agent="rule_agent.agent:RuleAgent")
     partition = {"test": ["write-greeting"], "train": ["reverse-lines"]}
-    config = ServeConfig(mode="B", name="t/t", baseline_commit="a" * 40,
-                         splits=[SplitAccess(split="train", access="viewable")],
-                         budgets=[Budget(split="train", total_run_budget=1)],
-                         selection_split="train", targets=[Target(split="test", reward_key="r")], timeout=321.0,
-                         paths=ServePaths(admin_dir=str(tmp_path / "admin"), work_dir=str(tmp_path / "work")),
-                         mode_b=ModeBServe(harbor=harbor, partition=partition))
+    section = ModeBServe(harbor=harbor, partition=partition)
+
+    def env(confinement: Confinement, secret_env: dict[str, str]) -> StrategyEnv:
+        return StrategyEnv(confinement=confinement, secret_env=secret_env, work_dir=tmp_path / "work",
+                           admin_dir=tmp_path / "admin", max_concurrency=4, evaluation_timeout=321.0)
+
     info = path.stat()
     user = SandboxUser(name="harness", uid=info.st_uid + 1, gid=info.st_gid + 1)
     try:
         confinement = Confinement(user=user, limits=CandidateLimits(processes=99), namespaces=True)
-        strategy = build_strategy(config, make_partition(partition), confinement=confinement,
-                                  secret_env={"API_KEY": "k"})
+        strategy = build_strategy(section, make_partition(partition), env(confinement, {"API_KEY": "k"}))
         assert strategy.jobs_root == tmp_path / "admin" / "harbor-jobs" and strategy.jobs_dir is None
         assert strategy.config.timeout == 321.0 and strategy.clean_jobs_on_close
         assert strategy.isolation is not None and strategy.isolation.forward_env == ["API_KEY"]
@@ -218,11 +262,9 @@ def test_build_strategy_wires_the_sidecar(tmp_path: Path, monkeypatch: pytest.Mo
         assert not strategy.isolation.shim.exists()
         with pytest.raises(VeroError, match="could open the Docker socket"):
             owner = SandboxUser(name="harness", uid=info.st_uid, gid=info.st_gid + 1)
-            build_strategy(config, make_partition(partition),
-                           confinement=Confinement(user=owner, limits=CandidateLimits(), namespaces=True),
-                           secret_env={})
+            build_strategy(section, make_partition(partition),
+                           env(Confinement(user=owner, limits=CandidateLimits(), namespaces=True), {}))
         # Without a harness user (development outside a container) harbor imports the agent itself.
-        assert build_strategy(config, make_partition(partition), confinement=unconfined(),
-                              secret_env={}).isolation is None
+        assert build_strategy(section, make_partition(partition), env(unconfined(), {})).isolation is None
     finally:
         server.close()

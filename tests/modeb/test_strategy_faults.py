@@ -79,7 +79,7 @@ def test_timeout_salvages_finished_tasks_and_kills_the_whole_tree(tmp_path: Path
     fake = Fake(tmp_path)
     fake.scenario(finish={"write-greeting": {"reward": 1.0}}, fault="hang")
     started = time.monotonic()
-    results = fake.strategy(timeout=3, kill_grace=5).evaluate(fake.context())
+    results = fake.strategy(timeout=3, kill_grace=5).evaluate(fake.context()).samples
     elapsed = time.monotonic() - started
 
     by_id = {r.sample_id: r for r in results}
@@ -103,7 +103,7 @@ def test_timeout_escalates_to_sigkill_when_harbor_ignores_sigterm(tmp_path: Path
     fake = Fake(tmp_path)
     fake.scenario(finish={"write-greeting": {"reward": 1.0}}, fault="hang", ignore_sigterm=True)
     started = time.monotonic()
-    results = fake.strategy(timeout=2, kill_grace=2).evaluate(fake.context())
+    results = fake.strategy(timeout=2, kill_grace=2).evaluate(fake.context()).samples
     assert time.monotonic() - started < 2 + 2 + 10
     by_id = {r.sample_id: r for r in results}
     assert by_id["write-greeting"].score == 1.0
@@ -117,7 +117,7 @@ def test_timeout_escalates_to_sigkill_when_harbor_ignores_sigterm(tmp_path: Path
 def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_path: Path) -> None:
     fake = Fake(tmp_path)
     fake.scenario(finish={"write-greeting": {"reward": 1.0}}, fault="crash")
-    first = {r.sample_id: r for r in fake.strategy().evaluate(fake.context())}
+    first = {r.sample_id: r for r in fake.strategy().evaluate(fake.context()).samples}
     assert first["write-greeting"].ok
     half_written = first["reverse-lines"].error or ""
     assert "unreadable result.json" in half_written
@@ -129,7 +129,7 @@ def test_crash_mid_run_keeps_finished_results_and_resume_reruns_only_errors(tmp_
     assert fake.store.done_ids(TASKS) == {"write-greeting"}
 
     fake.scenario(finish={"sum-numbers": {"reward": 1.0}, "reverse-lines": {"reward": 0.0}})
-    second = {r.sample_id: r for r in fake.strategy().evaluate(fake.context())}
+    second = {r.sample_id: r for r in fake.strategy().evaluate(fake.context()).samples}
 
     assert {k: (r.score, r.error) for k, r in second.items()} == {
         "write-greeting": (1.0, None), "vero-examples/sum-numbers": (1.0, None), "reverse-lines": (0.0, None)}
@@ -203,13 +203,12 @@ def test_harbor_left_running_by_a_killed_runner_is_stopped_and_its_finished_task
 
     fake.scenario(finish={"sum-numbers": {"reward": 1.0}, "reverse-lines": {"reward": 1.0}})
     strategy = fake.strategy(kill_grace=3)
-    results = strategy.evaluate(fake.context())
+    evaluation = strategy.evaluate(fake.context())
 
     assert orphan.wait(timeout=10) is not None and dead(orphan_child)
-    assert strategy.last_report is not None
-    assert strategy.last_report.reaped == (job_name,)
-    assert strategy.last_report.adopted == ("write-greeting",)
-    assert all(r.ok for r in results)
+    assert evaluation.report.reaped == (job_name,)
+    assert evaluation.report.adopted == ("write-greeting",)
+    assert all(r.ok for r in evaluation.samples)
     new_call = fake.invocations()[-1]
     assert includes(new_call["argv"]) == ["sum-numbers", "reverse-lines"]   # write-greeting not run twice
     orphan_record = next(r for r in runs.load_all(fake.jobs) if r.job_name == job_name)

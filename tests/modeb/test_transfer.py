@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vero.modeb.isolation.transfer import TransferError, extract, pack, write_text_nofollow
+from vero.modeb.isolation.errors import TransferError
+from vero.modeb.isolation.transfer import extract, pack, write_text_nofollow
 
 LIMIT = 1 << 20
 

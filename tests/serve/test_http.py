@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +324,57 @@ def test_finalize_writes_floors_when_the_sidecar_is_unreachable(tmp_path: Path) 
                                     env={"VERO_EVAL_URL": "http://127.0.0.1:9"})
     assert unwritable.exit_code == 1 and "cannot write reward.json" in unwritable.stderr
     assert "Traceback" not in unwritable.output
+
+
+class _Foreign(http.server.BaseHTTPRequestHandler):
+    """Another server at VERO_EVAL_URL: JSON, but none of the sidecar's replies."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        status, body = (418, b'{"detail": "teapot"}') if self.path == "/submit" else (200, b'{"hello": 1}')
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def foreign() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_client_parses_every_reply_into_the_api_models(foreign: str, tmp_path: Path) -> None:
+    env = {"VERO_EVAL_URL": foreign}
+    status = CliRunner().invoke(cli, ["harbor", "status"], env=env)
+    assert status.exit_code == 1 and "Traceback" not in status.output
+    assert status.stderr.startswith("error: GET /status: the sidecar's reply is not a valid StatusResponse (")
+    evaluated = CliRunner().invoke(cli, ["harbor", "eval", "--split", "train"], env=env)
+    assert evaluated.exit_code == 1 and "is not a valid EvalResponse" in evaluated.stderr
+    # A refusal that is not the sidecar's ErrorReply still shows what the server said.
+    refused = CliRunner().invoke(cli, ["harbor", "submit"], env=env)
+    assert refused.exit_code == 1 and 'POST /submit: 418: {"detail": "teapot"}' in refused.stderr
+    # The request is checked against the API model before anything is sent.
+    empty = CliRunner().invoke(cli, ["harbor", "eval", "--split", ""], env=env)
+    assert empty.exit_code == 2 and "invalid evaluation request: split: String should have at least 1" in empty.stderr
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    reward = tmp_path / "reward.json"
+    final = CliRunner().invoke(cli, ["harbor", "finalize", "--token-file", str(token), "--output", str(reward),
+                                     "--reward-key", "k"], env=env)
+    assert final.exit_code == 1 and "is not a valid FinalizeReport" in final.stderr
+    assert json.loads(reward.read_text()) == {"k": 0.0}
 
 
 @pytest.mark.skipif(not is_root(), reason="token ownership checks need root (CI runs as root)")

@@ -12,9 +12,10 @@ import pytest
 from tests.support.mode_a import IMPROVED_AGENT, ModeABench, commit_agent, make_mode_a_bench, shared_tmp
 from tests.support.sidecar import serve_config
 from vero.core.engine import EvalRequest
+from vero.serve.api import SubmitRequest
 from vero.serve.config import ServeConfig
 from vero.serve.finalize import finalize
-from vero.serve.sidecar import Sidecar, SubmitRequest
+from vero.serve.sidecar import Sidecar
 from vero.session.admin import sidecar_archive
 
 SECRET_NAME = "VERO_SESSION_API_KEY"

@@ -15,14 +15,19 @@ from vero.session import commands as session_commands
 
 
 class VeroGroup(click.Group):
-    """Reports expected failures (VeroError) as one message and an exit code, no traceback."""
+    """Reports expected failures (VeroError) as one message and an exit code, no traceback.
+    Every vero command line's group is one (the Mode B runner's too)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except VeroError as exc:
-            click.echo(exc.render(), err=True)
+            self.report(exc)
             sys.exit(exc.exit_code)
+
+    def report(self, exc: VeroError) -> None:
+        """Print an expected failure to stderr; a subclass may add what its users may read."""
+        click.echo(exc.render(), err=True)
 
 
 @click.group(cls=VeroGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -59,6 +59,6 @@ def run_mode_a_samples(*, baseline: Path, dataset: ModeADataset, split: str, sam
         with _quiet("vero.core"):
             return strategy.evaluate(EvaluationContext(
                 commit=DRY_RUN_COMMIT, split=split, worktree=baseline, sample_ids=list(sample_ids),
-                store=SampleStore(scratch / "samples")))
+                store=SampleStore(scratch / "samples"))).samples
     finally:
         strategy.close()

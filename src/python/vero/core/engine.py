@@ -211,7 +211,7 @@ class Engine:
                 results = self.strategy.evaluate(EvaluationContext(
                     commit=record.commit, split=record.split, worktree=worktree,
                     sample_ids=record.sample_ids, store=self.db.store(record.experiment_id),
-                    progress=progress))
+                    progress=progress)).samples
             return self.db.finish(record, results), results
         except EvaluationCancelled as exc:
             self._settle(record, exc.what, "interrupted")

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import JsonValue, ValidationError
 
@@ -37,7 +38,7 @@ from vero.core.incidents import new_error_id
 from vero.core.records import SampleResult
 from vero.core.sandbox import ProcessGroups, run_sandboxed
 from vero.core.scorer_pool import ScorerFailed, ScorerPool
-from vero.core.strategy import EvaluationCancelled, EvaluationContext, Progress
+from vero.core.strategy import Evaluation, EvaluationCancelled, EvaluationContext, Progress, StrategyEnv
 from vero.errors import VeroError
 from vero.models import StrictModel
 
@@ -99,6 +100,22 @@ class SampleFailure(Exception):
         self.detail = detail
 
 
+class ModeASection(Protocol):
+    """serve.json's `mode_a` section, as far as the strategy reads it."""
+
+    @property
+    def entrypoint(self) -> str: ...
+
+    @property
+    def label_fields(self) -> Sequence[str]: ...
+
+    @property
+    def scorer(self) -> str: ...
+
+    @property
+    def sample_timeout(self) -> float: ...
+
+
 class ModeAStrategy:
     """The Mode A `EvaluationStrategy`. One shared pool bounds concurrency across evaluations."""
 
@@ -130,11 +147,12 @@ class ModeAStrategy:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.scorer.close()
 
-    def agent_input(self, split: str, sample_id: str) -> JsonValue:
-        """The row of a sample as the candidate (and a viewable split's optimizer) sees it."""
-        return strip_labels(self.dataset.row(split, sample_id), self.label_fields)
+    def agent_inputs(self, split: str, sample_ids: Sequence[str]) -> dict[str, JsonValue]:
+        """The rows of the samples as the candidate (and a viewable split's optimizer) sees them."""
+        return {sample_id: strip_labels(self.dataset.row(split, sample_id), self.label_fields)
+                for sample_id in sample_ids}
 
-    def evaluate(self, context: EvaluationContext) -> list[SampleResult]:
+    def evaluate(self, context: EvaluationContext) -> Evaluation:
         """Run and score every pending sample of `context`; results in request order."""
         ids = list(context.sample_ids)
         for sample_id in ids:
@@ -180,7 +198,7 @@ class ModeAStrategy:
                 raise VeroError(f"sample {sample_id!r} has no stored result",
                                 where=str(context.store.directory))
             results.append(result)
-        return results
+        return Evaluation(samples=results)
 
     def _env(self, worktree: Path, home: Path) -> dict[str, str]:
         return {**self.secret_env, "PATH": SAFE_PATH, "HOME": str(home), "LANG": "C.UTF-8",
@@ -242,6 +260,17 @@ class ModeAStrategy:
             raise SampleFailure("the output is not JSON-serialisable", detail)
         shown = reply.raised if _TYPE_NAME.fullmatch(reply.raised) else "an exception"
         raise SampleFailure(f"the entrypoint raised {shown}", detail)
+
+
+def build_strategy(section: ModeASection, dataset: ModeADataset, env: StrategyEnv) -> ModeAStrategy:
+    """The eval sidecar's Mode A strategy: the trusted scorer in `max_concurrency` worker processes,
+    candidates confined as the sidecar says, in its work dir, with the declared secrets."""
+    scorer = ScorerPool(Path(section.scorer), workers=env.max_concurrency,
+                        timeout=env.confinement.limits.scorer_timeout)
+    return ModeAStrategy(dataset, entrypoint=section.entrypoint, label_fields=section.label_fields, scorer=scorer,
+                         sample_timeout=section.sample_timeout, max_concurrency=env.max_concurrency,
+                         confinement=env.confinement, scratch_dir=env.work_dir, secret_env=env.secret_env,
+                         evaluation_timeout=env.evaluation_timeout)
 
 
 def _failed(result: Callable[..., SampleResult], failure: SampleFailure, output: JsonValue = None) -> SampleResult:

@@ -6,11 +6,14 @@ Mode A (vero runs the candidate's entrypoint and a trusted scorer) and Mode B (a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import JsonValue
+
+from vero.core.confine import Confinement
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
 from vero.errors import VeroError
@@ -63,9 +66,48 @@ class EvaluationContext:
     progress: ProgressCallback | None = None
 
 
-class EvaluationStrategy(Protocol):
-    """Scores a candidate commit; returns one result per requested sample, in request order."""
+@dataclass(frozen=True)
+class Evaluation:
+    """What one `evaluate` call produced: one result per requested sample, in request order.
 
-    def evaluate(self, context: EvaluationContext) -> list[SampleResult]:
+    A strategy with more to say about its own run (Mode B: the harbor job, adopted and reaped
+    runs) returns a subclass; each call gets its own, so concurrent evaluations never mix them.
+    """
+
+    samples: list[SampleResult]
+
+
+@dataclass(frozen=True)
+class StrategyEnv:
+    """What the sidecar gives every strategy it builds (`build_strategy(section, catalog, env)` of
+    `vero.core.mode_a` and `vero.modeb.strategy`): how candidate processes are confined, the
+    declared secrets' values, its scratch and admin directories, and the concurrency and
+    per-evaluation timeout of serve.json."""
+
+    confinement: Confinement
+    secret_env: Mapping[str, str]
+    work_dir: Path
+    admin_dir: Path
+    max_concurrency: int
+    evaluation_timeout: float | None
+
+
+class EvaluationStrategy(Protocol):
+    """Scores a candidate commit; the sidecar's engine runs every evaluation through one."""
+
+    def evaluate(self, context: EvaluationContext) -> Evaluation:
         """Run and score every pending sample of `context`, resuming from its store."""
+        ...
+
+    def agent_inputs(self, split: str, sample_ids: Sequence[str]) -> dict[str, JsonValue] | None:
+        """What the candidate saw of each sample, shown with a viewable split's results; None when
+        a sample has no input to show (Mode B: a sample is a whole Harbor task)."""
+        ...
+
+    def stop(self) -> None:
+        """Kill running candidates and start nothing new; safe in a signal handler."""
+        ...
+
+    def close(self) -> None:
+        """Stop, then release the strategy's resources."""
         ...

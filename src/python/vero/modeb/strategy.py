@@ -23,12 +23,21 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from vero.core.confine import Confinement
+from pydantic import JsonValue
+
+from vero.core.datasets import Partition
 from vero.core.records import SampleResult
 from vero.core.sample_store import SampleStore
-from vero.core.strategy import EvaluationCancelled, EvaluationContext, InfrastructureFailure, Progress
+from vero.core.strategy import (
+    Evaluation,
+    EvaluationCancelled,
+    EvaluationContext,
+    InfrastructureFailure,
+    Progress,
+    StrategyEnv,
+)
 from vero.errors import VeroError
 from vero.modeb import docker_access, harbor_command, runs
 from vero.modeb.collate import PASS_SCORE, RunNote, best_trial, collate, match_trials, reward_of
@@ -37,10 +46,6 @@ from vero.modeb.isolation.spec import ISOLATED_AGENT, Isolation
 from vero.modeb.process import ProcessOutcome, run_group
 from vero.modeb.task_source import TaskRef, TaskSource
 from vero.modeb.trials import Trial, job_dirs, read_job, read_trial, trial_dirs
-
-if TYPE_CHECKING:
-    from vero.core.datasets import Partition
-    from vero.serve.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +56,21 @@ _STORE_JOBS = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{16}$")
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """What the last `evaluate` did, for callers that display it (the runner CLI)."""
+    """What one `evaluate` did, for callers that display it (the runner CLI): the harbor job it ran
+    (None when every task already had a result) and how that ended, the tasks adopted from earlier
+    jobs, and the harbor runs of a dead owner it stopped."""
 
     job_name: str | None
     outcome: ProcessOutcome | None
     adopted: tuple[str, ...]
     reaped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HarborEvaluation(Evaluation):
+    """A Mode B evaluation's results and the report of its own run."""
+
+    report: EvaluationReport
 
 
 class HarborInterrupted(KeyboardInterrupt):
@@ -134,7 +148,6 @@ class ModeBStrategy:
         self.isolation = isolation
         self.clean_jobs_on_close = clean_jobs_on_close
         self.poll_interval = poll_interval
-        self.last_report: EvaluationReport | None = None
         self._stopping = threading.Event()
         self._active = 0
         self._idle = threading.Condition()
@@ -187,7 +200,11 @@ class ModeBStrategy:
                             where="sample_ids", fix="use task names as written in the partition")
         return [known[sample_id] for sample_id in sample_ids]
 
-    def evaluate(self, context: EvaluationContext) -> list[SampleResult]:
+    def agent_inputs(self, split: str, sample_ids: Sequence[str]) -> dict[str, JsonValue] | None:
+        """None: a sample is a whole Harbor task, with no input row to show."""
+        return None
+
+    def evaluate(self, context: EvaluationContext) -> HarborEvaluation:
         """Run and score every pending sample of `context`, resuming from its store."""
         with self._idle:
             self._active += 1
@@ -198,7 +215,7 @@ class ModeBStrategy:
                 self._active -= 1
                 self._idle.notify_all()
 
-    def _evaluate(self, context: EvaluationContext) -> list[SampleResult]:
+    def _evaluate(self, context: EvaluationContext) -> HarborEvaluation:
         refs = self.refs_for(context.split, list(context.sample_ids))
         if self._stopping.is_set():
             raise _cancelled()
@@ -221,14 +238,13 @@ class ModeBStrategy:
         outcome: ProcessOutcome | None = None
         if pending:
             job_name, outcome = self._run_pending(context, pending, jobs_dir, base)
-        self.last_report = EvaluationReport(job_name=job_name, outcome=outcome,
-                                            adopted=tuple(sorted(adopted)), reaped=reaped)
         if outcome is not None and outcome.interrupted and self._stopping.is_set():
             raise _cancelled()
         results = self._stored(store, refs)
         if outcome is not None and outcome.interrupted:
             raise HarborInterrupted()
-        return results
+        return HarborEvaluation(samples=results, report=EvaluationReport(
+            job_name=job_name, outcome=outcome, adopted=tuple(sorted(adopted)), reaped=reaped))
 
     @staticmethod
     def _stored(store: SampleStore, refs: Iterable[TaskRef]) -> list[SampleResult]:
@@ -318,9 +334,16 @@ def _cancelled() -> EvaluationCancelled:
                                fix="evaluate again after the restart (finished tasks are kept)")
 
 
-def build_strategy(config: ServeConfig, partition: Partition, *, confinement: Confinement,
-                   secret_env: Mapping[str, str]) -> ModeBStrategy:
-    """The eval sidecar's Mode B strategy (the contract `vero.serve.sidecar` calls).
+class ModeBSection(Protocol):
+    """serve.json's `mode_b` section, as far as the strategy reads it (the partition comes
+    validated, as the sidecar's catalog)."""
+
+    @property
+    def harbor(self) -> HarborConfig: ...
+
+
+def build_strategy(section: ModeBSection, partition: Partition, env: StrategyEnv) -> ModeBStrategy:
+    """The eval sidecar's Mode B strategy.
 
     Harbor's jobs go under the nested jobs dir (`vero.modeb.docker_access`), one subdirectory per
     evaluation, removed when the sidecar shuts down. With a harness user, candidate agents run
@@ -328,19 +351,18 @@ def build_strategy(config: ServeConfig, partition: Partition, *, confinement: Co
     reach harbor and the candidate's process. Without one (development outside a container),
     harbor imports the candidate's agent itself.
     """
-    assert config.mode_b is not None
-    harbor = config.mode_b.harbor
-    if harbor.timeout is None:
-        harbor = harbor.model_copy(update={"timeout": config.timeout})
-    jobs_root = docker_access.nested_jobs_dir(os.environ, Path(config.paths.admin_dir) / "harbor-jobs")
+    harbor = section.harbor
+    if harbor.timeout is None and env.evaluation_timeout is not None:
+        harbor = harbor.model_copy(update={"timeout": env.evaluation_timeout})
+    jobs_root = docker_access.nested_jobs_dir(os.environ, env.admin_dir / "harbor-jobs")
     isolation = None
-    user = confinement.user
+    user = env.confinement.user
     if user is not None:
         if harbor.environment == "docker":
             docker_access.check_socket_closed_to(user, docker_access.docker_socket(os.environ))
-        isolation = Isolation(confinement=confinement, scratch_root=Path(config.paths.work_dir),
-                              forward_env=list(secret_env))
+        isolation = Isolation(confinement=env.confinement, scratch_root=env.work_dir,
+                              forward_env=list(env.secret_env))
     else:
         log.warning("no harness user: harbor imports candidate agents into its own process")
     return ModeBStrategy(harbor, partition.splits, base_dir=Path("/"), jobs_root=jobs_root,
-                         env={**os.environ, **secret_env}, isolation=isolation, clean_jobs_on_close=True)
+                         env={**os.environ, **env.secret_env}, isolation=isolation, clean_jobs_on_close=True)

@@ -1,6 +1,6 @@
-"""The sidecar's HTTP API (SPEC §5) and the server that runs it.
+"""The sidecar's HTTP API (its models: `vero.serve.api`) and the server that runs it.
 
-Every error is JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read by
+Every error is an `ErrorReply`, JSON `{"error": ..., "fix": ...}`: bad input 422 (bodies are read by
 `vero.serve.body`: 413 when too large, 415 when not JSON), unknown split or dataset 400, tier
 gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short by shutdown
 503, or one that could not run at all (nothing scored, nothing charged: retry) 503, a full disk
@@ -35,10 +35,19 @@ from vero.core.rejections import Rejected
 from vero.core.storage import is_disk_full
 from vero.core.strategy import EvaluationCancelled, InfrastructureFailure
 from vero.errors import VeroError
+from vero.serve.api import (
+    ErrorReply,
+    EvalResponse,
+    FinalizeReport,
+    Health,
+    StatusResponse,
+    Submission,
+    SubmitRequest,
+)
 from vero.serve.body import MAX_BODY_BYTES, read_model
 from vero.serve.config import ServeConfig
-from vero.serve.finalize import FinalizeReport, finalize
-from vero.serve.sidecar import EvalResponse, Sidecar, StatusResponse, Submission, SubmitRequest
+from vero.serve.finalize import finalize
+from vero.serve.sidecar import Sidecar
 from vero.serve.token import token_matches
 from vero.session.admin import sidecar_archive
 
@@ -50,8 +59,7 @@ T = TypeVar("T")
 
 
 def _error(status: int, message: str, fix: str | None = None) -> JSONResponse:
-    body = {"error": message} if fix is None else {"error": message, "fix": fix}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(ErrorReply(error=message, fix=fix).model_dump(exclude_none=True), status_code=status)
 
 
 class _BodyLimit:
@@ -152,8 +160,8 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         return _error(500, f"internal error in the eval sidecar (error id {error_id})", "see the sidecar log")
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> Health:
+        return Health(status="ok")
 
     @app.get("/status")
     async def status() -> StatusResponse:

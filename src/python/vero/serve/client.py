@@ -1,17 +1,21 @@
-"""HTTP client of the eval sidecar, used by `vero harbor eval|status|submit|finalize`."""
+"""HTTP client of the eval sidecar, used by `vero harbor eval|status|submit|finalize|archive`: request
+bodies and replies are the models of `vero.serve.api`."""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+from typing import TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from vero.container import CONTAINER
 from vero.errors import VeroError
+from vero.models import describe
+from vero.serve.api import ErrorReply
 
 QUICK_TIMEOUT = 30.0
+M = TypeVar("M", bound=BaseModel)
 
 
 def sidecar_url() -> str:
@@ -28,56 +32,48 @@ def sidecar_url() -> str:
 
 
 class SidecarClient:
-    """JSON over HTTP; any 4xx/5xx becomes a VeroError carrying the server's message."""
+    """JSON over HTTP; any 4xx/5xx becomes a VeroError carrying the server's `ErrorReply`."""
 
     def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
 
+    def call(self, method: str, path: str, reply: type[M], body: BaseModel | None = None,
+             timeout: float | None = QUICK_TIMEOUT) -> M:
+        """Send one request (`body` without its unset fields) and parse the reply as `reply`."""
+        response = self._send(method, path, body, timeout)
+        try:
+            return reply.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise VeroError(f"the sidecar's reply is not a valid {reply.__name__} "
+                            f"({describe(exc)})", where=f"{method} {path}",
+                            fix=f"check that {CONTAINER.eval_url_env} names the eval sidecar", exit_code=1) from None
+
     def download(self, path: str, timeout: float | None = QUICK_TIMEOUT) -> bytes:
         """GET `path` and return the body's bytes (e.g. the session archive)."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            response = httpx.get(self.base_url + path, headers=headers,
-                                 timeout=httpx.Timeout(timeout, connect=10.0))
-        except httpx.HTTPError as exc:
-            raise VeroError(f"cannot reach the eval sidecar at {self.base_url}: {exc}", where=f"GET {path}",
-                            fix=f"check that the eval sidecar is running and {CONTAINER.eval_url_env} is right",
-                            exit_code=1) from None
-        if response.status_code >= 400:
-            try:
-                payload = response.json()
-            except json.JSONDecodeError:
-                payload = None
-            message = payload.get("error") if isinstance(payload, dict) else None
-            fix = payload.get("fix") if isinstance(payload, dict) else None
-            raise VeroError(f"{response.status_code}: {message or response.reason_phrase}", where=f"GET {path}",
-                            fix=fix, exit_code=1)
-        return response.content
+        return self._send("GET", path, None, timeout).content
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             timeout: float | None = QUICK_TIMEOUT) -> Any:
-        """Send one request and return the decoded JSON response."""
+    def _send(self, method: str, path: str, body: BaseModel | None, timeout: float | None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        payload = body.model_dump(mode="json", exclude_none=True) if body is not None else None
         try:
-            response = httpx.request(method, self.base_url + path, json=body, headers=headers,
+            response = httpx.request(method, self.base_url + path, json=payload, headers=headers,
                                      timeout=httpx.Timeout(timeout, connect=10.0))
         except httpx.HTTPError as exc:
             raise VeroError(f"cannot reach the eval sidecar at {self.base_url}: {exc}",
                             where=f"{method} {path}",
                             fix=f"check that the eval sidecar is running and {CONTAINER.eval_url_env} is right",
                             exit_code=1) from None
-        try:
-            payload = response.json()
-        except json.JSONDecodeError:
-            payload = None
         if response.status_code >= 400:
-            message = payload.get("error") if isinstance(payload, dict) else None
-            fix = payload.get("fix") if isinstance(payload, dict) else None
-            detail = message or response.text[:500] or response.reason_phrase
-            raise VeroError(f"{response.status_code}: {detail}", where=f"{method} {path}", fix=fix,
-                            exit_code=1)
-        if payload is None:
-            raise VeroError(f"the sidecar answered {response.status_code} without JSON",
-                            where=f"{method} {path}", exit_code=1)
-        return payload
+            raise _refusal(response, f"{method} {path}")
+        return response
+
+
+def _refusal(response: httpx.Response, where: str) -> VeroError:
+    """The server's own words when it sent an `ErrorReply`, else the start of whatever it sent."""
+    try:
+        error = ErrorReply.model_validate_json(response.content)
+    except ValidationError:
+        message = response.text[:500] or response.reason_phrase
+        return VeroError(f"{response.status_code}: {message}", where=where, exit_code=1)
+    return VeroError(f"{response.status_code}: {error.error}", where=where, fix=error.fix, exit_code=1)

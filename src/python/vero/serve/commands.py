@@ -9,21 +9,24 @@ import math
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import click
+from pydantic import BaseModel, ValidationError
 
 from vero.container import CONTAINER
+from vero.core.engine import EvalRequest
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_json
+from vero.models import describe
+from vero.serve.api import EvalResponse, FinalizeReport, StatusResponse, Submission, SubmitRequest
 from vero.serve.client import SidecarClient, sidecar_url
 from vero.serve.config import load_serve_config
 from vero.serve.failure import clear_failure, record_failure
 from vero.serve.token import read_token
 
 
-def _print(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=True))
+def _print(reply: BaseModel) -> None:
+    click.echo(json.dumps(reply.model_dump(mode="json"), indent=2, sort_keys=True))
 
 
 @click.command("serve")
@@ -59,33 +62,32 @@ def serve_command(config_path: Path, host: str | None, port: int | None) -> None
 def eval_command(split: str, commit: str | None, sample_ids: tuple[str, ...], num_samples: int | None,
                  dataset_id: str | None) -> None:
     """Evaluate a commit on a split; print the aggregate and the remaining budget."""
-    body: dict[str, Any] = {"split": split}
-    for key, value in (("commit", commit), ("num_samples", num_samples), ("dataset_id", dataset_id)):
-        if value is not None:
-            body[key] = value
-    if sample_ids:
-        body["sample_ids"] = list(sample_ids)
-    reply = SidecarClient(sidecar_url()).call("POST", "/eval", body, timeout=None)
+    try:
+        body = EvalRequest(split=split, commit=commit, sample_ids=list(sample_ids) or None, num_samples=num_samples,
+                           dataset_id=dataset_id)
+    except ValidationError as exc:
+        raise VeroError(f"invalid evaluation request: {describe(exc)}", where="command line",
+                        fix="see `vero harbor eval --help`") from None
+    reply = SidecarClient(sidecar_url()).call("POST", "/eval", EvalResponse, body, timeout=None)
     _print(reply)
-    if isinstance(reply, dict) and reply.get("warning"):
-        click.echo(f"warning: {reply['warning']}", err=True)
+    if reply.warning:
+        click.echo(f"warning: {reply.warning}", err=True)
 
 
 @click.command("status")
 def status_command() -> None:
     """Show splits, tiers, budgets, the baseline commit and the current submission."""
-    _print(SidecarClient(sidecar_url()).call("GET", "/status"))
+    _print(SidecarClient(sidecar_url()).call("GET", "/status", StatusResponse))
 
 
 @click.command("submit")
 @click.option("--commit", default=None, help=f"commit SHA or branch of {CONTAINER.repo_dir} (default: HEAD)")
 def submit_command(commit: str | None) -> None:
     """Nominate a commit as the final candidate."""
-    body = {"commit": commit} if commit is not None else {}
-    _print(SidecarClient(sidecar_url()).call("POST", "/submit", body, timeout=None))
+    _print(SidecarClient(sidecar_url()).call("POST", "/submit", Submission, SubmitRequest(commit=commit), timeout=None))
 
 
-def _write(path: Path, payload: Any) -> None:
+def _write(path: Path, payload: object) -> None:
     try:
         atomic_write_json(path, payload)
     except OSError as exc:
@@ -94,14 +96,12 @@ def _write(path: Path, payload: Any) -> None:
                         exit_code=1) from None
 
 
-def _rewards(report: Any) -> dict[str, float]:
-    rewards = report.get("rewards") if isinstance(report, dict) else None
-    if not isinstance(rewards, dict) or not all(
-            isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) for key, value in rewards.items()):
-        raise VeroError("the sidecar's finalize answer has no valid `rewards` object", where="POST /finalize",
-                        fix="see the sidecar log", exit_code=1)
-    return {key: float(value) for key, value in rewards.items()}
+def _rewards(report: FinalizeReport) -> dict[str, float]:
+    # Harbor reads reward.json as strict JSON: NaN or Infinity would lose every reward.
+    if not all(math.isfinite(value) for value in report.rewards.values()):
+        raise VeroError("the sidecar's finalize answer has a reward that is not a finite number",
+                        where="POST /finalize", fix="see the sidecar log", exit_code=1)
+    return report.rewards
 
 
 @click.command("finalize")
@@ -118,7 +118,7 @@ def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...
     floors = dict.fromkeys(reward_keys or ("reward",), 0.0)
     try:
         client = SidecarClient(sidecar_url(), read_token(token_file))
-        report = client.call("POST", "/finalize", {}, timeout=timeout)
+        report = client.call("POST", "/finalize", FinalizeReport, timeout=timeout)
         rewards = {**dict.fromkeys(reward_keys, 0.0), **_rewards(report)}
     except VeroError as exc:
         click.echo(exc.render(), err=True)
@@ -126,13 +126,12 @@ def finalize_command(token_file: Path, output: Path, reward_keys: tuple[str, ...
         click.echo(f"wrote 0.0 floors to {output}", err=True)
         sys.exit(exc.exit_code or 1)
     _write(output, rewards)
-    baseline = report.get("baseline")
-    if isinstance(baseline, dict):
-        _write(output.with_name("baseline.json"), baseline)
+    if report.baseline is not None:
+        _write(output.with_name("baseline.json"), report.baseline)
     # The whole report (candidate, source, ranking) stays with the trial: the sidecar's own copy
     # goes away with its volume.
-    _write(output.with_name("finalize.json"), report)
-    for error in report.get("errors") or []:
+    _write(output.with_name("finalize.json"), report.model_dump(mode="json"))
+    for error in report.errors:
         click.echo(f"warning: {error}", err=True)
     _print(report)
 

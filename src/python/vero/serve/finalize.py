@@ -25,45 +25,18 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
 
 from vero.core.strategy import InfrastructureFailure
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
 from vero.models import StrictModel
+from vero.serve.api import FinalizeReport, FinalizeSource, RankedCandidate
 from vero.serve.sidecar import AdminScore, Sidecar
 
 log = logging.getLogger(__name__)
 
 FINALIZE_REPORT = "finalize.json"
 BASELINE_REPORT = "baseline.json"
-Source = Literal["submission", "auto_best", "none"]
-
-
-class RankedCandidate(StrictModel):
-    """One auto_best candidate: its best optimizer score and its trusted re-score."""
-
-    commit: str
-    selection_score: float
-    first_evaluated_at: float
-    trusted_score: float | None = None
-    error: str | None = None
-
-
-class FinalizeReport(StrictModel):
-    """The outcome of finalize (also persisted on the admin volume)."""
-
-    rewards: dict[str, float]
-    target_errors: dict[str, str] = Field(default_factory=dict,
-                                          description="reward key -> why its reward is a 0.0 floor")
-    candidate: str | None
-    source: Source
-    baseline: dict[str, float] | None = None
-    ranking: list[RankedCandidate]
-    errors: list[str]
-    finished_at: float
 
 
 class BaselineScores(StrictModel):
@@ -201,7 +174,7 @@ def finalize(sidecar: Sidecar) -> FinalizeReport:
             errors.append(f"submission ignored: {exc.what} ({exc.where})")
             submission = None
         candidate: str | None = None
-        source: Source = "none"
+        source: FinalizeSource = "none"
         ranking: list[RankedCandidate] = []
         if config.reward_mode == "submit" and submission is not None:
             candidate, source = submission.commit, "submission"

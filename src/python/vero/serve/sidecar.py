@@ -10,7 +10,6 @@ ledger's charges, the strategy built, and finally a fresh admin token.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -18,28 +17,28 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vero.baseline import restore_baseline
-from vero.core.benchmark import AccessTier, RewardMode
+from vero.core import mode_a
+from vero.core.benchmark import AccessTier
 from vero.core.confine import Confinement, numeric_user, require_namespaces, resolve_user
 from vero.core.datasets import ModeADataset, Partition, load_mode_a_dataset, make_partition
-from vero.core.engine import Engine, EvalRequest, SplitStatus
+from vero.core.engine import Engine, EvalRequest
 from vero.core.experiments import ExperimentDB
 from vero.core.fetch import FetchSettings
 from vero.core.gitops import TrustedRepo
 from vero.core.incidents import INCIDENTS, IncidentLog
-from vero.core.ledger import Ledger, Remaining
-from vero.core.mode_a import ModeAStrategy
+from vero.core.ledger import Ledger
 from vero.core.records import Aggregate, all_errored
 from vero.core.redaction import MIN_REDACTED_LENGTH, Redactor
 from vero.core.rejections import Conflict
-from vero.core.scorer_pool import ScorerPool
-from vero.core.strategy import EvaluationStrategy
+from vero.core.strategy import EvaluationStrategy, StrategyEnv
 from vero.core.tiers import TierPolicy, disclose
 from vero.errors import VeroError
 from vero.fsutil import atomic_write_model
-from vero.models import StrictModel, parse_model
+from vero.modeb import strategy as mode_b
+from vero.models import parse_model
+from vero.serve.api import EvalResponse, StatusResponse, Submission, SubmitRequest
 from vero.serve.config import ServeConfig
 from vero.serve.results_view import recover_views, write_agent_view
 from vero.serve.token import write_admin_token
@@ -47,36 +46,6 @@ from vero.serve.token import write_admin_token
 log = logging.getLogger(__name__)
 
 SUBMISSION = "submission.json"
-
-
-class Submission(StrictModel):
-    """The optimizer's nominated commit (admin volume)."""
-
-    commit: str
-    requested_ref: str
-    submitted_at: float
-
-
-class SubmitRequest(StrictModel):
-    """Body of POST /submit; the default commit is HEAD of the agent repo."""
-
-    commit: str | None = None
-
-
-class EvalResponse(StrictModel):
-    """What POST /eval returns: an aggregate, never per-sample data. `all_errored` marks an
-    evaluation that scored nothing because every sample failed; `warning` says so in words."""
-
-    experiment_id: str
-    split: str
-    commit: str
-    tier: AccessTier
-    aggregate: Aggregate
-    free_baseline: bool
-    remaining: Remaining | None
-    results_dir: str | None
-    all_errored: bool = False
-    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,42 +56,21 @@ class AdminScore:
     all_errored: str | None
 
 
-class StatusResponse(StrictModel):
-    """What GET /status returns."""
-
-    name: str
-    mode: str
-    dataset_id: str
-    baseline_commit: str
-    reward_mode: RewardMode
-    selection_split: str
-    submit_enabled: bool
-    submission: str | None
-    k_anonymity_floor: int
-    free_baseline_available: bool
-    splits: list[SplitStatus]
+def _catalog(config: ServeConfig) -> ModeADataset | Partition:
+    """The samples of each split: Mode A's dataset, or Mode B's partition of task names."""
+    if config.mode_a is not None:
+        return load_mode_a_dataset(Path(config.mode_a.dataset_dir))
+    assert config.mode_b is not None
+    return make_partition(config.mode_b.partition, "serve.json: mode_b.partition")
 
 
-def _build_strategy(config: ServeConfig, catalog: ModeADataset | Partition, confinement: Confinement,
-                    secret_env: dict[str, str]) -> EvaluationStrategy:
-    if config.mode == "A":
-        assert config.mode_a is not None and isinstance(catalog, ModeADataset)
-        scorer = ScorerPool(Path(config.mode_a.scorer), workers=config.max_concurrency,
-                            timeout=config.limits.candidate.scorer_timeout)
-        return ModeAStrategy(catalog, entrypoint=config.mode_a.entrypoint,
-                             label_fields=config.mode_a.label_fields, scorer=scorer,
-                             sample_timeout=config.mode_a.sample_timeout,
-                             max_concurrency=config.max_concurrency,
-                             confinement=confinement, scratch_dir=Path(config.paths.work_dir), secret_env=secret_env,
-                             evaluation_timeout=config.timeout)
-    # Mode B plugs in through `vero.modeb.strategy.build_strategy(config, partition, confinement=, secret_env=)`.
-    try:
-        module = importlib.import_module("vero.modeb.strategy")
-    except ModuleNotFoundError:
-        raise VeroError("this vero build has no Mode B strategy", where="serve.json: mode",
-                        fix="use a vero build that includes vero.modeb.strategy") from None
-    built: Any = module.build_strategy(config, catalog, confinement=confinement, secret_env=secret_env)
-    return built  # type: ignore[no-any-return]
+def _build_strategy(config: ServeConfig, catalog: ModeADataset | Partition, env: StrategyEnv) -> EvaluationStrategy:
+    """The strategy of the config's mode, built from its section (`ServeConfig` allows exactly one)."""
+    if config.mode_a is not None:
+        assert isinstance(catalog, ModeADataset)
+        return mode_a.build_strategy(config.mode_a, catalog, env)
+    assert config.mode_b is not None and isinstance(catalog, Partition)
+    return mode_b.build_strategy(config.mode_b, catalog, env)
 
 
 def _confinements(config: ServeConfig) -> tuple[Confinement, FetchSettings]:
@@ -211,12 +159,7 @@ class Sidecar:
         _clean_work_dir(Path(paths.work_dir))
         self.incidents = IncidentLog(Path(paths.admin_dir) / INCIDENTS)
         self.db = ExperimentDB(Path(paths.admin_dir) / "experiments")
-        if config.mode == "A":
-            assert config.mode_a is not None
-            self.catalog: ModeADataset | Partition = load_mode_a_dataset(Path(config.mode_a.dataset_dir))
-        else:
-            assert config.mode_b is not None
-            self.catalog = make_partition(config.mode_b.partition, "serve.json: mode_b.partition")
+        self.catalog = _catalog(config)
         _check_splits(config, self.catalog)
         self.ledger = Ledger(Path(paths.admin_dir) / "ledger.json", config.budgets)
         for experiment_id in self.db.recover(self.ledger.charges()):
@@ -226,7 +169,10 @@ class Sidecar:
         for name in Redactor.too_short(secret_env):
             log.warning("secret %s is shorter than %d characters: it cannot be redacted from results", name,
                         MIN_REDACTED_LENGTH)
-        self.strategy = _build_strategy(config, self.catalog, confinement, secret_env)
+        self.strategy = _build_strategy(config, self.catalog, StrategyEnv(
+            confinement=confinement, secret_env=secret_env, work_dir=Path(paths.work_dir),
+            admin_dir=Path(paths.admin_dir), max_concurrency=config.max_concurrency,
+            evaluation_timeout=config.timeout))
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
         self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
                              strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
@@ -238,26 +184,18 @@ class Sidecar:
 
     def stop(self) -> None:
         """Kill running candidates at once; evaluations in flight end as interrupted."""
-        stop = getattr(self.strategy, "stop", None)
-        if callable(stop):
-            stop()
+        self.strategy.stop()
 
     def close(self) -> None:
         """Stop and release the strategy's resources."""
-        self.stop()
-        close = getattr(self.strategy, "close", None)
-        if callable(close):
-            close()
+        self.strategy.close()
 
     def evaluate(self, request: EvalRequest) -> EvalResponse:
         """An optimizer evaluation: rules, run, then the agent's view of the results."""
         outcome = self.engine.evaluate(request, origin="agent")
         record = outcome.record
         assert record.aggregate is not None
-        inputs = None
-        if outcome.tier == "viewable" and isinstance(self.strategy, ModeAStrategy):
-            strategy = self.strategy
-            inputs = {sid: strategy.agent_input(record.split, sid) for sid in record.sample_ids}
+        inputs = self.strategy.agent_inputs(record.split, record.sample_ids) if outcome.tier == "viewable" else None
         disclosure = disclose(outcome.tier, experiment_id=record.experiment_id, split=record.split,
                               commit=record.commit, aggregate=record.aggregate, results=outcome.results,
                               inputs=inputs, redactor=self.redactor)

@@ -23,9 +23,10 @@ from vero.core.ledger import LedgerState
 from vero.core.redaction import Redactor
 from vero.errors import VeroError
 from vero.models import parse_model
+from vero.serve.api import FinalizeReport, Submission
 from vero.serve.config import ServeConfig
-from vero.serve.finalize import BASELINE_REPORT, FINALIZE_REPORT, BaselineScores, FinalizeReport
-from vero.serve.sidecar import SUBMISSION, Submission
+from vero.serve.finalize import BASELINE_REPORT, FINALIZE_REPORT, BaselineScores
+from vero.serve.sidecar import SUBMISSION
 from vero.session import gitbundle
 from vero.session.model import (
     BASELINE,

@@ -15,9 +15,9 @@ from vero.core.incidents import Incident
 from vero.core.ledger import LedgerState
 from vero.errors import VeroError
 from vero.models import describe, parse_model
+from vero.serve.api import FinalizeReport, Submission
 from vero.serve.config import ServeConfig
-from vero.serve.finalize import BaselineScores, FinalizeReport
-from vero.serve.sidecar import Submission
+from vero.serve.finalize import BaselineScores
 from vero.session.model import (
     BASELINE,
     BENCHMARK,

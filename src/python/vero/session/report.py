@@ -11,7 +11,7 @@ from pydantic import Field
 
 from vero.core.benchmark import AccessTier
 from vero.models import StrictModel
-from vero.serve.finalize import RankedCandidate
+from vero.serve.api import RankedCandidate
 from vero.session.model import AskedBy, CommitRole, TaskIdentity
 from vero.session.reader import Session
 

@@ -22,9 +22,10 @@ from typing import Any
 from harbor.agents.base import BaseAgent  # pants: no-infer-dep
 from harbor.models.trial.paths import EnvironmentPaths  # pants: no-infer-dep
 
+from vero.modeb.isolation.errors import CandidateAgentError
 from vero.modeb.isolation.protocol import Ready, Start
 from vero.modeb.isolation.spec import IsolationSpec
-from vero.modeb.isolation.trusted_side import CandidateAgentError, CandidateProcess
+from vero.modeb.isolation.trusted_side import CandidateProcess
 
 # Constructor arguments harbor injects for itself (or for the oracle), not for the candidate.
 _NOT_FORWARDED = frozenset({"environment_logs_dir", "override_setup_timeout_sec", "load_trajectory",

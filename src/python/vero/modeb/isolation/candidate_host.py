@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from vero.modeb.isolation.errors import ProtocolError, RelayError, TransferError
 from vero.modeb.isolation.protocol import (
     CHUNK_BYTES,
     MAX_TRANSFER_BYTES,
@@ -38,7 +39,6 @@ from vero.modeb.isolation.protocol import (
     ErrorInfo,
     Frame,
     PhaseCall,
-    ProtocolError,
     Ready,
     Reply,
     Request,
@@ -49,7 +49,7 @@ from vero.modeb.isolation.protocol import (
     read_frame,
     spool,
 )
-from vero.modeb.isolation.transfer import TransferError, extract, pack_into
+from vero.modeb.isolation.transfer import extract, pack_into
 
 LOGS_DIR = "agent-logs"
 log = logging.getLogger("vero.candidate")
@@ -84,10 +84,6 @@ _ExecResult: Any = _harbor("harbor.environments.base", "ExecResult") or _PlainEx
 _AgentContext: Any = _harbor("harbor.models.agent.context", "AgentContext") or _PlainContext
 _EnvironmentConfig: Any = _harbor("harbor.models.task.config", "EnvironmentConfig")
 _MCPServerConfig: Any = _harbor("harbor.models.task.config", "MCPServerConfig")
-
-
-class RelayError(RuntimeError):
-    """The trusted side refused or failed an environment operation."""
 
 
 class Channel:

@@ -27,6 +27,7 @@ from typing import IO, Annotated, Literal, Union
 
 from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
 
+from vero.modeb.isolation.errors import ProtocolError
 from vero.models import StrictModel, describe
 
 MAX_TRANSFER_BYTES = 64 * 1024 * 1024
@@ -42,10 +43,6 @@ SPOOL_BYTES = 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
-
-
-class ProtocolError(Exception):
-    """A frame that is too large, truncated or not a valid message."""
 
 
 def _no_nul(value: str, what: str) -> str:

@@ -26,6 +26,7 @@ from vero.core.benchmark import ImportPath
 from vero.core.confine import Confinement, SandboxUser
 from vero.core.limits import CandidateLimits
 from vero.errors import VeroError
+from vero.modeb.isolation.errors import SpecError
 from vero.modeb.isolation.protocol import MAX_TRANSFER_BYTES
 from vero.models import StrictModel, describe
 
@@ -62,12 +63,12 @@ class IsolationSpec(StrictModel):
         """The spec vero's strategy put into harbor's environment."""
         raw = environ.get(SPEC_ENV)
         if raw is None:
-            raise RuntimeError(f"{ISOLATED_AGENT} runs only under vero's Mode B strategy "
-                               f"(the {SPEC_ENV} environment variable is not set)")
+            raise SpecError(f"{ISOLATED_AGENT} runs only under vero's Mode B strategy "
+                            f"(the {SPEC_ENV} environment variable is not set)")
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:
-            raise RuntimeError(f"{SPEC_ENV} is invalid at {describe(exc)}") from None
+            raise SpecError(f"{SPEC_ENV} is invalid at {describe(exc)}") from None
 
     def sandbox_user(self) -> SandboxUser | None:
         """The user to switch to, if any."""

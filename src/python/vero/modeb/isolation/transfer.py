@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from vero.modeb.isolation.errors import TransferError
+
 MAX_MEMBERS = 100_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-
-
-class TransferError(Exception):
-    """An archive that is too large, malformed, or cannot be made."""
 
 
 @dataclass

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vero.core.incidents import new_error_id
+from vero.modeb.isolation.errors import CandidateAgentError, IsolationError, ProtocolError, RelayRefused
 from vero.modeb.isolation.protocol import (
     CHUNK_BYTES,
     Done,
@@ -48,7 +49,6 @@ from vero.modeb.isolation.protocol import (
     ExecOutput,
     Frame,
     PhaseCall,
-    ProtocolError,
     Ready,
     Reply,
     Request,
@@ -63,21 +63,13 @@ from vero.modeb.isolation.protocol import (
     tail_within,
 )
 from vero.modeb.isolation.spec import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
-from vero.modeb.isolation.transfer import TransferError, extract, pack_into, write_text_nofollow
+from vero.modeb.isolation.transfer import extract, pack_into, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
 STDERR_TAIL_BYTES = 64 * 1024
 # Seconds to wait for the candidate's process to exit (and its pipes, which asyncio waits for
 # too, to close) once it should be gone.
 EXIT_WAIT_SEC = 5.0
-
-
-class CandidateAgentError(RuntimeError):
-    """The candidate's agent raised, its process died, or it broke the protocol."""
-
-
-class RelayRefused(Exception):
-    """A request the policy does not allow; the candidate gets the message as an error reply."""
 
 
 def environment_state(environment: Any) -> EnvironmentState:
@@ -242,7 +234,7 @@ class CandidateProcess:
         except RelayRefused as exc:
             self.logger.warning("refused a request of the candidate's agent: %s", exc)
             reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
-        except (TransferError, ProtocolError) as exc:
+        except IsolationError as exc:   # a bad archive or message: the candidate may read why
             reply = Reply(id=request.id, ok=False, error=str(exc))
         except Exception as exc:
             # What harbor or docker said may name host paths or other trials: the log keeps it.
@@ -340,7 +332,7 @@ class CandidateProcess:
             try:
                 report = extract(logs.payload_file(), logs_dir, limit=self.spec.max_transfer_bytes,
                                  allow_symlinks=False)
-            except (TransferError, ProtocolError) as exc:
+            except IsolationError as exc:
                 self.logger.warning("ignored the candidate's logs: %s", exc)
             else:
                 for skipped in report.skipped[:20]:

@@ -24,6 +24,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from vero.cli import VeroGroup
 from vero.core.records import SampleResult, aggregate
 from vero.core.sample_store import SampleStore
 from vero.core.strategy import EvaluationContext, InfrastructureFailure
@@ -46,21 +47,20 @@ EXIT_INTERRUPTED = 130
 CHECKOUT_DIR = ".candidate-checkout"
 
 
-class RunnerGroup(click.Group):
-    """Expected failures are one message and an exit code; an interrupt exits 130."""
+class RunnerGroup(VeroGroup):
+    """vero's group (expected failures are one message and an exit code); harbor's stderr follows a
+    run that produced nothing, and an interrupt exits 130."""
+
+    def report(self, exc: VeroError) -> None:
+        """The message, and for an `InfrastructureFailure` harbor's stderr: the runner is the
+        developer's own tool, so what harbor said is theirs to read."""
+        super().report(exc)
+        if isinstance(exc, InfrastructureFailure) and exc.detail:
+            click.echo(f"harbor's stderr ends with:\n{exc.detail}", err=True)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except InfrastructureFailure as exc:
-            # The runner is the developer's own tool: harbor's stderr is theirs to read.
-            click.echo(exc.render(), err=True)
-            if exc.detail:
-                click.echo(f"harbor's stderr ends with:\n{exc.detail}", err=True)
-            sys.exit(exc.exit_code)
-        except VeroError as exc:
-            click.echo(exc.render(), err=True)
-            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: finished tasks were saved; run the same command again to resume",
                        err=True)
@@ -221,23 +221,22 @@ def run(build_config: Path | None, harbor_config: Path | None, partition_file: P
                 context = EvaluationContext(commit=sha, split=split, worktree=worktree, sample_ids=selected,
                                             store=store, progress=progress)
                 try:
-                    results = strategy.evaluate(context)
+                    evaluation = strategy.evaluate(context)
                 except HarborInterrupted:
                     console.print(f"[yellow]interrupted[/yellow]; results so far are in {results_dir}")
                     raise
-    report = strategy.last_report
-    if report is not None:
-        if report.reaped:
-            console.print(f"stopped harbor left running by an earlier runner: {', '.join(report.reaped)}")
-        if report.adopted:
-            console.print(f"adopted from earlier jobs: {', '.join(report.adopted)}")
-        if report.job_name is None:
-            console.print("nothing to run: every task already has a result (error samples would re-run)")
-        elif report.outcome is not None:
-            state = "timed out" if report.outcome.timed_out else f"exit code {report.outcome.exit_code}"
-            console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
-            if report.outcome.failed:
-                console.print(report.outcome.stderr_end(), markup=False, highlight=False)
+    results, report = evaluation.samples, evaluation.report
+    if report.reaped:
+        console.print(f"stopped harbor left running by an earlier runner: {', '.join(report.reaped)}")
+    if report.adopted:
+        console.print(f"adopted from earlier jobs: {', '.join(report.adopted)}")
+    if report.job_name is None:
+        console.print("nothing to run: every task already has a result (error samples would re-run)")
+    elif report.outcome is not None:
+        state = "timed out" if report.outcome.timed_out else f"exit code {report.outcome.exit_code}"
+        console.print(f"harbor job {report.job_name}: {state} after {report.outcome.duration_s:.0f}s")
+        if report.outcome.failed:
+            console.print(report.outcome.stderr_end(), markup=False, highlight=False)
     # The same archive format as a compiled task's session: `vero report` and `recover` read it.
     archive = results_dir / ARCHIVE_NAME
     atomic_write_bytes(archive, runner_archive(origin=loaded.origin, config=config, partition=loaded.partition,
