@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,7 +35,11 @@ from bench.results import record
 BUILDGRID = "buildgrid==0.9.1"
 INSTANCE = "main"
 STATS = ("remote_cache_requests", "remote_cache_requests_cached", "remote_cache_requests_uncached",
-         "remote_cache_write_attempts", "remote_cache_write_successes", "local_execution_requests")
+         "remote_cache_write_attempts", "remote_cache_write_successes", "local_execution_requests",
+         "remote_cache_speculation_local_completed_first", "remote_cache_speculation_remote_completed_first")
+# Pants starts a process locally while it looks it up in the remote cache, and cancels the loser:
+# `local_execution_requests` counts started runs, these lines the ones that finished.
+COMPLETED = re.compile(r"\[INFO\] Completed: (.+)$", re.MULTILINE)
 SERVER_CONFIG = """\
 server:
   - !channel
@@ -131,9 +136,11 @@ def clone(source: Path, dest: Path) -> Path:
     return dest
 
 
-def package(repo: Path, caches: Path, address: str, target: str, *, write: bool) -> tuple[float, dict[str, int]]:
+def package(repo: Path, caches: Path, address: str, target: str, *,
+            write: bool) -> tuple[float, dict[str, int], list[str]]:
     """`./pants package TARGET` in `repo` with its own local store and named caches (empty at
-    first), reading the remote cache, and writing it when `write`; (seconds, stats)."""
+    first), reading the remote cache, and writing it when `write`; (seconds, stats, the processes
+    that ran to completion locally, of those Pants logs at INFO)."""
     args = [
         "./pants", "--no-pantsd", "--no-watch-filesystem", "--stats-log",
         f"--local-store-dir={caches / 'lmdb_store'}", f"--named-caches-dir={caches / 'named_caches'}",
@@ -152,7 +159,7 @@ def package(repo: Path, caches: Path, address: str, target: str, *, write: bool)
         name, _, value = line.strip().partition(": ")
         if name in STATS and value.isdigit():
             stats[name] = int(value)
-    return elapsed, stats
+    return elapsed, stats, COMPLETED.findall(output)
 
 
 def main() -> None:
@@ -172,8 +179,9 @@ def main() -> None:
         server, address = start_server(bgd, scratch)
         try:
             first_repo, second_repo = clone(source, scratch / "first"), clone(source, scratch / "second")
-            first, first_stats = package(first_repo, scratch / "first-caches", address, args.target, write=True)
-            second, stats = package(second_repo, scratch / "second-caches", address, args.target, write=False)
+            first, first_stats, _ = package(first_repo, scratch / "first-caches", address, args.target, write=True)
+            second, stats, completed = package(second_repo, scratch / "second-caches", address, args.target,
+                                               write=False)
         finally:
             stop_server(server)
         first_tree = {str(Path(p).relative_to(first_repo)): d for p, d in tree_digest([first_repo / dist]).items()}
@@ -186,12 +194,15 @@ def main() -> None:
     print(f"second clone (fresh, empty local cache, reads the remote cache): {second:.1f} s")
     print(f"  remote_cache_requests_cached: {stats.get('remote_cache_requests_cached', -1)} "
           f"of {stats.get('remote_cache_requests', -1)} remote cache lookups")
-    print(f"  processes run: {stats.get('local_execution_requests', -1)}")
+    print(f"  processes started locally: {stats.get('local_execution_requests', -1)}; of those raced against "
+          f"the cache, remote won {stats.get('remote_cache_speculation_remote_completed_first', 0)}, local won "
+          f"{stats.get('remote_cache_speculation_local_completed_first', 0)}")
+    print(f"  ran to completion locally (INFO-level processes): {completed}")
     print(f"  wall time vs the first clone: {ratio:.3f}")
     print(f"  {dist} byte-identical: {identical} ({len(first_tree)} files)")
     record("remote_cache", "fresh clone, remote cache vs cold clone", ratio,
            f"{second:.1f} s; {stats.get('remote_cache_requests_cached', -1)} processes from the cache, "
-           f"{stats.get('local_execution_requests', -1)} run; byte-identical: {identical}")
+           f"completed locally {completed}; byte-identical: {identical}")
     if not identical:
         sys.exit(f"error: {dist} differs between the two clones")
 
