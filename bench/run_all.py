@@ -61,6 +61,11 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
         [sys.executable, "-m", "bench.pants_cache"],
         [sys.executable, "-m", "bench.pants_cache", "--targets", "//tasks:foo"],
     ),
+    # Two cold clones sharing only a local BuildGrid: no smaller workload exists.
+    "remote_cache": (
+        [sys.executable, "-m", "bench.remote_cache"],
+        [sys.executable, "-m", "bench.remote_cache"],
+    ),
 }
 
 

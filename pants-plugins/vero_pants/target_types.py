@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+from pants.core.goals.package import OutputPathField
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
+    AsyncFieldMixin,
     BoolField,
     Dependencies,
     SingleSourceField,
@@ -11,7 +15,6 @@ from pants.engine.target import (
     Target,
 )
 
-DEFAULT_COMPILER = "//src/python/vero:vero"
 ARCHIVE_FORMATS = ("tar", "tar.gz", "zip")
 
 
@@ -21,10 +24,9 @@ class HarborTaskConfigField(SingleSourceField):
     default = "build.yaml"
     expected_file_extensions = (".yaml", ".yml")
     help = (
-        "The benchmark's build config (vero's BuildConfig). Paths in it (`agent_repo`, `dataset`, "
-        "`scorer`, `inner_task`, `solution`, a local `harbor.task_source`, `harbor.registry_path`) are "
-        "relative to its directory and must be provided by the target's dependencies; their owners "
-        "are inferred."
+        "The benchmark's build config (vero's BuildConfig). The inputs it names (`agent_repo`, "
+        "`dataset`, `scorer`, `inner_task`, `solution`, `harbor.registry_path`), relative to its "
+        "directory, must be provided by the target's dependencies; their owners are inferred."
     )
 
 
@@ -35,24 +37,32 @@ class HarborTaskDependenciesField(Dependencies):
     )
 
 
-class HarborTaskOutputNameField(StringField):
-    alias = "output_name"
-    help = "Directory name of the compiled task under `dist/<path to BUILD>/` (default: the target name)."
+class HarborTaskOutputPathField(OutputPathField):
+    help = (
+        "Where `package` writes the compiled task directory, under `dist/` (default: the path of "
+        "the BUILD file, then the target name: `harbor_task(name=\"foo\")` in `tasks/BUILD` gives "
+        "`tasks/foo`)."
+    )
+
+    def value_or_default(self, *, file_ending: str | None = None) -> str:
+        """The task directory relative to dist/ (a directory: it has no file ending)."""
+        return self.value or os.path.join(self.address.spec_path, self.address.target_name)
 
 
 class HarborTaskArchiveFormatField(StringField):
     alias = "archive_format"
     valid_choices = ARCHIVE_FORMATS
-    help = "Also write the compiled task as one archive `dist/<path>/<output_name>.<format>`."
-
-
-class HarborTaskCompilerField(StringField):
-    alias = "compiler"
-    default = DEFAULT_COMPILER
-    value: str
     help = (
-        "Address of the `pex_binary` that provides `vero harbor build`. The same PEX is baked into "
-        "the task's images as the vero runtime."
+        "Also write the compiled task as one archive `dist/<output_path>.<format>` holding "
+        "`<last part of output_path>/...`."
+    )
+
+
+class HarborTaskCompilerField(StringField, AsyncFieldMixin):
+    alias = "compiler"
+    help = (
+        "Address of the `pex_binary` that provides `vero harbor build` (default: `[harbor-tasks].compiler`, "
+        "//src/python/vero:vero). The same PEX is baked into the task's images as the vero runtime."
     )
 
 
@@ -72,13 +82,13 @@ class HarborTaskTarget(Target):
         *COMMON_TARGET_FIELDS,
         HarborTaskConfigField,
         HarborTaskDependenciesField,
-        HarborTaskOutputNameField,
+        HarborTaskOutputPathField,
         HarborTaskArchiveFormatField,
         HarborTaskCompilerField,
         HarborTaskDryRunField,
     )
     help = (
         "A sealed Harbor task compiled from an optimization benchmark. `package` writes "
-        "`dist/<path>/<output_name>/`; other targets (tests, archives) may depend on it to receive the "
-        "compiled files at that same relative path, `dist/<path>/<output_name>/`, in their sandbox."
+        "`dist/<output_path>/`; other targets (tests, archives) may depend on it to receive the "
+        "compiled files at that same relative path, `dist/<output_path>/`, in their sandbox."
     )

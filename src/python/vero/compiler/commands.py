@@ -1,5 +1,5 @@
 """CLI commands of this package, attached to the `vero harbor` group by vero.cli:
-`build`, `verify` and `run`."""
+`build`, `verify`, `run` and `describe`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from vero.compiler.compiler import build_task
+from vero.compiler.description import describe
 from vero.compiler.identity import task_digest
+from vero.compiler.loader import load_build_config
 from vero.compiler.run import run_task
 from vero.compiler.seal import load_seal, sha256_file
 from vero.compiler.seal import verify as verify_seal
@@ -97,8 +99,16 @@ def run_command(config: Path, agent: str, model: str | None, runtime_pex: Path |
                       dry_run=dry_run))
 
 
+@click.command("describe")
+@_CONFIG
+def describe_command(config: Path) -> None:
+    """Print, as JSON, the inputs and secret names build.yaml names (for build tools)."""
+    click.echo(describe(load_build_config(config).config).model_dump_json())
+
+
 def register(group: click.Group) -> None:
     """Attach this package's commands to `group`."""
     group.add_command(build_command)
     group.add_command(verify_command)
     group.add_command(run_command)
+    group.add_command(describe_command)
