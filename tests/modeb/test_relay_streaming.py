@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from vero.modeb.isolation.errors import ProtocolError
 from vero.modeb.isolation.protocol import (
     SPOOL_BYTES,
     Frame,
-    ProtocolError,
     Request,
     encode_frame,
     frame_head,
