@@ -166,15 +166,16 @@ class TrustedRepo:
         safely, or a fetch that fails or times out.
         """
         ref = validate_ref(ref)
+        source = Path(source).absolute()
         if FULL_SHA.fullmatch(ref):
             if self.imported(ref) or self.commit_of(ref) == ref:
                 return ref
         else:
-            named = resolve_ref(Path(source).absolute(), ref, self.fetch)
+            named = resolve_ref(source, ref, self.fetch)
             if named is not None and self.imported(named):
                 return named
         known = self.known_commits()
-        with fetch_commit(Path(source).absolute(), ref, known, self.fetch) as fetched:
+        with fetch_commit(source, ref, known, self.fetch) as fetched:
             sha = fetched.commit
             if not FULL_SHA.fullmatch(sha):
                 raise withheld(BadInput, f"cannot read {ref!r} from the agent repository",
