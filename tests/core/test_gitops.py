@@ -61,6 +61,22 @@ def test_import_by_branch_and_sha_and_head(setup: tuple[TrustedRepo, Path, str])
     assert git(repo.path, "for-each-ref", "refs/vero/incoming") == ""
 
 
+def test_a_branch_naming_an_imported_commit_copies_no_object(setup: tuple[TrustedRepo, Path, str],
+                                                             tmp_path: Path) -> None:
+    """The fetcher only resolves the name then (`git ls-remote`): a blob of the commit is gone from
+    the agent repo, which a fetch would need, and the import still succeeds."""
+    repo, agent, _ = setup
+    improved = commit_agent(agent, IMPROVED_AGENT)
+    assert repo.import_commit(agent, "main") == improved
+    blob = git(agent, "rev-parse", f"{improved}:agent.py")
+    (agent / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    assert repo.import_commit(agent, "main") == improved
+    assert repo.import_commit(agent, "HEAD") == improved
+    restore_baseline(tmp_path / "bench" / "baseline", tmp_path / "fresh")
+    with pytest.raises(BadInput, match="cannot read 'main'"):  # a fetch would have failed
+        TrustedRepo(tmp_path / "fresh").import_commit(agent, "main")
+
+
 def test_sha_already_present_needs_no_agent_repo(setup: tuple[TrustedRepo, Path, str],
                                                  tmp_path: Path) -> None:
     repo, _, baseline = setup

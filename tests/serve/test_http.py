@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -416,6 +419,29 @@ def test_status_shows_the_free_baseline_and_the_submission_flipping(sidecar: Sid
     assert httpx.get(sidecar.url + "/status").json()["submission"] == bench.baseline_commit
     assert _post(sidecar, "/submit", {}).json()["commit"] == improved
     assert httpx.get(sidecar.url + "/status").json()["submission"] == improved
+
+
+def test_status_answers_while_an_evaluation_waits_for_the_ledger_lock(sidecar: Sidecar, bench: ModeABench) -> None:
+    """/status and /health answer from memory: another process holding the ledger's lock stops
+    an evaluation at its spend, not them, and /status shows the budget as last written."""
+    commit_agent(bench.agent_repo, IMPROVED_AGENT)
+    assert _post(sidecar, "/eval", {"split": "train", "num_samples": 2}).status_code == 200
+    lock = os.open(sidecar.admin_dir / "ledger.json.lock", os.O_RDWR)
+    waiting = threading.Thread(target=_post, args=(sidecar, "/eval", {"split": "train", "num_samples": 2}))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiting.start()
+        time.sleep(1.0)  # the evaluation is past its import, waiting for the lock
+        started = time.monotonic()
+        for _ in range(5):
+            assert httpx.get(sidecar.url + "/health", timeout=5).status_code == 200
+            assert _split_status(sidecar, "train")["budget"]["runs_used"] == 1
+        assert time.monotonic() - started < 5
+        assert waiting.is_alive()
+    finally:
+        os.close(lock)
+    waiting.join(timeout=120)
+    assert _split_status(sidecar, "train")["budget"]["runs_used"] == 2
 
 
 def test_submit_mode_without_a_submission_falls_back_to_auto_best(bench: ModeABench, root: Path,

@@ -103,6 +103,9 @@ class Engine:
         self.work_dir = Path(work_dir)
         self.baseline_commit = baseline_commit
         self.read_only_paths = tuple(read_only_paths)
+        # The catalog never changes while the sidecar runs.
+        self._split_sizes = {split: len(catalog.sample_ids(split)) for split in catalog.split_names()}
+        self._read_only_passed: set[str] = set()
         # One sidecar process serves an admin volume, so a thread lock makes the differencing
         # check and the pending record it admits one step.
         self._admission = threading.Lock()
@@ -175,13 +178,17 @@ class Engine:
         """Refuse a candidate that changes a read-only path relative to the baseline.
 
         The lock in the optimizer's work tree (seed.sh) is advisory; this check is what holds.
+        A commit never changes, so one that passed is not compared again.
         """
+        if commit in self._read_only_passed:
+            return
         changed = self.repo.changed_paths(self.baseline_commit, commit, self.read_only_paths)
         if changed:
             shown = ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else "")
             raise Forbidden(f"commit {commit[:12]} changes read-only path(s): {shown}",
                             fix=f"restore them from the baseline (git checkout {self.baseline_commit[:12]} -- "
                                 "<path>) and commit again; read-only paths must stay as the baseline has them")
+        self._read_only_passed.add(commit)
 
     def _admit(self, *, purpose: str, split: str, dataset_id: str, commit: str, ref: str,
                sample_ids: list[str], full: bool) -> ExperimentRecord:
@@ -274,12 +281,16 @@ class Engine:
             self._settle(record, error, status)
 
     def split_status(self, split: str) -> SplitStatus:
-        """Tier, evaluability, size and budget of one split, as the optimizer may see them."""
+        """Tier, evaluability, size and budget of one split, as the optimizer may see them.
+
+        From memory only (`Ledger.peek`, the split sizes taken at start): /status never waits
+        for the ledger lock, a file or a worker thread.
+        """
         tier = self.policy.tier(split)
         allowed = self.policy.agent_may_evaluate(split)
-        budget = self.ledger.remaining(split, self.catalog.dataset_id) if allowed else None
+        budget = self.ledger.peek(split, self.catalog.dataset_id) if allowed else None
         evaluable = budget is not None and (
             budget.budgeted and budget.runs_remaining != 0 and budget.samples_remaining != 0
             or budget.free_baseline_available)
-        return SplitStatus(split=split, tier=tier, evaluable=evaluable,
-                           n_samples=len(self.catalog.sample_ids(split)), budget=budget)
+        return SplitStatus(split=split, tier=tier, evaluable=evaluable, n_samples=self._split_sizes[split],
+                           budget=budget)

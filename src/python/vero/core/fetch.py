@@ -8,12 +8,18 @@ commit into a scratch repository in a directory vero created and writes one file
 of the objects the trusted repository lacks. Root then reads that one regular file (no link
 followed, size-limited) into `git index-pack --strict` in its own repository. What the
 unprivileged git said goes to the admin log only.
+
+Before that, a branch name (or `HEAD`) is resolved by the same fetcher with `git ls-remote`,
+which copies no object (`resolve_ref`): when it names a commit the trusted repo imported before,
+the fetch is skipped. Only a SHA equal to one the trusted side already verified is taken from
+that answer; anything else (a new commit, a tag object, no answer) goes through the fetch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import sys
@@ -55,7 +61,9 @@ def done(**fields):
 def failed(stage, result):
     sys.stderr.buffer.write(result.stderr[-8000:])
     done(error="too_large" if hit_limit() else stage, code=result.returncode)
-step = subprocess.run(["git", "init", "--quiet", "--bare", "repo.git"], stderr=subprocess.PIPE, check=False)
+# No template: nothing to copy in, nothing to remove afterwards.
+step = subprocess.run(["git", "init", "--quiet", "--bare", "--template=", "repo.git"], stderr=subprocess.PIPE,
+                      check=False)
 if step.returncode:
     failed("init", step)
 step = git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--",
@@ -78,6 +86,11 @@ if step.returncode:
     failed("pack", step)
 done(commit=sha, pack=True)
 """
+
+# What a short ref name means, in git's order (its `ref_rev_parse_rules`): `git fetch` takes the
+# first rule that names an existing ref, and so does `resolve_ref`.
+REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD")
+_LS_REMOTE_LINE = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})\t(\S+)$")
 
 GITCONFIG = """\
 [safe]
@@ -156,6 +169,47 @@ def _open_pack(scratch: Path, limit: int) -> int:
     return fd
 
 
+def _timed_out(ref: str, limits: RepoLimits, said: str) -> BadInput:
+    return withheld(BadInput, f"reading {ref!r} from the agent repository took longer than "
+                    f"{limits.fetch_timeout:g} s", said,
+                    fix=f"check {CONTAINER.repo_dir}/.git for special files (FIFOs, devices) and oversized "
+                        "objects; commit normally and pass a commit SHA")
+
+
+def _said(returncode: int | None, stdout: str, stderr: str) -> str:
+    return f"exit {returncode}; stderr:\n{stderr}\nstdout:\n{stdout}"
+
+
+def resolve_ref(source: Path, ref: str, settings: FetchSettings) -> str | None:
+    """The object `ref` (a validated name, not a SHA) names in the optimizer's repo `source`, as
+    the unprivileged fetcher reads it with `git ls-remote` (no object copied); None when git gives
+    no clear answer, so the caller fetches (and reports what went wrong). A repository that wedges
+    git raises the fetch's own timeout error, without a second wait in the fetch.
+    """
+    limits = settings.limits
+    scratch = _scratch(settings)
+    try:
+        run = run_sandboxed(["git", "ls-remote", "--", str(source), *(rule.format(ref) for rule in REF_RULES)],
+                            cwd=scratch, env=_env(scratch), timeout=limits.fetch_timeout,
+                            confinement=settings.confinement, network=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if run.timed_out:
+        raise _timed_out(ref, limits, _said(run.returncode, run.stdout_tail, run.stderr_tail))
+    if run.returncode != 0:
+        return None
+    refs: dict[str, str] = {}
+    for line in run.stdout_tail.splitlines():
+        match = _LS_REMOTE_LINE.fullmatch(line)
+        if match is None:
+            return None  # not git's plain answer (or cut short): let the fetch decide
+        refs[match.group(2)] = match.group(1)
+    for rule in REF_RULES:
+        if rule.format(ref) in refs:
+            return refs[rule.format(ref)]
+    return None
+
+
 @contextlib.contextmanager
 def fetch_commit(source: Path, ref: str, known: Sequence[str], settings: FetchSettings,
                  ) -> Iterator[FetchedCommit]:
@@ -172,12 +226,9 @@ def fetch_commit(source: Path, ref: str, known: Sequence[str], settings: FetchSe
                             cwd=scratch, env=_env(scratch), timeout=limits.fetch_timeout,
                             confinement=settings.confinement, stdin_data="\n".join(known).encode(),
                             network=False, file_size_mb=limits.commit_mb)
-        said = f"exit {run.returncode}; stderr:\n{run.stderr_tail}\nstdout:\n{run.stdout_tail}"
+        said = _said(run.returncode, run.stdout_tail, run.stderr_tail)
         if run.timed_out:
-            raise withheld(BadInput, f"reading {ref!r} from the agent repository took longer than "
-                           f"{limits.fetch_timeout:g} s", said,
-                           fix=f"check {CONTAINER.repo_dir}/.git for special files (FIFOs, devices) and oversized "
-                               "objects; commit normally and pass a commit SHA")
+            raise _timed_out(ref, limits, said)
         try:
             report = FetchReport.model_validate_json(run.stdout_tail.strip().splitlines()[-1])
         except (IndexError, ValidationError):

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from vero.core.benchmark import FULL_SHA_PATTERN
 from vero.core.checkout import TreeEntry, parse_ls_tree, tree_problems, write_tree
 from vero.core.confine import unconfined
-from vero.core.fetch import FetchSettings, fetch_commit
+from vero.core.fetch import FetchSettings, fetch_commit, resolve_ref
 from vero.core.incidents import withheld
 from vero.core.limits import RepoLimits
 from vero.core.rejections import BadInput
@@ -77,6 +78,9 @@ def validate_ref(ref: str) -> str:
 # Trusted-repo git calls read only vero's own data; the timeout is a backstop.
 GIT_TIMEOUT = 600.0
 COMMITS_PREFIX = "refs/vero/commits/"
+# Trees of recently checked-out commits (a commit's tree never changes): most evaluations check
+# out a commit evaluated just before.
+_TREE_CACHE = 32
 
 
 def _base_env() -> dict[str, str]:
@@ -94,13 +98,18 @@ class TrustedRepo:
     """The sidecar's own repository: candidate commits are copied in before anything runs.
 
     `fetch` says who reads the optimizer's repo and with what limits; the default (tests and
-    development) fetches as the current user without a namespace.
+    development) fetches as the current user without a namespace. Commits imported (and the
+    baseline) are remembered in memory, and so are the trees of recent checkouts: repeated
+    evaluations of a commit pay its transfer and checks once.
     """
 
     def __init__(self, path: Path, fetch: FetchSettings | None = None) -> None:
         self.path = Path(path)
         self.fetch = fetch or FetchSettings(confinement=unconfined(), scratch_parent=Path(tempfile.gettempdir()),
                                             limits=RepoLimits())
+        self._imported: set[str] | None = None
+        self._trees: dict[str, list[TreeEntry]] = {}
+        self._trees_lock = threading.Lock()
 
     def _git(self, *args: str, check: bool = True, stdin: int | None = subprocess.DEVNULL,
              input_text: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -132,6 +141,13 @@ class TrustedRepo:
         listing = self._git("for-each-ref", "--format=%(objectname)", COMMITS_PREFIX, "refs/heads/").stdout
         return sorted(set(listing.split()))
 
+    def imported(self, commit: str) -> bool:
+        """Whether `commit` passed `import_commit` (or is the baseline): its objects are all here
+        and its tree passed the checks."""
+        if self._imported is None:
+            self._imported = set(self.known_commits())
+        return commit in self._imported
+
     def changed_paths(self, base: str, commit: str, paths: Sequence[str]) -> list[str]:
         """Files under `paths` (literal, relative to the repo root) that differ between two commits."""
         if not paths:
@@ -144,15 +160,23 @@ class TrustedRepo:
     def import_commit(self, source: Path, ref: str) -> str:
         """Copy the commit `ref` names in the untrusted repo `source` into this repo; return its SHA.
 
-        A full SHA already present here is not fetched again. Raises `BadInput` (a fixed message
-        with an error id) for an invalid ref, a ref the source does not have, a commit too large
-        or whose tree cannot be checked out safely, or a fetch that fails or times out.
+        Nothing is fetched again for a full SHA already present here, nor for a name the fetcher
+        resolves (`resolve_ref`: no object copied) to a commit imported before, whose objects and
+        tree were checked then. Raises `BadInput` (a fixed message with an error id) for an invalid
+        ref, a ref the source does not have, a commit too large or whose tree cannot be checked out
+        safely, or a fetch that fails or times out.
         """
         ref = validate_ref(ref)
-        if FULL_SHA.fullmatch(ref) and self.commit_of(ref) == ref:
-            return ref
+        source = Path(source).absolute()
+        if FULL_SHA.fullmatch(ref):
+            if self.imported(ref) or self.commit_of(ref) == ref:
+                return ref
+        else:
+            named = resolve_ref(source, ref, self.fetch)
+            if named is not None and self.imported(named):
+                return named
         known = self.known_commits()
-        with fetch_commit(Path(source).absolute(), ref, known, self.fetch) as fetched:
+        with fetch_commit(source, ref, known, self.fetch) as fetched:
             sha = fetched.commit
             if not FULL_SHA.fullmatch(sha):
                 raise withheld(BadInput, f"cannot read {ref!r} from the agent repository",
@@ -169,6 +193,8 @@ class TrustedRepo:
                            missing.stderr.strip()[-2000:], fix="commit your work normally and evaluate again")
         self.check_tree(sha)
         self._git("update-ref", f"{COMMITS_PREFIX}{sha}", sha)
+        if self._imported is not None:
+            self._imported.add(sha)
         return sha
 
     def _index_pack(self, pack_fd: int, ref: str) -> None:
@@ -189,10 +215,20 @@ class TrustedRepo:
                            fix="commit with a standard git; objects with malformed names or trees are refused")
 
     def _tree(self, commit: str) -> list[TreeEntry]:
+        """The entries of `commit`'s tree (a full SHA), from the cache when it was listed recently."""
+        with self._trees_lock:
+            cached = self._trees.get(commit)
+        if cached is not None:
+            return cached
         raw = subprocess.run(["git", *_GIT_OPTIONS, "ls-tree", "-r", "-z", "-l", "--full-tree", commit],
                              cwd=self.path, env=_base_env(), capture_output=True, check=True,
                              timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL).stdout
-        return list(parse_ls_tree(raw))
+        entries = list(parse_ls_tree(raw))
+        with self._trees_lock:
+            self._trees[commit] = entries
+            while len(self._trees) > _TREE_CACHE:
+                del self._trees[next(iter(self._trees))]  # the oldest
+        return entries
 
     def check_tree(self, commit: str) -> None:
         """Refuse a commit whose tree could not be checked out safely (names, depth, size)."""
@@ -204,7 +240,7 @@ class TrustedRepo:
     @contextmanager
     def worktree(self, commit: str, parent: Path) -> Iterator[Path]:
         """A checkout of `commit` under `parent` (the stored bytes, world-readable), removed afterwards."""
-        if not FULL_SHA.fullmatch(commit) or self.commit_of(commit) != commit:
+        if not FULL_SHA.fullmatch(commit) or not (self.imported(commit) or self.commit_of(commit) == commit):
             raise VeroError(f"commit {commit} is not in the trusted repo", where=str(self.path),
                             fix="import the commit before checking it out")
         entries = self._tree(commit)

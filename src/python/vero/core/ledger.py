@@ -8,6 +8,10 @@ missing file is an empty ledger, a corrupt one is a loud error (never a silent r
 
 A split without a configured `Budget` cannot be spent on (fail closed).
 
+`peek` answers from the state this ledger last read or wrote, without the lock: a reader that
+only shows the budget (/status) never waits behind a spend. The sidecar is the only writer of
+its ledger, so that state is the file's.
+
 Each spend names the experiment it pays for, in the same atomic write, so a crash between the
 spend and the experiment's next record write can be reconciled at start: the ledger says which
 experiments were paid for (see `ExperimentDB.recover`).
@@ -63,11 +67,18 @@ class LedgerState(StrictModel):
     version: Literal[1] = 1
     entries: list[LedgerEntry] = Field(default_factory=list)
 
-    def entry(self, split: str, dataset_id: str) -> LedgerEntry:
-        """The entry of `(split, dataset_id)`, added (zeroed) when missing."""
+    def find(self, split: str, dataset_id: str) -> LedgerEntry | None:
+        """The entry of `(split, dataset_id)`, or None when nothing was spent on it yet."""
         for entry in self.entries:
             if entry.split == split and entry.dataset_id == dataset_id:
                 return entry
+        return None
+
+    def entry(self, split: str, dataset_id: str) -> LedgerEntry:
+        """The entry of `(split, dataset_id)`, added (zeroed) when missing."""
+        entry = self.find(split, dataset_id)
+        if entry is not None:
+            return entry
         entry = LedgerEntry(split=split, dataset_id=dataset_id)
         self.entries.append(entry)
         self.entries.sort(key=lambda e: (e.split, e.dataset_id))
@@ -95,10 +106,11 @@ class Ledger:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._budgets = {budget.split: budget for budget in budgets}
         self._thread_lock = threading.Lock()
+        self._published = LedgerState()
         # Fail at start, not at the first evaluation, when the file is corrupt. Under the lock no
         # write is under way, so a temp file is what a killed writer left.
         with self._locked():
-            self._read()
+            self._publish(self._read())
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                 leftover.unlink()
 
@@ -127,6 +139,11 @@ class Ledger:
 
     def _write(self, state: LedgerState) -> None:
         atomic_write_model(self.path, state, mode=0o600)
+        self._publish(state)
+
+    def _publish(self, state: LedgerState) -> None:
+        # A copy: callers go on changing `state`, and `peek` must never see half an update.
+        self._published = state.model_copy(deep=True)
 
     def _remaining(self, entry: LedgerEntry) -> Remaining:
         budget = self._budgets.get(entry.split)
@@ -146,6 +163,12 @@ class Ledger:
         """The current budget state of `(split, dataset_id)`."""
         with self._locked():
             return self._remaining(self._read().entry(split, dataset_id))
+
+    def peek(self, split: str, dataset_id: str) -> Remaining:
+        """The budget state of `(split, dataset_id)` as of this ledger's last read or write,
+        without waiting for the lock (module docstring)."""
+        entry = self._published.find(split, dataset_id)
+        return self._remaining(entry if entry is not None else LedgerEntry(split=split, dataset_id=dataset_id))
 
     def charges(self) -> dict[str, ChargeKind]:
         """Every experiment the ledger has paid for, given the free baseline evaluation, or released."""

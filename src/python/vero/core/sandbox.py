@@ -4,7 +4,8 @@ The command is wrapped by a `Confinement` (`vero.core.confine`: pid namespace, r
 unprivileged user). A timeout kills the whole process group, and so does a normal exit; with
 namespaces, the end of the first process also ends every process it started, wherever it went.
 stdout and stderr are read through pipes of which only the tail is kept, so a chatty candidate
-costs neither memory nor disk.
+costs neither memory nor disk. The calling thread feeds stdin, reads both pipes and sees the
+exit (a pidfd) through one selector: a sample costs no helper threads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -19,7 +21,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from vero.core.confine import Confinement
 from vero.errors import VeroError
@@ -79,37 +80,106 @@ class ProcessGroups:
             _kill_group(pgid)
 
 
-class _Tail(threading.Thread):
-    """Reads a pipe to its end, keeping only the last `limit` bytes."""
+class _Tail:
+    """The last `limit` bytes read from a pipe."""
 
-    def __init__(self, pipe: IO[bytes], limit: int) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
 
-    def run(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := self.pipe.read1(READ_CHUNK):  # type: ignore[attr-defined]
-                self._chunks.append(chunk)
-                self._size += len(chunk)
-                while self._size - len(self._chunks[0]) >= self.limit:
-                    self._size -= len(self._chunks.popleft())
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= self.limit:
+            self._size -= len(self._chunks.popleft())
 
     def text(self) -> str:
         data = b"".join(self._chunks)
         return data[-self.limit:].decode("utf-8", errors="replace")
 
 
-def _feed(stdin: IO[bytes] | None, data: bytes) -> None:
-    if stdin is None:
-        return
+def _exit_fd(pid: int) -> tuple[int, threading.Thread | None]:
+    """A descriptor that becomes readable when `pid` exits, without reaping it: a pidfd, or on a
+    kernel without one, a pipe a thread writes to once `waitid(WNOWAIT)` returns."""
     try:
-        stdin.write(data)
-        stdin.close()
-    except (BrokenPipeError, OSError):
-        pass  # the child exited or closed stdin without reading it all: its problem
+        return os.pidfd_open(pid), None
+    except OSError:
+        read_end, write_end = os.pipe()
+
+        def wait() -> None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            os.close(write_end)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        return read_end, waiter
+
+
+class _Pipes:
+    """The child's stdin, stdout and stderr, served by the calling thread: stdin fed without
+    blocking, the output tails kept, and the child's exit seen, all through one selector."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin_data: bytes, keep: int, exit_fd: int) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.selector = selectors.DefaultSelector()
+        self.tails = {proc.stdout.fileno(): _Tail(keep), proc.stderr.fileno(): _Tail(keep)}
+        self.files = [proc.stdin, proc.stdout, proc.stderr]
+        for fd in self.tails:
+            self.selector.register(fd, selectors.EVENT_READ)
+        self.stdin = proc.stdin.fileno()
+        self.pending = memoryview(stdin_data)
+        if self.pending:
+            os.set_blocking(self.stdin, False)
+            self.selector.register(self.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        self.exit_fd = exit_fd
+        self.selector.register(exit_fd, selectors.EVENT_READ)
+        self.exited = False
+
+    def serve(self, until: float) -> None:
+        """Move data until the child exits (`exited`), every pipe is done after it did, or `until`."""
+        while self.selector.get_map():
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            for key, _ in self.selector.select(remaining):
+                fd = int(key.fd)
+                if fd == self.exit_fd:
+                    self.selector.unregister(fd)
+                    self.exited = True
+                    return
+                if fd == self.stdin:
+                    self._feed()
+                    continue
+                try:
+                    chunk = os.read(fd, READ_CHUNK)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    self.tails[fd].add(chunk)
+                else:
+                    self.selector.unregister(fd)
+
+    def _feed(self) -> None:
+        try:
+            written = os.write(self.stdin, self.pending[:READ_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self.pending)  # the child exited or closed stdin without reading it all: its problem
+        self.pending = self.pending[written:]
+        if not self.pending:
+            self.selector.unregister(self.stdin)
+            self.files[0].close()
+
+    def close(self) -> None:
+        self.selector.close()
+        for file in self.files:
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
@@ -117,7 +187,8 @@ def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], tim
                   file_size_mb: int | None = None, groups: ProcessGroups | None = None) -> RunResult:
     """Run `argv` under `confinement` in a new session; kill its process group at `timeout` seconds.
 
-    `groups`, when given, tracks the running group so `ProcessGroups.kill_all` can end it.
+    `groups`, when given, tracks the running group so `ProcessGroups.kill_all` can end it. The
+    calling thread does all the waiting and the pipe work: no helper thread per process.
     """
     started = time.monotonic()
     try:
@@ -130,37 +201,26 @@ def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], tim
                             "are installed") from None
     if groups is not None:
         groups.add(proc.pid)
-    keep = confinement.limits.output_kb * 1024
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = _Tail(proc.stdout, keep), _Tail(proc.stderr, keep)
-    out.start()
-    err.start()
-    feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin_data), daemon=True)
-    feeder.start()
-    timed_out = threading.Event()
-
-    def expire() -> None:
-        timed_out.set()
-        _kill_group(proc.pid)
-
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
+    exit_fd, waiter = _exit_fd(proc.pid)
+    pipes = _Pipes(proc, stdin_data, confinement.limits.output_kb * 1024, exit_fd)
     try:
-        # Wait without reaping: while the leader is a zombie its group id cannot be reused,
-        # so killing the group afterwards cannot hit an unrelated process.
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        # Serve until the leader exits, without reaping it: while it is a zombie its group id
+        # cannot be reused, so killing the group afterwards cannot hit an unrelated process.
+        pipes.serve(until=started + timeout)
+        timed_out = not pipes.exited
     finally:
-        timer.cancel()
         _kill_group(proc.pid)
         returncode = proc.wait()
         if groups is not None:
             groups.discard(proc.pid)
+        if not pipes.exited:
+            pipes.selector.unregister(exit_fd)
+        if waiter is not None:
+            waiter.join()
+        os.close(exit_fd)
         # Without a namespace a detached process may keep the pipes open: do not wait for it.
-        for thread in (feeder, out, err):
-            thread.join(timeout=1.0)
-        for reader in (out, err):
-            if not reader.is_alive():
-                reader.pipe.close()
-    return RunResult(returncode=None if timed_out.is_set() else returncode, timed_out=timed_out.is_set(),
-                     stdout_tail=out.text(), stderr_tail=err.text(), duration_s=time.monotonic() - started)
+        pipes.serve(until=time.monotonic() + 1.0)
+        pipes.close()
+    stdout, stderr = pipes.tails.values()
+    return RunResult(returncode=None if timed_out else returncode, timed_out=timed_out,
+                     stdout_tail=stdout.text(), stderr_tail=stderr.text(), duration_s=time.monotonic() - started)

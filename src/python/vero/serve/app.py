@@ -7,8 +7,9 @@ gate or bad token 403, budget 429, disabled submit 409, an evaluation cut short 
 507 (whatever failed to be written). A request the app did not expect is a 500 with no internals
 in the body but an error id; bad input never reaches that path. What a trusted tool said (git, a
 scorer) is never in a body: it goes to the incident log under the error id the body names.
-Blocking work runs in worker threads, one pool per kind of request, so /health and /status
-answer while submits and evaluations run.
+Blocking work runs in worker threads, one pool per kind of request. /health and /status are
+answered on the event loop from state the sidecar keeps in memory (`Sidecar.status`), so they
+never queue behind evaluations, a thread pool or the ledger lock.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from vero.session.admin import sidecar_archive
 log = logging.getLogger(__name__)
 
 STATUS_BY_KIND = {"bad_input": 422, "unknown": 400, "forbidden": 403, "budget": 429, "conflict": 409}
-THREADS = {"eval": 64, "submit": 16, "status": 8, "admin": 8}
+THREADS = {"eval": 64, "submit": 16, "admin": 8}
 T = TypeVar("T")
 
 
@@ -89,7 +90,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Separate thread pools: slow submits or evaluations never hold up /status.
+        # Separate thread pools: slow submits or evaluations never hold up the admin's requests.
         for name, threads in THREADS.items():
             limiter[name] = anyio.CapacityLimiter(threads)
         yield
@@ -165,7 +166,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.get("/status")
     async def status() -> StatusResponse:
-        return await in_thread("status", sidecar.status)
+        return sidecar.status()
 
     @app.post("/eval")
     async def evaluate(request: Request) -> EvalResponse:

@@ -180,6 +180,7 @@ class Sidecar:
                              read_only_paths=config.read_only_paths)
         self.submission_path = Path(paths.admin_dir) / SUBMISSION
         self._submit_lock = threading.Lock()
+        self._submission_cache: tuple[tuple[int, int, int], Submission] | None = None
         self.token = write_admin_token(Path(paths.token_file))
 
     def stop(self) -> None:
@@ -217,13 +218,24 @@ class Sidecar:
                             if errored else None)
 
     def submission(self) -> Submission | None:
-        """The current submission, if any. A corrupt file is a loud error."""
+        """The current submission, if any. A corrupt file is a loud error.
+
+        The file is read again only when its (inode, mtime, size) changed: /status asks on every call.
+        """
         try:
-            raw = self.submission_path.read_bytes()
+            with open(self.submission_path, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                version = (info.st_ino, info.st_mtime_ns, info.st_size)  # a rename brings a new inode
+                cached = self._submission_cache
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                raw = handle.read()
         except FileNotFoundError:
             return None
-        return parse_model(raw, Submission, what="submission file", where=str(self.submission_path),
-                           fix="inspect it; submit again to replace it", problem="corrupt")
+        submission = parse_model(raw, Submission, what="submission file", where=str(self.submission_path),
+                                 fix="inspect it; submit again to replace it", problem="corrupt")
+        self._submission_cache = (version, submission)
+        return submission
 
     def submit(self, request: SubmitRequest) -> Submission:
         """Nominate a commit: copied into the trusted repo now, so later history edits cannot change it."""
@@ -239,7 +251,8 @@ class Sidecar:
         return submission
 
     def status(self) -> StatusResponse:
-        """Splits with tier, evaluability and budget; submission; baseline."""
+        """Splits with tier, evaluability and budget; submission; baseline. From memory (and one
+        `open` of the submission file), so the server answers it on its event loop."""
         splits = [self.engine.split_status(split) for split in self.catalog.split_names()]
         submission = self.submission()
         return StatusResponse(
