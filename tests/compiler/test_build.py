@@ -645,3 +645,19 @@ def test_blank_lines_are_skipped_like_the_sidecar_does(tmp_path: Path, pex: Path
     train.write_text(train.read_text().replace("\n", "\n\n", 1) + "\n")
     _build(config, tmp_path / "out", pex)
     assert (tmp_path / "out/environment/sidecar/dataset/train.jsonl").read_bytes() == train.read_bytes()
+
+
+def test_repository_wide_base_images_apply_where_build_yaml_names_none(tmp_path: Path, pex: Path) -> None:
+    defaults = ("corp/main:1", "corp/sidecar:2")
+    build_task(write_mode_a(tmp_path / "a"), tmp_path / "out_a", pex, {}, base_images=defaults)
+    assert (tmp_path / "out_a/environment/Dockerfile").read_text().count("FROM corp/main:1") == 1
+    assert "FROM corp/sidecar:2" in (tmp_path / "out_a/environment/sidecar/Dockerfile").read_text()
+    # A base image that build.yaml names wins over the default.
+    config = write_mode_a(tmp_path / "b", base_image_main="mine/main:3")
+    build_task(config, tmp_path / "out_b", pex, {}, base_images=defaults)
+    assert "FROM mine/main:3" in (tmp_path / "out_b/environment/Dockerfile").read_text()
+    assert "FROM corp/sidecar:2" in (tmp_path / "out_b/environment/sidecar/Dockerfile").read_text()
+    with pytest.raises(VeroError, match="invalid default base image") as caught:
+        build_task(write_mode_a(tmp_path / "c"), tmp_path / "out_c", pex, {}, base_images=("no spaces allowed", None))
+    assert "--base-image-main" in caught.value.render()
+    assert not (tmp_path / "out_c").exists()

@@ -39,6 +39,7 @@ from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 from pants.vcs.git import GitWorktreeRequest, MaybeGitWorktree
 
+from vero_pants.subsystems.harbor_task import HarborTaskSubsystem
 from vero_pants.target_types import (
     HarborTaskArchiveFormatField,
     HarborTaskCompilerField,
@@ -115,7 +116,9 @@ def build_summary(address: Address, dest: str, seal: bytes | None, stdout: bytes
 
 
 @rule(desc="Compile harbor_task", level=LogLevel.DEBUG)
-async def compile_harbor_task(request: CompileHarborTaskRequest, distdir: DistDir) -> CompiledHarborTask:
+async def compile_harbor_task(
+    request: CompileHarborTaskRequest, distdir: DistDir, defaults: HarborTaskSubsystem
+) -> CompiledHarborTask:
     fs = request.field_set
     compiler, inputs = await MultiGet(
         Get(HarborCompiler, HarborCompilerRequest(fs.compiler)),
@@ -137,7 +140,8 @@ async def compile_harbor_task(request: CompileHarborTaskRequest, distdir: DistDi
     result = await Get(
         ProcessResult,
         compiler.process(
-            ("harbor", "build", "-c", fs.config.file_path, "-o", out, "--runtime-pex", compiler.pex_path, *dry_run),
+            ("harbor", "build", "-c", fs.config.file_path, "-o", out, "--runtime-pex", compiler.pex_path,
+             *defaults.base_image_args(), *dry_run),
             input_digest=input_digest,
             output_directories=(_OUT_DIR,),
             env={name: SECRET_STAND_IN for name in secrets},

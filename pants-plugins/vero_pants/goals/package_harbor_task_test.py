@@ -115,6 +115,15 @@ def test_dry_run_false_passes_no_dry_run_to_the_compiler(rule_runner: RuleRunner
     assert json.loads(_package(rule_runner, "nodry")["t/nodry/inputs.json"])["argv"][-1] == "--no-dry-run"
 
 
+def test_repository_wide_base_images_reach_the_compiler(rule_runner: RuleRunner) -> None:
+    assert "--base-image-main" not in json.loads(_package(rule_runner, "x")["t/x/inputs.json"])["argv"]
+    set_options(rule_runner, {"API_KEY": "the-real-secret-value"}, "--harbor-tasks-base-image-main=corp/main:1",
+                "--harbor-tasks-base-image-sidecar=corp/sidecar:2")
+    argv = json.loads(_package(rule_runner, "x")["t/x/inputs.json"])["argv"]
+    assert argv[argv.index("--base-image-main") + 1] == "corp/main:1"
+    assert argv[argv.index("--base-image-sidecar") + 1] == "corp/sidecar:2"
+
+
 def test_output_path_places_the_task_and_its_archive(rule_runner: RuleRunner) -> None:
     files = _package(rule_runner, "moved")
     assert set(files) == {"out/deep/task/inputs.json", "out/deep/task/environment/bin/vero.pex",

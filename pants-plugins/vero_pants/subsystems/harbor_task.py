@@ -13,6 +13,27 @@ class HarborTaskSubsystem(Subsystem):
     options_scope = "harbor-tasks"
     help = "Defaults of `harbor_task` targets (a target's own field wins)."
 
+    base_image_main = StrOption(
+        default=None,
+        help=(
+            "Base image of the `main` service for every harbor_task whose build.yaml sets no "
+            "`base_image_main` (a local Docker image, e.g. `corp/base:bookworm`)."
+        ),
+    )
+    base_image_sidecar = StrOption(
+        default=None,
+        help="Base image of the eval sidecar for every harbor_task whose build.yaml sets no `base_image_sidecar`.",
+    )
+
+    def base_image_args(self) -> tuple[str, ...]:
+        """The `vero harbor build` flags that pass these defaults on (build.yaml's own fields win)."""
+        args: list[str] = []
+        flags = (("--base-image-main", self.base_image_main), ("--base-image-sidecar", self.base_image_sidecar))
+        for flag, image in flags:
+            if image:
+                args += [flag, image]
+        return tuple(args)
+
     compiler = StrOption(
         default=DEFAULT_COMPILER,
         help=(

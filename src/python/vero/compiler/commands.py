@@ -34,10 +34,16 @@ _DRY_RUN = click.option("--dry-run/--no-dry-run", default=True, show_default=Tru
               help="task directory to write (new, empty, or written by an earlier build)")
 @_RUNTIME_PEX
 @_DRY_RUN
-def build_command(config: Path, out: Path, runtime_pex: Path | None, dry_run: bool) -> None:
+@click.option("--base-image-main", default=None,
+              help="base image of main when build.yaml sets no base_image_main (a repository-wide default)")
+@click.option("--base-image-sidecar", default=None,
+              help="base image of the sidecar when build.yaml sets no base_image_sidecar")
+def build_command(config: Path, out: Path, runtime_pex: Path | None, dry_run: bool,
+                  base_image_main: str | None, base_image_sidecar: str | None) -> None:
     """Compile build.yaml into a sealed Harbor task directory."""
     with sigterm_unwinds():   # a stopped build removes its staging directory
-        result = build_task(config, out, runtime_pex, dry_run=dry_run)
+        result = build_task(config, out, runtime_pex, dry_run=dry_run,
+                            base_images=(base_image_main, base_image_sidecar))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     for note in result.notes:

@@ -68,16 +68,18 @@ class WrittenTask:
 
 def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
                env: Mapping[str, str] | None = None, *, dry_run: bool = True,
-               cache_dir: Path | None = None) -> BuildResult:
+               cache_dir: Path | None = None, base_images: tuple[str | None, str | None] = (None, None),
+               ) -> BuildResult:
     """Compile `config_path` into `out`; see the module docstring. Raises VeroError on bad input.
 
     `env` holds the declared secrets (default: this process's environment); `dry_run=False`
     skips running the baseline on a few rows, not the other checks. `cache_dir` holds what
     checking datasets found (default: `default_cache_dir` of this process's environment).
+    `base_images` (main, sidecar) are used where build.yaml names no base image.
     """
     env = os.environ if env is None else env
     cache = ValidationCache(cache_dir if cache_dir is not None else default_cache_dir(os.environ))
-    loaded = load_build_config(config_path)
+    loaded = load_build_config(config_path).with_base_images(*base_images)
     out = Path(out).absolute()
     check_output(out)
     inputs = resolve_inputs(loaded, runtime_pex or default_runtime_pex(env), out, env)

@@ -46,6 +46,21 @@ class LoadedConfig:
         """The directory of build.yaml."""
         return self.path.parent
 
+    def with_base_images(self, main: str | None, sidecar: str | None) -> LoadedConfig:
+        """This config with repository-wide base images for the fields build.yaml leaves unset (a
+        field build.yaml sets wins); the images pass the same check as in build.yaml."""
+        defaults = {name: image for name, image in (("base_image_main", main), ("base_image_sidecar", sidecar))
+                    if image is not None and name not in self.config.model_fields_set}
+        if not defaults:
+            return self
+        try:
+            config = type(self.config).model_validate({**self.config.model_dump(exclude_unset=True), **defaults})
+        except ValidationError as exc:
+            raise VeroError(f"invalid default base image: {error_message(exc.errors()[0])}",
+                            where="--base-image-main/--base-image-sidecar",
+                            fix="name a local Docker image such as vero/base:bookworm") from None
+        return LoadedConfig(config=config, path=self.path, lines=self.lines)
+
     def resolve(self, value: str) -> Path:
         """An absolute path for a path written in build.yaml."""
         return (self.base_dir / value).resolve()
