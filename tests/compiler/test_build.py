@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import tomllib
 import yaml
+from click.testing import CliRunner
 
 from tests.support.benchmarks import (
     fake_runtime_pex,
@@ -26,6 +27,7 @@ from tests.support.benchmarks import (
 )
 from tests.support.markdown import inline_texts
 from vero.baseline import make_baseline_commit
+from vero.cli import cli
 from vero.compiler.compiler import build_task
 from vero.compiler.publish import MARKER
 from vero.compiler.seal import verify
@@ -661,3 +663,12 @@ def test_repository_wide_base_images_apply_where_build_yaml_names_none(tmp_path:
         build_task(write_mode_a(tmp_path / "c"), tmp_path / "out_c", pex, {}, base_images=("no spaces allowed", None))
     assert "--base-image-main" in caught.value.render()
     assert not (tmp_path / "out_c").exists()
+
+
+def test_the_build_command_passes_the_base_image_defaults_on(tmp_path: Path, pex: Path) -> None:
+    args = ["harbor", "build", "-c", str(write_mode_a(tmp_path / "a")), "-o", str(tmp_path / "out"),
+            "--runtime-pex", str(pex), "--base-image-main", "corp/main:1", "--base-image-sidecar", "corp/sidecar:2"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "FROM corp/main:1" in (tmp_path / "out/environment/Dockerfile").read_text()
+    assert "FROM corp/sidecar:2" in (tmp_path / "out/environment/sidecar/Dockerfile").read_text()
