@@ -62,8 +62,16 @@ def finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Finish
             sidecar.submit(SubmitRequest(commit=improved))
             # A trusted tool's words that quote the secret, as the incident log keeps them.
             sidecar.incidents.record("E-0000000001", f"harbor failed with {SECRET}", f"Traceback ...{SECRET}")
-            rescue = sidecar_archive(sidecar.config, sidecar.redactor, Path(sidecar.config.paths.identity_file))
+            rescue = sidecar_archive(sidecar.config, sidecar.redactor)
             finalize(sidecar)
             yield Finished(sidecar=sidecar, bench=bench, root=root, improved=improved, leaky=leaky, rescue=rescue)
         finally:
             sidecar.close()
+
+
+@pytest.fixture
+def archive(finished: Finished, tmp_path: Path) -> Path:
+    """The finished session's archive as `vero harbor archive` writes it."""
+    path = tmp_path / "session.tar.gz"
+    path.write_bytes(sidecar_archive(finished.sidecar.config, finished.sidecar.redactor))
+    return path

@@ -24,7 +24,7 @@ from vero.session.reader import load_session
 
 def _archive(finished: Finished) -> bytes:
     sidecar = finished.sidecar
-    return sidecar_archive(sidecar.config, sidecar.redactor, Path(sidecar.config.paths.identity_file))
+    return sidecar_archive(sidecar.config, sidecar.redactor)
 
 
 def _members(data: bytes) -> dict[str, bytes]:

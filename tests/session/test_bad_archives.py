@@ -11,20 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.session.conftest import Finished
 from tests.support.sidecar import python_env, vero_argv
 from vero.errors import VeroError
-from vero.session.admin import sidecar_archive
 from vero.session.model import MANIFEST
 from vero.session.reader import load_session
-
-
-@pytest.fixture
-def archive(finished: Finished, tmp_path: Path) -> Path:
-    sidecar = finished.sidecar
-    path = tmp_path / "session.tar.gz"
-    path.write_bytes(sidecar_archive(sidecar.config, sidecar.redactor, Path(sidecar.config.paths.identity_file)))
-    return path
 
 
 def _rewrite(path: Path, change: dict[str, bytes | None]) -> Path:

@@ -13,16 +13,7 @@ import pytest
 from tests.session.conftest import Finished
 from tests.support.mode_a import IMPROVED_AGENT, git
 from tests.support.sidecar import python_env, vero_argv
-from vero.session.admin import sidecar_archive
 from vero.session.recover import MARKER
-
-
-@pytest.fixture
-def archive(finished: Finished, tmp_path: Path) -> Path:
-    sidecar = finished.sidecar
-    path = tmp_path / "session.tar.gz"
-    path.write_bytes(sidecar_archive(sidecar.config, sidecar.redactor, Path(sidecar.config.paths.identity_file)))
-    return path
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -36,7 +36,7 @@ _REF_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+=,-]*$")
 _MAX_REF = 255
 
 # Options for every git command on the trusted repo: nothing may run hooks, prompt, or gc.
-_GIT_OPTIONS: tuple[str, ...] = (
+GIT_OPTIONS: tuple[str, ...] = (
     "-c", "core.hooksPath=/dev/null",
     "-c", "core.fsmonitor=false",
     "-c", "gc.auto=0",
@@ -114,7 +114,7 @@ class TrustedRepo:
     def _git(self, *args: str, check: bool = True, stdin: int | None = subprocess.DEVNULL,
              input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         try:
-            result = subprocess.run(["git", *_GIT_OPTIONS, *args], cwd=self.path, env=_base_env(),
+            result = subprocess.run(["git", *GIT_OPTIONS, *args], cwd=self.path, env=_base_env(),
                                     capture_output=True, text=True, check=False, umask=0o022,
                                     stdin=None if input_text is not None else stdin, input=input_text,
                                     timeout=GIT_TIMEOUT)
@@ -200,7 +200,7 @@ class TrustedRepo:
     def _index_pack(self, pack_fd: int, ref: str) -> None:
         """Verify and store a pack the fetcher wrote (every object checked, thin bases from here)."""
         try:
-            result = subprocess.run(["git", *_GIT_OPTIONS, "index-pack", "--strict", "--fix-thin", "--stdin"],
+            result = subprocess.run(["git", *GIT_OPTIONS, "index-pack", "--strict", "--fix-thin", "--stdin"],
                                     cwd=self.path, env=_base_env(), stdin=pack_fd, capture_output=True,
                                     check=False, timeout=self.fetch.limits.fetch_timeout)
         except subprocess.TimeoutExpired:
@@ -220,7 +220,7 @@ class TrustedRepo:
             cached = self._trees.get(commit)
         if cached is not None:
             return cached
-        raw = subprocess.run(["git", *_GIT_OPTIONS, "ls-tree", "-r", "-z", "-l", "--full-tree", commit],
+        raw = subprocess.run(["git", *GIT_OPTIONS, "ls-tree", "-r", "-z", "-l", "--full-tree", commit],
                              cwd=self.path, env=_base_env(), capture_output=True, check=True,
                              timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL).stdout
         entries = list(parse_ls_tree(raw))
@@ -252,7 +252,7 @@ class TrustedRepo:
         path = Path(tempfile.mkdtemp(prefix=f"wt-{commit[:12]}-", dir=parent))
         try:
             path.chmod(0o755)
-            cat_file = subprocess.Popen(["git", *_GIT_OPTIONS, "cat-file", "--batch"], cwd=self.path,
+            cat_file = subprocess.Popen(["git", *GIT_OPTIONS, "cat-file", "--batch"], cwd=self.path,
                                         env=_base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL)
             try:

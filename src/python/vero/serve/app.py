@@ -18,7 +18,6 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -187,9 +186,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     async def session(request: Request) -> Response:
         # The session archive for the verifier's test.sh (secret values redacted).
         require_admin(request)
-        paths = sidecar.config.paths
-        data = await in_thread("admin", sidecar_archive, sidecar.config, sidecar.redactor,
-                               Path(paths.identity_file))
+        data = await in_thread("admin", sidecar_archive, sidecar.config, sidecar.redactor)
         return Response(content=data, media_type="application/gzip")
 
     @app.get("/experiments")

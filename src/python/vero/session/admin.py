@@ -138,7 +138,7 @@ def session_members(config: ServeConfig, redactor: Redactor, identity: TaskIdent
     return members
 
 
-def sidecar_archive(config: ServeConfig, redactor: Redactor, identity_file: Path) -> bytes:
+def sidecar_archive(config: ServeConfig, redactor: Redactor) -> bytes:
     """The whole session archive of the sidecar described by `config`."""
-    identity = read_identity(identity_file, config)
+    identity = read_identity(Path(config.paths.identity_file), config)
     return pack(session_members(config, redactor, identity), producer="sidecar")

@@ -57,7 +57,7 @@ def archive_command(output: Path, config_path: Path | None, token_file: Path | N
     if config_path is not None:
         config = load_serve_config(config_path)
         redactor = Redactor(_declared_secrets(config.secrets))
-        data = sidecar_archive(config, redactor, Path(config.paths.identity_file))
+        data = sidecar_archive(config, redactor)
         _write(output, data, 0o600)
     else:
         assert token_file is not None

@@ -17,18 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vero.core.checkout import parse_ls_tree, tree_problems, write_tree
+from vero.core.gitops import GIT_OPTIONS
 from vero.core.limits import RepoLimits
 from vero.errors import VeroError
 from vero.session.model import bundle_ref
 
 GIT_TIMEOUT = 600.0
-_OPTIONS: tuple[str, ...] = (
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "core.fsmonitor=false",
-    "-c", "gc.auto=0",
-    "-c", "maintenance.auto=false",
-    "-c", "pack.threads=1",
-)
+_OPTIONS: tuple[str, ...] = (*GIT_OPTIONS, "-c", "pack.threads=1")
 
 
 def _env() -> dict[str, str]:
