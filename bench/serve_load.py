@@ -4,17 +4,26 @@ Prints p50/p99 latency per endpoint, and the ratio of /eval wall time to the sco
 alone (the Mode A strategy run in-process on the same samples, same concurrency and user),
 first with one client and then under load.
 
+The clients are threads spread over `--client-processes` processes (all 50 in one process would
+mostly measure that process's GIL: 50 httpx clients firing at once). A probe in a process of its
+own also asks /status every 10 ms during the load: its p99 is the server's responsiveness alone.
+
     ./pants run bench/serve_load.py -- --clients 50 --requests 4 --eval-samples 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -44,6 +53,80 @@ def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank) of `values`."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+# Runs in its own process: GET /status every 10 ms until stdin closes, then print the latencies.
+PROBE = r"""
+import http.client, json, select, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+latencies = []
+connection = http.client.HTTPConnection(host, port, timeout=60)
+while not select.select([sys.stdin], [], [], 0.01)[0]:
+    started = time.perf_counter()
+    connection.request("GET", "/status")
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise SystemExit(f"/status answered {response.status}")
+    latencies.append(time.perf_counter() - started)
+print(json.dumps(latencies))
+"""
+
+
+def start_probe(url: str) -> subprocess.Popen[str]:
+    """The /status probe process (`PROBE`) against the sidecar at `url`."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return subprocess.Popen([sys.executable, "-c", PROBE, host, port], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def stop_probe(probe: subprocess.Popen[str]) -> list[float]:
+    """Stop the probe and return its /status latencies in seconds."""
+    stdout, _ = probe.communicate("stop\n", timeout=60)
+    if probe.returncode != 0:
+        raise RuntimeError(f"the /status probe failed with exit code {probe.returncode}")
+    return [float(value) for value in json.loads(stdout)]
+
+
+@dataclass
+class GroupOutcome:
+    """What one client process saw: (path, seconds) per request, failures, its start and end."""
+
+    latencies: list[tuple[str, float]]
+    failures: list[str]
+    started: float
+    finished: float
+
+
+def client_group(url: str, body: dict[str, object], indexes: list[int], requests: int,
+                 barrier: threading.Barrier, outcomes: multiprocessing.Queue[GroupOutcome]) -> None:
+    """One client process: a thread per client index, each alternating /eval and /status."""
+    latencies: list[tuple[str, float]] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    released: list[float] = []
+
+    def client_loop(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            barrier.wait()
+            with lock:
+                released.append(time.monotonic())
+            for i in range(requests):
+                path = "/status" if (index + i) % 2 else "/eval"
+                started = time.perf_counter()
+                response = client.get(path) if path == "/status" else client.post(path, json=body)
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latencies.append((path, elapsed))
+                    if response.status_code != 200:
+                        failures.append(f"{path} {response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client_loop, args=(index,)) for index in indexes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    outcomes.put(GroupOutcome(latencies, failures, min(released), time.monotonic()))
 
 
 def scoring_alone(root: Path, work: Path, samples: int, concurrency: int, user: str | None,
@@ -83,6 +166,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=4,
                         help="requests per client (half /status, half /eval)")
+    parser.add_argument("--client-processes", type=int, default=10,
+                        help="processes the clients are spread over (threads within each)")
     parser.add_argument("--eval-samples", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=4, help="the sidecar's max_concurrency")
     parser.add_argument("--repeats", type=int, default=5, help="single-client repetitions")
@@ -107,31 +192,26 @@ def main() -> None:
                     started = time.perf_counter()
                     assert client.post("/eval", json=body).json()["aggregate"]["mean_score"] == 1.0
                     single.append(time.perf_counter() - started)
+            context = multiprocessing.get_context("fork")
+            barrier = context.Barrier(args.clients)
+            outcomes: multiprocessing.Queue[GroupOutcome] = context.Queue()
+            groups = [context.Process(target=client_group, args=(
+                sidecar.url, body, list(range(first, args.clients, args.client_processes)), args.requests,
+                barrier, outcomes)) for first in range(min(args.client_processes, args.clients))]
+            probe = start_probe(sidecar.url)
+            for group in groups:
+                group.start()
+            results = [outcomes.get(timeout=3600) for _ in groups]
+            for group in groups:
+                group.join()
+            probed = stop_probe(probe)
             latencies: dict[str, list[float]] = {"/status": [], "/eval": []}
             failures: list[str] = []
-            lock = threading.Lock()
-            barrier = threading.Barrier(args.clients)
-
-            def client_loop(index: int) -> None:
-                with httpx.Client(base_url=sidecar.url, timeout=600) as client:
-                    barrier.wait()
-                    for i in range(args.requests):
-                        path = "/status" if (index + i) % 2 else "/eval"
-                        started = time.perf_counter()
-                        response = client.get(path) if path == "/status" else client.post(path, json=body)
-                        elapsed = time.perf_counter() - started
-                        with lock:
-                            latencies[path].append(elapsed)
-                            if response.status_code != 200:
-                                failures.append(f"{path} {response.status_code} {response.text[:200]}")
-
-            threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.perf_counter() - started
+            for result in results:
+                for path, elapsed in result.latencies:
+                    latencies[path].append(elapsed)
+                failures.extend(result.failures)
+            wall = max(r.finished for r in results) - min(r.started for r in results)
         finally:
             sidecar.stop()
     single_eval = statistics.median(single)
@@ -145,6 +225,8 @@ def main() -> None:
     for path, values in latencies.items():
         print(f"  {path:8} n={len(values):4} p50={percentile(values, 50) * 1000:8.0f} ms "
               f"p99={percentile(values, 99) * 1000:8.0f} ms")
+    print(f"  /status from a probe process every 10 ms: n={len(probed)} p50={percentile(probed, 50) * 1000:.1f} ms "
+          f"p99={percentile(probed, 99) * 1000:.1f} ms max={max(probed) * 1000:.1f} ms")
     loaded = statistics.mean(latencies["/eval"])
     print(f"/eval under load, mean {loaded * 1000:.0f} ms: ratio to scoring alone {loaded / alone:.2f} "
           f"(evaluations queue for the shared pool of {args.concurrency})")
@@ -155,7 +237,8 @@ def main() -> None:
     record("serve_load", "/eval (one client) vs scoring alone, time", single_eval / alone,
            f"{single_eval * 1000:.0f} vs {alone * 1000:.0f} ms")
     record("serve_load", f"samples/s under {args.clients} clients vs scoring alone", served / (n / alone),
-           f"/status p50 {percentile(status, 50) * 1000:.0f} ms, p99 {percentile(status, 99) * 1000:.0f} ms; "
+           f"/status p50 {percentile(status, 50) * 1000:.0f} ms, p99 {percentile(status, 99) * 1000:.0f} ms "
+           f"(probe process: p50 {percentile(probed, 50) * 1000:.1f} ms, p99 {percentile(probed, 99) * 1000:.1f} ms); "
            f"/eval p50 {percentile(latencies['/eval'], 50) * 1000:.0f} ms, "
            f"p99 {percentile(latencies['/eval'], 99) * 1000:.0f} ms; {len(failures)} failures")
     for failure in failures[:5]:
