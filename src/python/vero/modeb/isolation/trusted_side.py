@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import posixpath
@@ -34,13 +35,13 @@ import signal
 import stat
 import sys
 import tempfile
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from vero.core.incidents import new_error_id
 from vero.modeb.isolation.errors import CandidateAgentError, IsolationError, ProtocolError, RelayRefused
 from vero.modeb.isolation.protocol import (
-    CHUNK_BYTES,
     Done,
     DownloadCall,
     EnvironmentState,
@@ -57,13 +58,13 @@ from vero.modeb.isolation.protocol import (
     check_file_name,
     frame_head,
     parse_candidate_message,
-    payload_size,
     read_frame,
-    spool,
+    stream_head,
     tail_within,
 )
 from vero.modeb.isolation.spec import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
-from vero.modeb.isolation.transfer import extract, pack_into, write_text_nofollow
+from vero.modeb.isolation.streaming import ABORT_MARK, BlockingPayload, wire_chunks
+from vero.modeb.isolation.transfer import extract, extract_stream, tar_pieces, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
 STDERR_TAIL_BYTES = 64 * 1024
@@ -142,18 +143,38 @@ class CandidateProcess:
         await process._send(start)
         return process
 
-    async def _send(self, message: Start | PhaseCall | Reply, payload: IO[bytes] | None = None) -> None:
-        """Write one frame; a spooled `payload` follows the message chunk by chunk, each drained
-        before the next is read, so the pipe's buffer never holds the whole transfer."""
+    async def _send(self, message: Start | PhaseCall | Reply) -> None:
+        """Write one frame without a payload."""
         assert self.proc.stdin is not None
-        head = frame_head(message, payload_size(payload) if payload is not None else 0)
+        head = frame_head(message, 0)
         async with self._write_lock:
             try:
                 self.proc.stdin.write(head)
                 await self.proc.stdin.drain()
-                while payload is not None and (chunk := payload.read(CHUNK_BYTES)):
+            except (BrokenPipeError, ConnectionResetError):
+                raise CandidateAgentError(await self._died()) from None
+
+    async def _send_streamed(self, message: Reply, chunks: Iterator[bytes]) -> None:
+        """Write one frame whose payload follows as `chunks` (`streaming.wire_chunks`), each drained
+        before the next is made. If making one fails, the payload ends with the abort mark: the
+        candidate's transfer fails and the pipe stays in step."""
+        assert self.proc.stdin is not None
+        head = stream_head(message)
+        async with self._write_lock:
+            try:
+                self.proc.stdin.write(head)
+                while True:
+                    try:
+                        chunk = next(chunks, None)
+                    except IsolationError as exc:
+                        self.logger.warning("a download for the candidate's agent was cut off: %s", exc)
+                        chunk = ABORT_MARK
+                    if chunk is None:
+                        break
                     self.proc.stdin.write(chunk)
                     await self.proc.stdin.drain()
+                    if chunk is ABORT_MARK:
+                        break
             except (BrokenPipeError, ConnectionResetError):
                 raise CandidateAgentError(await self._died()) from None
 
@@ -204,7 +225,7 @@ class CandidateProcess:
                 message, payload = await self._next()
                 if isinstance(message, Request):
                     if len(tasks) >= self.spec.max_parallel_requests:
-                        payload.close()
+                        await self._release(payload)
                         await self._send(Reply(id=message.id, ok=False,
                                                error=f"more than {self.spec.max_parallel_requests} "
                                                      "requests in flight"))
@@ -212,6 +233,9 @@ class CandidateProcess:
                     task = asyncio.create_task(self._serve(message, payload, environment))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    if payload.stream is not None:
+                        # The upload's chunks come first: the next frame follows its end.
+                        await self._release(payload, payload.stream.finished())
                 elif isinstance(message, Done) and message.phase == phase:
                     done, logs = message, payload
                 else:
@@ -227,10 +251,28 @@ class CandidateProcess:
         if not done.ok:
             raise CandidateAgentError(_describe(done.error))
 
-    async def _serve(self, request: Request, payload: Frame, environment: Any) -> None:
-        reply_payload: IO[bytes] | None = None
+    @staticmethod
+    async def _release(frame: Frame, waiting: Awaitable[None] | None = None) -> None:
+        """Wait for `waiting` (the end of a streamed payload), or release the frame; a malformed
+        stream ends the phase."""
         try:
-            reply, reply_payload = await self._perform(request, payload, environment)
+            await (frame.release() if waiting is None else waiting)
+        except ProtocolError as exc:
+            raise CandidateAgentError(f"the candidate's process broke the protocol: {exc}") from None
+
+    async def _serve(self, request: Request, payload: Frame, environment: Any) -> None:
+        # The private dir outlives the reply (a download is packed from it while it is sent); it
+        # is removed in a thread, after the reply, so the candidate never waits for that.
+        private = Path(tempfile.mkdtemp(prefix="vero-relay-"))
+        try:
+            await self._serve_in(request, payload, environment, private)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, private, True)
+
+    async def _serve_in(self, request: Request, payload: Frame, environment: Any, private: Path) -> None:
+        reply_payload: Iterator[bytes] | None = None
+        try:
+            reply, reply_payload = await self._perform(request, payload, environment, private)
         except RelayRefused as exc:
             self.logger.warning("refused a request of the candidate's agent: %s", exc)
             reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
@@ -245,20 +287,25 @@ class CandidateProcess:
                           error=f"the {request.call.op} failed in the task environment (error id {error_id})")
         finally:
             payload.close()
+        # Not when cancelled (above): then the phase ends and nobody reads the pipe any more.
+        with contextlib.suppress(IsolationError):   # a malformed stream: the phase ends on it
+            await payload.release()
         try:
-            await self._send(reply, reply_payload)
+            if reply_payload is None:
+                await self._send(reply)
+            else:
+                await self._send_streamed(reply, reply_payload)
         except CandidateAgentError:
             pass   # the candidate's process is gone: nobody waits for the reply
         except Exception as exc:
             # A reply that cannot be framed must still be answered, or the candidate waits forever.
             with contextlib.suppress(CandidateAgentError):
                 await self._send(Reply(id=request.id, ok=False, error=f"the reply could not be sent: {exc}"[:4000]))
-        finally:
-            if reply_payload is not None:
-                reply_payload.close()
 
-    async def _perform(self, request: Request, payload: Frame, environment: Any) -> tuple[Reply, IO[bytes] | None]:
-        """Carry out one request; the reply and its payload (a download's tar, spooled)."""
+    async def _perform(self, request: Request, payload: Frame, environment: Any,
+                       private: Path) -> tuple[Reply, Iterator[bytes] | None]:
+        """Carry out one request; the reply and its payload (a download's tar, as wire chunks
+        packed from `private` while they are sent)."""
         call = request.call
         if isinstance(call, ExecCall):
             default = getattr(environment, "default_user", None)
@@ -271,18 +318,24 @@ class CandidateProcess:
                 stdout=None if result.stdout is None else tail_within(str(result.stdout), half),
                 stderr=None if result.stderr is None else tail_within(str(result.stderr), half),
                 return_code=int(result.return_code))), None
-        with tempfile.TemporaryDirectory(prefix="vero-relay-") as private:
-            if isinstance(call, UploadCall):
-                await self._upload(call, payload, environment, Path(private))
-                return Reply(id=request.id, ok=True), None
-            assert isinstance(call, DownloadCall)
-            name, data = await self._download(call, environment, Path(private))
-            return Reply(id=request.id, ok=True, name=name), data
+        if isinstance(call, UploadCall):
+            await self._upload(call, payload, environment, private)
+            return Reply(id=request.id, ok=True), None
+        assert isinstance(call, DownloadCall)
+        name, data = await self._download(call, environment, private)
+        return Reply(id=request.id, ok=True, name=name), data
 
     async def _upload(self, call: UploadCall, data: Frame, environment: Any, private: Path) -> None:
         staged = private / "upload"
         staged.mkdir()
-        report = extract(data.payload_file(), staged, limit=self.spec.max_transfer_bytes)
+        limit = self.spec.max_transfer_bytes
+        if data.stream is not None:
+            # Unpacked as it arrives, in a thread: writing files overlaps reading the pipe.
+            loop = asyncio.get_running_loop()
+            report = await loop.run_in_executor(None, lambda: extract_stream(
+                BlockingPayload(data.stream, loop), staged, limit=limit))
+        else:
+            report = extract(data.payload_file(), staged, limit=limit)
         if call.kind == "dir":
             await environment.upload_dir(staged, call.target)
             return
@@ -293,7 +346,7 @@ class CandidateProcess:
             raise RelayRefused("a file upload must be a regular file")
         await environment.upload_file(source, call.target)
 
-    async def _download(self, call: DownloadCall, environment: Any, private: Path) -> tuple[str, IO[bytes]]:
+    async def _download(self, call: DownloadCall, environment: Any, private: Path) -> tuple[str, Iterator[bytes]]:
         if call.kind == "dir":
             target = private / "download"
             target.mkdir()
@@ -309,15 +362,11 @@ class CandidateProcess:
         await environment.download_file(call.source, target)
         return name, self._packed(target, as_name=name)
 
-    def _packed(self, path: Path, as_name: str | None = None) -> IO[bytes]:
-        """The tar of `path` in a spool (a temporary file once it is large)."""
-        out = spool()
-        try:
-            pack_into(out, path, limit=self.spec.max_transfer_bytes, as_name=as_name)
-        except BaseException:
-            out.close()
-            raise
-        return out
+    def _packed(self, path: Path, as_name: str | None = None) -> Iterator[bytes]:
+        """The tar of `path` as wire chunks, read while they are sent. The first chunk is made
+        here, so what fails early (a tree over the limit, a special file) is the reply's error."""
+        chunks = wire_chunks(tar_pieces(path, limit=self.spec.max_transfer_bytes, as_name=as_name))
+        return itertools.chain([next(chunks)], chunks)
 
     def _apply(self, done: Done, logs: Frame, context: Any, logs_dir: Path) -> None:
         """Copy the AgentContext fields and the candidate's logs back; a bad part is logged, not fatal."""
