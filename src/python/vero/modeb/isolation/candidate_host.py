@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -107,15 +107,24 @@ class Channel:
     async def send(self, message: Ready | Request | Done, payload: IO[bytes] | None = None) -> None:
         """Write one frame, a spooled `payload` chunk by chunk (in a thread: payloads can be large)."""
         head = frame_head(message, payload_size(payload) if payload is not None else 0)
-        async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(None, _write_frame, self.out_fd, head, payload)
+        await self._write(lambda: _write_frame(self.out_fd, head, payload))
 
     async def send_streamed(self, message: Request, pieces: Iterator[bytes]) -> None:
         """Write one frame whose payload is streamed as `pieces` are made, in a thread: packing
         overlaps sending. A failure before the first chunk sends nothing."""
+        head = stream_head(message)
+        await self._write(lambda: _write_streamed(self.out_fd, head, wire_chunks(pieces)))
+
+    async def _write(self, write: Callable[[], None]) -> None:
+        """Run `write` in a thread, one at a time. A cancelled caller still holds the lock until
+        its frame is out: another frame written into the middle of it would break the pipe."""
         async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(
-                None, _write_streamed, self.out_fd, stream_head(message), wire_chunks(pieces))
+            written = asyncio.get_running_loop().run_in_executor(None, write)
+            try:
+                await asyncio.shield(written)
+            finally:
+                if not written.done():
+                    await asyncio.wait([written])
 
     async def request(self, call: dict[str, Any], pieces: Iterator[bytes] | None = None) -> tuple[Reply, Frame]:
         """Send one environment operation (with `pieces`, the streamed payload of an upload) and
@@ -130,7 +139,9 @@ class Channel:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 # The reply came, its caller is gone: its payload must still leave the pipe.
-                self._dropping.add(asyncio.ensure_future(future.result()[1].release()))
+                dropping = asyncio.ensure_future(future.result()[1].release())
+                self._dropping.add(dropping)
+                dropping.add_done_callback(self._dropping.discard)
             raise
         finally:
             self._pending.pop(request_id, None)
@@ -348,7 +359,7 @@ async def _run_phase(agent: Any, call: PhaseCall, channel: Channel,
 async def serve(in_fd: int, out_fd: int) -> None:
     """Construct the agent from the first message, then run each phase the trusted side asks for."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=CHUNK_BYTES)   # a streamed chunk is read whole
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                  os.fdopen(in_fd, "rb", buffering=0))
     channel = Channel(reader, out_fd)

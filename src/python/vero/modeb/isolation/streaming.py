@@ -14,6 +14,7 @@ one must read it to the end or `drain` it. Runs in vero's interpreter and in har
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import struct
 from collections.abc import Iterable, Iterator
 
@@ -110,21 +111,25 @@ class PayloadStream:
 
 class BlockingPayload:
     """A PayloadStream as a blocking, readable file for a worker thread (such as tarfile's
-    stream mode): each chunk is fetched from the event loop `loop` that reads the pipe."""
+    stream mode). Chunks are fetched from the event loop `loop` that reads the pipe, one ahead:
+    while the thread works on a chunk the loop already reads the next (two chunks at most)."""
 
     def __init__(self, stream: PayloadStream, loop: asyncio.AbstractEventLoop) -> None:
         self._stream = stream
         self._loop = loop
         self._chunk = memoryview(b"")
-        self._ended = False
+        self._next: concurrent.futures.Future[bytes] | None = self._fetch()
+
+    def _fetch(self) -> concurrent.futures.Future[bytes]:
+        return asyncio.run_coroutine_threadsafe(self._stream.read_chunk(), self._loop)
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes (all the rest for a negative size); b"" at the end."""
         if size < 0:
             return b"".join(iter(lambda: self.read(CHUNK_BYTES), b""))
-        if not self._chunk and not self._ended:
-            chunk = asyncio.run_coroutine_threadsafe(self._stream.read_chunk(), self._loop).result()
+        if not self._chunk and self._next is not None:
+            chunk = self._next.result()
+            self._next = self._fetch() if chunk else None
             self._chunk = memoryview(chunk)
-            self._ended = not chunk
         data, self._chunk = self._chunk[:size], self._chunk[size:]
         return bytes(data)

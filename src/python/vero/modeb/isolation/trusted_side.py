@@ -42,6 +42,7 @@ from typing import Any
 from vero.core.incidents import new_error_id
 from vero.modeb.isolation.errors import CandidateAgentError, IsolationError, ProtocolError, RelayRefused
 from vero.modeb.isolation.protocol import (
+    CHUNK_BYTES,
     Done,
     DownloadCall,
     EnvironmentState,
@@ -63,7 +64,7 @@ from vero.modeb.isolation.protocol import (
     tail_within,
 )
 from vero.modeb.isolation.spec import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
-from vero.modeb.isolation.streaming import ABORT_MARK, BlockingPayload, wire_chunks
+from vero.modeb.isolation.streaming import ABORT_MARK, END_MARK, BlockingPayload, wire_chunks
 from vero.modeb.isolation.transfer import extract, extract_stream, tar_pieces, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
@@ -133,7 +134,9 @@ class CandidateProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=home, env=env, start_new_session=True, close_fds=True)
+                stderr=asyncio.subprocess.PIPE, cwd=home, env=env, start_new_session=True, close_fds=True,
+                # A streamed chunk is read whole: buffer that much before pausing the pipe.
+                limit=CHUNK_BYTES)
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise CandidateAgentError(f"cannot start the candidate's process: {exc.strerror or exc}",
@@ -160,23 +163,28 @@ class CandidateProcess:
         candidate's transfer fails and the pipe stays in step."""
         assert self.proc.stdin is not None
         head = stream_head(message)
+        ended = False
         async with self._write_lock:
             try:
                 self.proc.stdin.write(head)
-                while True:
+                while not ended:
                     try:
-                        chunk = next(chunks, None)
-                    except IsolationError as exc:
-                        self.logger.warning("a download for the candidate's agent was cut off: %s", exc)
+                        chunk = next(chunks)
+                    except Exception as exc:   # a file that changed while it was packed, say
+                        self.logger.warning("a download for the candidate's agent was cut off: %s: %s",
+                                            type(exc).__name__, str(exc)[:4000])
                         chunk = ABORT_MARK
-                    if chunk is None:
-                        break
+                    ended = chunk is END_MARK or chunk is ABORT_MARK
                     self.proc.stdin.write(chunk)
                     await self.proc.stdin.drain()
-                    if chunk is ABORT_MARK:
-                        break
             except (BrokenPipeError, ConnectionResetError):
                 raise CandidateAgentError(await self._died()) from None
+            except asyncio.CancelledError:
+                # Only `drain` waits, so whole chunks are out: end the payload, keep the pipe in step.
+                if not ended:
+                    with contextlib.suppress(Exception):
+                        self.proc.stdin.write(ABORT_MARK)
+                raise
 
     async def _died(self) -> str:
         try:
