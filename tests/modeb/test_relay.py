@@ -184,7 +184,8 @@ class Agent(Base):
         os.write(fd, head + struct.pack(">I", 1024) + bytes(1024) + bytes(4) + struct.pack(">I", 5) + b"extra")
         await asyncio.sleep(30)
 ''',
-    "raw_stream_exec": STREAMED_UPLOAD.replace('"upload", "kind": "dir", "target": "/x"', '"exec", "command": "true"') + '''
+    "raw_stream_exec": STREAMED_UPLOAD.replace('"upload", "kind": "dir", "target": "/x"',
+                                               '"exec", "command": "true"') + '''
         os.write(fd, head + bytes(4))
         await asyncio.sleep(30)
 ''',

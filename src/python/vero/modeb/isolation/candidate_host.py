@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from vero.modeb.isolation.errors import ProtocolError, RelayError, TransferError
 from vero.modeb.isolation.protocol import (
-    CHUNK_BYTES,
     MAX_TRANSFER_BYTES,
     Done,
     EnvironmentState,
@@ -53,7 +52,7 @@ from vero.modeb.isolation.protocol import (
     spool,
     stream_head,
 )
-from vero.modeb.isolation.streaming import ABORT_MARK, BlockingPayload, wire_chunks
+from vero.modeb.isolation.streaming import ABORT_MARK, CHUNK_BYTES, BlockingPayload, wire_chunks
 from vero.modeb.isolation.transfer import extract_stream, pack_into, tar_pieces
 
 LOGS_DIR = "agent-logs"

@@ -24,7 +24,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, cast
 
 from vero.modeb.isolation.errors import TransferError
 
@@ -33,6 +33,13 @@ MAX_MEMBERS = 100_000
 _END_BYTES = 2 * tarfile.BLOCKSIZE
 _READ_BYTES = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+class Readable(Protocol):
+    """What `extract_stream` reads: sequential reads only (tarfile's stream mode)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes; b"" at the end."""
 
 
 @dataclass
@@ -271,7 +278,7 @@ def extract(data: bytes | IO[bytes], dest: Path, *, limit: int, allow_symlinks: 
     return report
 
 
-def extract_stream(source: IO[bytes], dest: Path, *, limit: int, allow_symlinks: bool = True) -> ExtractReport:
+def extract_stream(source: Readable, dest: Path, *, limit: int, allow_symlinks: bool = True) -> ExtractReport:
     """Write the archive read sequentially from `source` (such as a streamed payload,
     `streaming.BlockingPayload`) into the existing directory `dest`, as `extract` does, but
     checking each member as it arrives: what came before a bad member or the end of the limit
@@ -284,7 +291,7 @@ def extract_stream(source: IO[bytes], dest: Path, *, limit: int, allow_symlinks:
         raise TransferError(f"cannot open {dest}: {exc.strerror}") from None
     try:
         count = content = 0
-        with tarfile.open(fileobj=source, mode="r|") as archive:
+        with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
             while (member := archive.next()) is not None:
                 count += 1
                 content += member.size if member.isreg() else 0
@@ -295,8 +302,6 @@ def extract_stream(source: IO[bytes], dest: Path, *, limit: int, allow_symlinks:
                 why = _extract_one(archive, member, root_fd, allow_symlinks)
                 (report.skipped if why else report.written).append(
                     f"{member.name}: {why}" if why else member.name)
-                # tarfile keeps every member it read; next() never looks back at them.
-                archive.members.clear()
     except tarfile.TarError as exc:
         raise TransferError(f"not a tar archive or a corrupt one: {exc}") from None
     finally:

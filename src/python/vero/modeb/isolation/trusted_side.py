@@ -42,7 +42,6 @@ from typing import Any
 from vero.core.incidents import new_error_id
 from vero.modeb.isolation.errors import CandidateAgentError, IsolationError, ProtocolError, RelayRefused
 from vero.modeb.isolation.protocol import (
-    CHUNK_BYTES,
     Done,
     DownloadCall,
     EnvironmentState,
@@ -64,7 +63,7 @@ from vero.modeb.isolation.protocol import (
     tail_within,
 )
 from vero.modeb.isolation.spec import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
-from vero.modeb.isolation.streaming import ABORT_MARK, END_MARK, BlockingPayload, wire_chunks
+from vero.modeb.isolation.streaming import ABORT_MARK, CHUNK_BYTES, END_MARK, BlockingPayload, wire_chunks
 from vero.modeb.isolation.transfer import extract, extract_stream, tar_pieces, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
@@ -337,11 +336,11 @@ class CandidateProcess:
         staged = private / "upload"
         staged.mkdir()
         limit = self.spec.max_transfer_bytes
-        if data.stream is not None:
+        if (stream := data.stream) is not None:
             # Unpacked as it arrives, in a thread: writing files overlaps reading the pipe.
             loop = asyncio.get_running_loop()
             report = await loop.run_in_executor(None, lambda: extract_stream(
-                BlockingPayload(data.stream, loop), staged, limit=limit))
+                BlockingPayload(stream, loop), staged, limit=limit))
         else:
             report = extract(data.payload_file(), staged, limit=limit)
         if call.kind == "dir":
