@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from tests.support.relay import HEADER, Context, LocalEnvironment, drive, report
 from vero.core.confine import unconfined
+from vero.modeb.isolation import trusted_side
 from vero.modeb.isolation.errors import CandidateAgentError, ProtocolError
 from vero.modeb.isolation.protocol import (
     MAX_FRAME_BYTES,
@@ -403,3 +405,19 @@ def test_frames_round_trip_and_refuse_truncation_and_oversize() -> None:
         asyncio.run(read(struct.pack(">II", MAX_FRAME_BYTES + 1, 0)))
     with pytest.raises(ProtocolError, match="transfer larger than"):
         encode_frame(upload, bytes(MAX_TRANSFER_BYTES + 1))
+
+
+def test_a_streamed_upload_the_trusted_side_cannot_stage_fails_without_a_hang(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: no private dir for the upload. Its chunks must still leave the pipe, or
+    the next frame is never read."""
+    mkdtemp = tempfile.mkdtemp
+
+    def no_space_for_the_relay(*args: Any, prefix: str | None = None, **kwargs: Any) -> str:
+        if prefix == trusted_side.PRIVATE_PREFIX:
+            raise OSError(28, "No space left on device")
+        return mkdtemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space_for_the_relay)
+    with pytest.raises(CandidateAgentError, match="RelayError: the upload failed in the task environment"):
+        asyncio.run(drive(world, "honest", LocalEnvironment(world.container), run_timeout=20))

@@ -67,6 +67,7 @@ from vero.modeb.isolation.streaming import ABORT_MARK, CHUNK_BYTES, END_MARK, Bl
 from vero.modeb.isolation.transfer import extract, extract_stream, tar_pieces, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
+PRIVATE_PREFIX = "vero-relay-"
 STDERR_TAIL_BYTES = 64 * 1024
 # Seconds to wait for the candidate's process to exit (and its pipes, which asyncio waits for
 # too, to close) once it should be gone.
@@ -268,51 +269,58 @@ class CandidateProcess:
             raise CandidateAgentError(f"the candidate's process broke the protocol: {exc}") from None
 
     async def _serve(self, request: Request, payload: Frame, environment: Any) -> None:
-        # The private dir outlives the reply (a download is packed from it while it is sent); it
-        # is removed in a thread, after the reply, so the candidate never waits for that.
-        private = Path(tempfile.mkdtemp(prefix="vero-relay-"))
-        try:
-            await self._serve_in(request, payload, environment, private)
-        finally:
+        reply_payload: Iterator[bytes] | None = None
+        # Holds the request's private dir until the reply is sent (a download is packed from it
+        # while it is sent).
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                reply, reply_payload = await self._perform(request, payload, environment, cleanup)
+            except RelayRefused as exc:
+                self.logger.warning("refused a request of the candidate's agent: %s", exc)
+                reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
+            except IsolationError as exc:   # a bad archive or message: the candidate may read why
+                reply = Reply(id=request.id, ok=False, error=str(exc))
+            except Exception as exc:
+                # What harbor or docker said may name host paths or other trials: the log keeps it.
+                error_id = new_error_id()
+                self.logger.warning("a %s request of the candidate's agent failed (%s): %s: %s",
+                                    request.call.op, error_id, type(exc).__name__, str(exc)[:4000])
+                reply = Reply(id=request.id, ok=False,
+                              error=f"the {request.call.op} failed in the task environment (error id {error_id})")
+            finally:
+                payload.close()
+            # Not when cancelled (above): then the phase ends and nobody reads the pipe any more.
+            with contextlib.suppress(IsolationError):   # a malformed stream: the phase ends on it
+                await payload.release()
+            try:
+                if reply_payload is None:
+                    await self._send(reply)
+                else:
+                    await self._send_streamed(reply, reply_payload)
+            except CandidateAgentError:
+                pass   # the candidate's process is gone: nobody waits for the reply
+            except Exception as exc:
+                # A reply that cannot be framed must still be answered, or the candidate waits forever.
+                with contextlib.suppress(CandidateAgentError):
+                    await self._send(Reply(id=request.id, ok=False,
+                                           error=f"the reply could not be sent: {exc}"[:4000]))
+
+    @staticmethod
+    def _private_dir(cleanup: contextlib.AsyncExitStack) -> Path:
+        """A private dir for one transfer, removed by `cleanup` in a thread, so the candidate
+        never waits for the removal."""
+        private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
+
+        async def remove() -> None:
             await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, private, True)
 
-    async def _serve_in(self, request: Request, payload: Frame, environment: Any, private: Path) -> None:
-        reply_payload: Iterator[bytes] | None = None
-        try:
-            reply, reply_payload = await self._perform(request, payload, environment, private)
-        except RelayRefused as exc:
-            self.logger.warning("refused a request of the candidate's agent: %s", exc)
-            reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
-        except IsolationError as exc:   # a bad archive or message: the candidate may read why
-            reply = Reply(id=request.id, ok=False, error=str(exc))
-        except Exception as exc:
-            # What harbor or docker said may name host paths or other trials: the log keeps it.
-            error_id = new_error_id()
-            self.logger.warning("a %s request of the candidate's agent failed (%s): %s: %s",
-                                request.call.op, error_id, type(exc).__name__, str(exc)[:4000])
-            reply = Reply(id=request.id, ok=False,
-                          error=f"the {request.call.op} failed in the task environment (error id {error_id})")
-        finally:
-            payload.close()
-        # Not when cancelled (above): then the phase ends and nobody reads the pipe any more.
-        with contextlib.suppress(IsolationError):   # a malformed stream: the phase ends on it
-            await payload.release()
-        try:
-            if reply_payload is None:
-                await self._send(reply)
-            else:
-                await self._send_streamed(reply, reply_payload)
-        except CandidateAgentError:
-            pass   # the candidate's process is gone: nobody waits for the reply
-        except Exception as exc:
-            # A reply that cannot be framed must still be answered, or the candidate waits forever.
-            with contextlib.suppress(CandidateAgentError):
-                await self._send(Reply(id=request.id, ok=False, error=f"the reply could not be sent: {exc}"[:4000]))
+        cleanup.push_async_callback(remove)
+        return private
 
     async def _perform(self, request: Request, payload: Frame, environment: Any,
-                       private: Path) -> tuple[Reply, Iterator[bytes] | None]:
+                       cleanup: contextlib.AsyncExitStack) -> tuple[Reply, Iterator[bytes] | None]:
         """Carry out one request; the reply and its payload (a download's tar, as wire chunks
-        packed from `private` while they are sent)."""
+        packed while they are sent from a private dir that `cleanup` removes)."""
         call = request.call
         if isinstance(call, ExecCall):
             default = getattr(environment, "default_user", None)
@@ -325,6 +333,7 @@ class CandidateProcess:
                 stdout=None if result.stdout is None else tail_within(str(result.stdout), half),
                 stderr=None if result.stderr is None else tail_within(str(result.stderr), half),
                 return_code=int(result.return_code))), None
+        private = self._private_dir(cleanup)
         if isinstance(call, UploadCall):
             await self._upload(call, payload, environment, private)
             return Reply(id=request.id, ok=True), None
