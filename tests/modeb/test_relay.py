@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from tests.support.relay import HEADER, Context, LocalEnvironment, drive, report
 from vero.core.confine import unconfined
+from vero.modeb.isolation import trusted_side
 from vero.modeb.isolation.errors import CandidateAgentError, ProtocolError
 from vero.modeb.isolation.protocol import (
     MAX_FRAME_BYTES,
@@ -34,6 +36,15 @@ from vero.modeb.isolation.protocol import (
     tail_within,
 )
 from vero.modeb.isolation.spec import SCRATCH_PREFIX, Isolation
+
+# The start of an agent that writes a streamed upload's frame by hand (`fd`, `head`).
+STREAMED_UPLOAD = '''
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        fd = environment._channel.out_fd
+        body = json.dumps({"type": "request", "id": 7, "call": {"op": "upload", "kind": "dir", "target": "/x"}})
+        head = struct.pack(">II", len(body), 0xFFFFFFFF) + body.encode()
+'''
 
 AGENTS = {
     "honest": '''
@@ -161,6 +172,31 @@ class Agent(Base):
         self.raw(environment, {"type": "reply", "id": 1, "ok": True})
         await asyncio.sleep(30)
 ''',
+    # Streamed payloads: the frame header's payload length 0xFFFFFFFF, then chunks (4-byte length).
+    "raw_stream_big_chunk": STREAMED_UPLOAD + '''
+        os.write(fd, head + struct.pack(">I", 2**24))
+        await asyncio.sleep(30)
+''',
+    "raw_stream_cut": STREAMED_UPLOAD + '''
+        os.write(fd, head + struct.pack(">I", 100) + bytes(10))
+        os.close(fd)
+        await asyncio.sleep(30)
+''',
+    "raw_stream_after_end": STREAMED_UPLOAD + '''
+        os.write(fd, head + struct.pack(">I", 1024) + bytes(1024) + bytes(4) + struct.pack(">I", 5) + b"extra")
+        await asyncio.sleep(30)
+''',
+    "raw_stream_exec": STREAMED_UPLOAD.replace('"upload", "kind": "dir", "target": "/x"',
+                                               '"exec", "command": "true"') + '''
+        os.write(fd, head + bytes(4))
+        await asyncio.sleep(30)
+''',
+    "raw_stream_aborted": STREAMED_UPLOAD + '''
+        os.write(fd, head + struct.pack(">I", 3) + b"tar" + struct.pack(">I", 0xFFFFFFFF))
+        result = await environment.exec("echo still in step")
+        self.report = {"after": result.stdout, "uploaded": os.path.exists("/x")}
+        self.save()
+''',
 }
 
 
@@ -243,6 +279,23 @@ def test_hostile_frames_end_the_phase(world: SimpleNamespace, agent: str, messag
     with pytest.raises(CandidateAgentError, match=message.replace("(", r"\(").replace(")", r"\)")):
         asyncio.run(drive(world, agent, LocalEnvironment(world.container), run_timeout=20))
     assert not (world.tmp / "etc").exists()
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    ("raw_stream_big_chunk", "broke the protocol: chunk of 16777216 bytes is larger than 1048576"),
+    ("raw_stream_cut", "broke the protocol: the stream ended inside a streamed payload"),
+    ("raw_stream_after_end", "broke the protocol: transfer of 1702392946 bytes is larger than 67108864"),
+    ("raw_stream_exec", "broke the protocol: a 'request' message carries no payload"),
+])
+def test_hostile_streamed_payloads_end_the_phase(world: SimpleNamespace, agent: str, message: str) -> None:
+    with pytest.raises(CandidateAgentError, match=message):
+        asyncio.run(drive(world, agent, LocalEnvironment(world.container), run_timeout=20))
+
+
+def test_an_aborted_upload_fails_alone_and_the_pipe_stays_in_step(world: SimpleNamespace) -> None:
+    asyncio.run(drive(world, "raw_stream_aborted", LocalEnvironment(world.container), run_timeout=20))
+    assert report(world) == {"after": "still in step\n", "uploaded": False}
+    assert not (world.container / "x").exists()
 
 
 def test_failures_of_the_candidate_are_reported(world: SimpleNamespace) -> None:
@@ -352,3 +405,19 @@ def test_frames_round_trip_and_refuse_truncation_and_oversize() -> None:
         asyncio.run(read(struct.pack(">II", MAX_FRAME_BYTES + 1, 0)))
     with pytest.raises(ProtocolError, match="transfer larger than"):
         encode_frame(upload, bytes(MAX_TRANSFER_BYTES + 1))
+
+
+def test_a_streamed_upload_the_trusted_side_cannot_stage_fails_without_a_hang(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: no private dir for the upload. Its chunks must still leave the pipe, or
+    the next frame is never read."""
+    mkdtemp = tempfile.mkdtemp
+
+    def no_space_for_the_relay(*args: Any, prefix: str | None = None, **kwargs: Any) -> str:
+        if prefix == trusted_side.PRIVATE_PREFIX:
+            raise OSError(28, "No space left on device")
+        return mkdtemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space_for_the_relay)
+    with pytest.raises(CandidateAgentError, match="RelayError: the upload failed in the task environment"):
+        asyncio.run(drive(world, "honest", LocalEnvironment(world.container), run_timeout=20))

@@ -16,7 +16,9 @@ environment base class and AgentContext.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import fcntl
 import importlib
 import itertools
 import logging
@@ -25,6 +27,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from vero.modeb.isolation.errors import ProtocolError, RelayError, TransferError
 from vero.modeb.isolation.protocol import (
-    CHUNK_BYTES,
     MAX_TRANSFER_BYTES,
     Done,
     EnvironmentState,
@@ -48,10 +50,13 @@ from vero.modeb.isolation.protocol import (
     payload_size,
     read_frame,
     spool,
+    stream_head,
 )
-from vero.modeb.isolation.transfer import extract, pack_into
+from vero.modeb.isolation.streaming import ABORT_MARK, CHUNK_BYTES, BlockingPayload, wire_chunks
+from vero.modeb.isolation.transfer import extract_stream, pack_into, tar_pieces
 
 LOGS_DIR = "agent-logs"
+PIPE_BYTES = 1024 * 1024
 log = logging.getLogger("vero.candidate")
 
 
@@ -96,27 +101,51 @@ class Channel:
         self._pending: dict[int, asyncio.Future[tuple[Reply, Frame]]] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
+        self._dropping: set[asyncio.Future[None]] = set()
 
     async def send(self, message: Ready | Request | Done, payload: IO[bytes] | None = None) -> None:
         """Write one frame, a spooled `payload` chunk by chunk (in a thread: payloads can be large)."""
         head = frame_head(message, payload_size(payload) if payload is not None else 0)
-        async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(None, _write_frame, self.out_fd, head, payload)
+        await self._write(lambda: _write_frame(self.out_fd, head, payload))
 
-    async def request(self, call: dict[str, Any], payload: IO[bytes] | None = None) -> tuple[Reply, Frame]:
-        """Send one environment operation and wait for its reply and the reply's frame (the
-        caller closes it); a refusal raises RelayError."""
+    async def send_streamed(self, message: Request, pieces: Iterator[bytes]) -> None:
+        """Write one frame whose payload is streamed as `pieces` are made, in a thread: packing
+        overlaps sending. A failure before the first chunk sends nothing."""
+        head = stream_head(message)
+        await self._write(lambda: _write_streamed(self.out_fd, head, wire_chunks(pieces)))
+
+    async def _write(self, write: Callable[[], None]) -> None:
+        """Run `write` in a thread, one at a time. A cancelled caller still holds the lock until
+        its frame is out: another frame written into the middle of it would break the pipe."""
+        async with self._lock:
+            written = asyncio.get_running_loop().run_in_executor(None, write)
+            try:
+                await asyncio.shield(written)
+            finally:
+                if not written.done():
+                    await asyncio.wait([written])
+
+    async def request(self, call: dict[str, Any], pieces: Iterator[bytes] | None = None) -> tuple[Reply, Frame]:
+        """Send one environment operation (with `pieces`, the streamed payload of an upload) and
+        wait for its reply and the reply's frame (the caller releases it); a refusal raises RelayError."""
         request_id = next(self._ids)
         future: asyncio.Future[tuple[Reply, Frame]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        request = Request.model_validate({"type": "request", "id": request_id, "call": call}, strict=False)
         try:
-            await self.send(Request.model_validate({"type": "request", "id": request_id, "call": call},
-                                                   strict=False), payload)
+            await (self.send(request) if pieces is None else self.send_streamed(request, pieces))
             reply, reply_payload = await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # The reply came, its caller is gone: its payload must still leave the pipe.
+                dropping = asyncio.ensure_future(future.result()[1].release())
+                self._dropping.add(dropping)
+                dropping.add_done_callback(self._dropping.discard)
+            raise
         finally:
             self._pending.pop(request_id, None)
         if not reply.ok:
-            reply_payload.close()
+            await reply_payload.release()
             raise RelayError(reply.error or "the environment operation failed")
         return reply, reply_payload
 
@@ -129,8 +158,10 @@ class Channel:
                     future = self._pending.get(message.id)
                     if future is not None and not future.done():
                         future.set_result((message, frame))
+                        if frame.stream is not None:
+                            await frame.stream.finished()   # its reader reads it to its end
                     else:
-                        frame.close()
+                        await frame.release()
                 elif isinstance(message, PhaseCall):
                     await self.calls.put(message)
         finally:
@@ -150,6 +181,22 @@ def _write_all(fd: int, data: bytes) -> None:
 def _write_frame(fd: int, head: bytes, payload: IO[bytes] | None) -> None:
     _write_all(fd, head)
     while payload is not None and (chunk := payload.read(CHUNK_BYTES)):
+        _write_all(fd, chunk)
+
+
+def _write_streamed(fd: int, head: bytes, chunks: Iterator[bytes]) -> None:
+    """The head and `chunks`; once the head is out, a failure to make a chunk ends the payload
+    with the abort mark (keeping the pipe in step) and is raised."""
+    first = next(chunks)
+    _write_all(fd, head + first)
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except BaseException:
+            _write_all(fd, ABORT_MARK)
+            raise
+        if chunk is None:
+            return
         _write_all(fd, chunk)
 
 
@@ -221,16 +268,16 @@ class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
     async def upload_file(self, source_path: Path | str, target_path: str) -> None:
         """Copy a local file into the container."""
         source = Path(source_path)
-        with _packed(source, follow=True) as data:
-            _, reply_frame = await self._channel.request({"op": "upload", "kind": "file", "target": target_path,
-                                                          "name": source.name}, data)
-        reply_frame.close()
+        pieces = tar_pieces(source, limit=MAX_TRANSFER_BYTES, follow=True)
+        _, reply_frame = await self._channel.request({"op": "upload", "kind": "file", "target": target_path,
+                                                      "name": source.name}, pieces)
+        await reply_frame.release()
 
     async def upload_dir(self, source_dir: Path | str, target_dir: str) -> None:
         """Copy a local directory's contents into the container."""
-        with _packed(Path(source_dir), follow=True) as data:
-            _, reply_frame = await self._channel.request({"op": "upload", "kind": "dir", "target": target_dir}, data)
-        reply_frame.close()
+        pieces = tar_pieces(Path(source_dir), limit=MAX_TRANSFER_BYTES, follow=True)
+        _, reply_frame = await self._channel.request({"op": "upload", "kind": "dir", "target": target_dir}, pieces)
+        await reply_frame.release()
 
     async def download_file(self, source_path: str, target_path: Path | str) -> None:
         """Copy a file of the container to a local path."""
@@ -239,10 +286,10 @@ class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as staging:
-                extract(data.payload_file(), Path(staging), limit=MAX_TRANSFER_BYTES)
+                await _extract_reply(data, Path(staging))
                 os.replace(Path(staging) / (reply.name or ""), target)
         finally:
-            data.close()
+            await data.release()
 
     async def download_dir(self, source_dir: str, target_dir: Path | str) -> None:
         """Copy a directory of the container into a local directory."""
@@ -250,9 +297,18 @@ class RelayEnvironment(_EnvironmentBase):  # type: ignore[misc]
         target = Path(target_dir)
         try:
             target.mkdir(parents=True, exist_ok=True)
-            extract(data.payload_file(), target, limit=MAX_TRANSFER_BYTES)
+            await _extract_reply(data, target)
         finally:
-            data.close()
+            await data.release()
+
+
+async def _extract_reply(data: Frame, dest: Path) -> None:
+    """Unpack a download's streamed reply into `dest` as it arrives (in a thread)."""
+    if data.stream is None:
+        raise RelayError("the download reply carries no streamed payload")
+    loop = asyncio.get_running_loop()
+    source = BlockingPayload(data.stream, loop)
+    await loop.run_in_executor(None, lambda: extract_stream(source, dest, limit=MAX_TRANSFER_BYTES))
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -302,7 +358,7 @@ async def _run_phase(agent: Any, call: PhaseCall, channel: Channel,
 async def serve(in_fd: int, out_fd: int) -> None:
     """Construct the agent from the first message, then run each phase the trusted side asks for."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=CHUNK_BYTES)   # a streamed chunk is read whole
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                  os.fdopen(in_fd, "rb", buffering=0))
     channel = Channel(reader, out_fd)
@@ -336,6 +392,10 @@ async def serve(in_fd: int, out_fd: int) -> None:
 def main() -> None:
     """Keep the pipe on private descriptors, send fd 1 to stderr, serve."""
     in_fd, out_fd = os.dup(0), os.dup(1)
+    for fd in (in_fd, out_fd):
+        # Larger pipe buffers: fewer wake-ups per transfer; the system's limit may refuse it.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

@@ -2,10 +2,11 @@
 
 A frame is an 8-byte header (two big-endian lengths), one UTF-8 JSON object, and a binary
 payload: the tar of an upload, of a download's reply or of the agent's logs (empty otherwise;
-raw bytes, so a transfer is not base64-encoded and escaped into JSON). Payloads stream: a sender
-writes a spooled archive in chunks (`frame_head` + the file), and a receiver keeps a payload
-larger than `SPOOL_BYTES` in a temporary file, so a transfer holds a bounded amount of memory
-whatever its size. The candidate's process
+raw bytes, so a transfer is not base64-encoded and escaped into JSON). A payload is either sized
+(its length in the header, the bytes follow; a receiver keeps one larger than `SPOOL_BYTES` in a
+temporary file) or, with the length `STREAMED`, chunked as it is packed (`streaming`): uploads
+and download replies stream, so packing, sending and unpacking overlap. Either way a transfer
+holds a bounded amount of memory whatever its size. The candidate's process
 asks for environment operations (`Request`) and reports each phase (`Done`); the trusted side
 answers (`Reply`). Everything the trusted side reads is hostile until one of these strict models
 accepted it: sizes are bounded, paths and names are checked, unknown fields are errors, and a
@@ -28,6 +29,7 @@ from typing import IO, Annotated, Literal, Union
 from pydantic import Field, JsonValue, TypeAdapter, ValidationError, field_validator
 
 from vero.modeb.isolation.errors import ProtocolError
+from vero.modeb.isolation.streaming import CHUNK_BYTES, PayloadStream
 from vero.models import StrictModel, describe
 
 MAX_TRANSFER_BYTES = 64 * 1024 * 1024
@@ -40,7 +42,8 @@ MAX_TIMEOUT_SEC = 7 * 24 * 3600
 _HEADER = struct.Struct(">II")
 # Payloads up to this size are kept in memory; larger ones go to a temporary file.
 SPOOL_BYTES = 1024 * 1024
-CHUNK_BYTES = 1024 * 1024
+# The payload length of a frame whose payload is streamed in chunks (`streaming`).
+STREAMED = 0xFFFF_FFFF
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 
@@ -72,16 +75,18 @@ def check_file_name(value: str) -> str:
 @dataclass(frozen=True)
 class Frame:
     """One frame as read: the message's JSON and its payload (empty when it carries none): in
-    `payload`, or in the temporary file `spooled` when it is larger than SPOOL_BYTES."""
+    `payload`, in the temporary file `spooled` when it is larger than SPOOL_BYTES, or still on
+    the pipe in `stream` when it is streamed (whoever takes the frame reads it or `release`s it)."""
 
     body: bytes
     payload: bytes = b""
     spooled: IO[bytes] | None = field(default=None, compare=False)
+    stream: PayloadStream | None = field(default=None, compare=False)
 
     @property
     def has_payload(self) -> bool:
         """Whether the frame carries a payload."""
-        return bool(self.payload) or self.spooled is not None
+        return bool(self.payload) or self.spooled is not None or self.stream is not None
 
     def payload_file(self) -> IO[bytes]:
         """The payload as a readable file, from its start."""
@@ -94,6 +99,12 @@ class Frame:
         """Remove the temporary file of a spooled payload."""
         if self.spooled is not None:
             self.spooled.close()
+
+    async def release(self) -> None:
+        """Done with the frame: `close` it and drop what is left of a streamed payload."""
+        self.close()
+        if self.stream is not None:
+            await self.stream.drain()
 
 
 def spool() -> IO[bytes]:
@@ -233,6 +244,8 @@ def parse_candidate_message(frame: Frame) -> Ready | Request | Done:
         raise ProtocolError("an upload request carries no payload")
     if frame.has_payload and not (uploads or isinstance(message, Done)):
         raise ProtocolError(f"a {message.type!r} message carries no payload")
+    if frame.stream is not None and not uploads:
+        raise ProtocolError("only an upload streams its payload")
     return message
 
 
@@ -302,9 +315,12 @@ def parse_trusted_message(frame: Frame) -> Start | PhaseCall | Reply:
     """Parse one frame from the trusted side (in the candidate's process); its payload is the
     reply's tar, if any."""
     try:
-        return _TRUSTED_MESSAGE.validate_json(frame.body)
+        message = _TRUSTED_MESSAGE.validate_json(frame.body)
     except ValidationError as exc:
         raise ProtocolError(f"invalid message from the trusted side at {describe(exc)}") from None
+    if frame.stream is not None and not isinstance(message, Reply):
+        raise ProtocolError("only a reply streams its payload")
+    return message
 
 
 def tail_within(text: str, limit: int) -> str:
@@ -332,6 +348,14 @@ def frame_head(message: StrictModel, payload_size: int) -> bytes:
     if payload_size > MAX_TRANSFER_BYTES:
         raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
     return _HEADER.pack(len(body), payload_size) + body
+
+
+def stream_head(message: StrictModel) -> bytes:
+    """The header and message of a frame whose payload follows in chunks (`streaming.wire_chunks`)."""
+    body = message.model_dump_json(exclude_none=True).encode("utf-8")
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
+    return _HEADER.pack(len(body), STREAMED) + body
 
 
 def encode_frame(message: StrictModel, payload: bytes = b"") -> bytes:
@@ -365,7 +389,8 @@ async def _read_payload(reader: asyncio.StreamReader, length: int) -> bytes | IO
 async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     """The next frame, or None at a clean end of stream; truncation and oversize are ProtocolErrors
     (both lengths are checked before anything is read). A payload above SPOOL_BYTES is read in
-    chunks into a temporary file (`Frame.spooled`), never whole into memory."""
+    chunks into a temporary file (`Frame.spooled`), never whole into memory; a streamed payload
+    is left on the pipe (`Frame.stream`), and the next frame may be read only once it has ended."""
     try:
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -375,6 +400,12 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     length, payload_length = _HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {length} bytes is larger than {MAX_FRAME_BYTES}")
+    if payload_length == STREAMED:
+        try:
+            body = await reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("the stream ended inside a frame") from None
+        return Frame(body=body, stream=PayloadStream(reader, MAX_TRANSFER_BYTES))
     if payload_length > MAX_TRANSFER_BYTES:
         raise ProtocolError(f"transfer of {payload_length} bytes is larger than {MAX_TRANSFER_BYTES}")
     try:

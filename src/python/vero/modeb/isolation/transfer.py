@@ -1,8 +1,10 @@
 """Files across the isolation boundary, as bounded tar archives, written without following links.
 
-`pack_into` archives a file or a directory's contents (regular files, directories and symlinks
-only) into a file, normally a spool (`protocol.spool`), so an archive is never held whole in memory.
-`extract` writes an archive into a directory through directory file descriptors: no member may
+`tar_pieces` archives a file or a directory's contents (regular files, directories and symlinks
+only) piece by piece as it reads them, for a streamed payload (`streaming`) or a spool
+(`pack_into`), so an archive is never held whole in memory. `extract` (a seekable archive, every
+header checked first) and `extract_stream` (an archive as it arrives) write an archive into a
+directory through directory file descriptors: no member may
 leave the directory, no existing symlink is followed (a member whose path meets one is skipped),
 no special file is created, and only permission bits 0o755/0o644 survive. That makes it safe for
 a directory someone else controls, such as a trial's `agent/` dir, which the task container also
@@ -19,14 +21,25 @@ import os
 import posixpath
 import stat
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, cast
 
 from vero.modeb.isolation.errors import TransferError
 
 MAX_MEMBERS = 100_000
+# The end of an archive: two zero blocks.
+_END_BYTES = 2 * tarfile.BLOCKSIZE
+_READ_BYTES = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+class Readable(Protocol):
+    """What `extract_stream` reads: sequential reads only (tarfile's stream mode)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes; b"" at the end."""
 
 
 @dataclass
@@ -44,42 +57,120 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """tarfile's `filter`: regular files, directories and symlinks only, without owners or special bits."""
-    if not (info.isreg() or info.isdir() or info.issym()):
+def _tar_info(arcname: str, st: os.stat_result) -> tarfile.TarInfo | None:
+    """The header of a regular file, directory or symlink (None for anything else); a symlink's
+    target is filled in by the caller."""
+    info = tarfile.TarInfo(arcname)
+    if stat.S_ISREG(st.st_mode):
+        info.size = st.st_size
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type = tarfile.SYMTYPE
+    else:
         return None
+    info.mode = stat.S_IMODE(st.st_mode)
+    # Whole seconds: a float would cost a PAX header per member, and extraction sets no mtime.
+    info.mtime = int(st.st_mtime)
     return _normalized(info)
 
 
-def pack_into(out: IO[bytes], path: Path, *, limit: int, as_name: str | None = None, follow: bool = False) -> int:
-    """Write to `out` a tar of the regular file `path` (one member, `as_name` or its base name) or
-    of a directory's contents (members relative to it); return its size. Symlinks inside a
-    directory are stored as links, never followed; `path` itself is followed only with `follow`
-    (never on the trusted side, where a link could point at a file the candidate must not read).
-    Streams: file contents pass through in chunks, so `out` (a spool) decides the memory used."""
-    path = Path(path)
-    start = out.tell()
+@dataclass(frozen=True)
+class _Member:
+    header: bytes
+    size: int
+    source: str | None   # where a regular file's contents are read
+
+
+def _member(info: tarfile.TarInfo, source: str) -> _Member:
+    header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return _Member(header, info.size, source if info.isreg() else None)
+
+
+def _members(path: Path, as_name: str | None, follow: bool, limit: int) -> list[_Member]:
+    """The members of the archive of `path`, listed (not read) before anything is packed, so a
+    tree over `limit` or MAX_MEMBERS fails before a byte is sent. Depth first in name order."""
+    st = os.stat(path) if follow else os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        # Opened (not only stat'ed): a link on the trusted side is refused as the open refuses it.
+        fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW) | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        info = _tar_info(as_name or path.name, st)
+        if info is None or not info.isreg():
+            raise TransferError(f"{path} is not a regular file")
+        found = [_member(info, str(path))]
+    else:
+        found = []
+        stack = [(str(path), "", iter(sorted(os.listdir(path))))]
+        while stack:
+            directory, prefix, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
+            full = os.path.join(directory, child)
+            info = _tar_info(prefix + child, os.lstat(full))
+            if info is None:
+                continue
+            if info.issym():
+                info.linkname = os.readlink(full)
+            found.append(_member(info, full))
+            if len(found) > MAX_MEMBERS:
+                raise TransferError(f"{path} holds more than {MAX_MEMBERS} files")
+            if info.isdir():
+                stack.append((full, info.name + "/", iter(sorted(os.listdir(full)))))
+    size = sum(len(m.header) + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for m in found)
+    if size + _END_BYTES > limit:
+        raise TransferError(f"{path} is larger than {limit} bytes")
+    return found
+
+
+def _contents(source: str, size: int, follow: bool) -> Iterator[bytes]:
+    """Exactly `size` bytes of the regular file `source`, then its padding to a tar block."""
+    fd = os.open(source, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW) | os.O_NONBLOCK)
     try:
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            if os.path.isdir(path) and (follow or not os.path.islink(path)):
-                for child in sorted(os.listdir(path)):
-                    archive.add(os.path.join(path, child), arcname=child, recursive=True, filter=_keep)
-                    if out.tell() - start > limit:
-                        raise TransferError(f"{path} is larger than {limit} bytes")
-            else:
-                fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW) | os.O_NONBLOCK)
-                with os.fdopen(fd, "rb") as handle:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        raise TransferError(f"{path} is not a regular file")
-                    if os.fstat(fd).st_size > limit:
-                        raise TransferError(f"{path} is larger than {limit} bytes")
-                    info = archive.gettarinfo(arcname=as_name or path.name, fileobj=handle)
-                    archive.addfile(_normalized(info), handle)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TransferError(f"{source} is not a regular file")
+        left = size
+        while left:
+            data = os.read(fd, min(left, _READ_BYTES))
+            if not data:
+                raise TransferError(f"{source} shrank while it was packed")
+            left -= len(data)
+            yield data
+    finally:
+        os.close(fd)
+    if size % tarfile.BLOCKSIZE:
+        yield bytes(tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+
+
+def tar_pieces(path: Path, *, limit: int, as_name: str | None = None, follow: bool = False) -> Iterator[bytes]:
+    """The tar of the regular file `path` (one member, `as_name` or its base name) or of a
+    directory's contents (members relative to it), produced piece by piece as it is read, at most
+    `limit` bytes in all. Only regular files, directories and symlinks are packed, without owners
+    or special bits. Symlinks inside a directory are stored as links, never followed (nor is a
+    member swapped for one while packing); `path` itself is followed only with `follow` (never on
+    the trusted side, where a link could point at a file the candidate must not read)."""
+    path = Path(path)
+    try:
+        members = _members(path, as_name, follow, limit)
+        for member in members:
+            yield member.header
+            if member.source is not None:
+                yield from _contents(member.source, member.size, follow and member.source == str(path))
     except OSError as exc:
         raise TransferError(f"cannot read {path}: {exc.strerror or exc}") from None
-    size = out.tell() - start
-    if size > limit:
-        raise TransferError(f"{path} is larger than {limit} bytes")
+    yield bytes(_END_BYTES)
+
+
+def pack_into(out: IO[bytes], path: Path, *, limit: int, as_name: str | None = None, follow: bool = False) -> int:
+    """Write `tar_pieces(path, ...)` to `out` (a spool: it decides the memory used); return its size."""
+    size = 0
+    for piece in tar_pieces(path, limit=limit, as_name=as_name, follow=follow):
+        size += out.write(piece)
     return size
 
 
@@ -184,6 +275,37 @@ def extract(data: bytes | IO[bytes], dest: Path, *, limit: int, allow_symlinks: 
                     f"{member.name}: {why}" if why else member.name)
         finally:
             os.close(root_fd)
+    return report
+
+
+def extract_stream(source: Readable, dest: Path, *, limit: int, allow_symlinks: bool = True) -> ExtractReport:
+    """Write the archive read sequentially from `source` (such as a streamed payload,
+    `streaming.BlockingPayload`) into the existing directory `dest`, as `extract` does, but
+    checking each member as it arrives: what came before a bad member or the end of the limit
+    stays written, so `dest` must be a directory whose partial contents harm nobody (a private
+    staging dir, or the candidate's own target). Raises TransferError like `extract`."""
+    report = ExtractReport()
+    try:
+        root_fd = os.open(dest, _DIR_FLAGS)
+    except OSError as exc:
+        raise TransferError(f"cannot open {dest}: {exc.strerror}") from None
+    try:
+        count = content = 0
+        with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
+            while (member := archive.next()) is not None:
+                count += 1
+                content += member.size if member.isreg() else 0
+                if count > MAX_MEMBERS:
+                    raise TransferError(f"more than {MAX_MEMBERS} files")
+                if member.issparse() or content > limit:
+                    raise TransferError(f"content larger than {limit} bytes")
+                why = _extract_one(archive, member, root_fd, allow_symlinks)
+                (report.skipped if why else report.written).append(
+                    f"{member.name}: {why}" if why else member.name)
+    except tarfile.TarError as exc:
+        raise TransferError(f"not a tar archive or a corrupt one: {exc}") from None
+    finally:
+        os.close(root_fd)
     return report
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import posixpath
@@ -34,13 +35,13 @@ import signal
 import stat
 import sys
 import tempfile
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from vero.core.incidents import new_error_id
 from vero.modeb.isolation.errors import CandidateAgentError, IsolationError, ProtocolError, RelayRefused
 from vero.modeb.isolation.protocol import (
-    CHUNK_BYTES,
     Done,
     DownloadCall,
     EnvironmentState,
@@ -57,15 +58,16 @@ from vero.modeb.isolation.protocol import (
     check_file_name,
     frame_head,
     parse_candidate_message,
-    payload_size,
     read_frame,
-    spool,
+    stream_head,
     tail_within,
 )
 from vero.modeb.isolation.spec import QUIET_ENV, SAFE_PATH, IsolationSpec, scratch_dir
-from vero.modeb.isolation.transfer import extract, pack_into, write_text_nofollow
+from vero.modeb.isolation.streaming import ABORT_MARK, CHUNK_BYTES, END_MARK, BlockingPayload, wire_chunks
+from vero.modeb.isolation.transfer import extract, extract_stream, tar_pieces, write_text_nofollow
 
 STDERR_LOG = "vero-isolation.log"
+PRIVATE_PREFIX = "vero-relay-"
 STDERR_TAIL_BYTES = 64 * 1024
 # Seconds to wait for the candidate's process to exit (and its pipes, which asyncio waits for
 # too, to close) once it should be gone.
@@ -132,7 +134,9 @@ class CandidateProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=home, env=env, start_new_session=True, close_fds=True)
+                stderr=asyncio.subprocess.PIPE, cwd=home, env=env, start_new_session=True, close_fds=True,
+                # A streamed chunk is read whole: buffer that much before pausing the pipe.
+                limit=CHUNK_BYTES)
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise CandidateAgentError(f"cannot start the candidate's process: {exc.strerror or exc}",
@@ -142,20 +146,45 @@ class CandidateProcess:
         await process._send(start)
         return process
 
-    async def _send(self, message: Start | PhaseCall | Reply, payload: IO[bytes] | None = None) -> None:
-        """Write one frame; a spooled `payload` follows the message chunk by chunk, each drained
-        before the next is read, so the pipe's buffer never holds the whole transfer."""
+    async def _send(self, message: Start | PhaseCall | Reply) -> None:
+        """Write one frame without a payload."""
         assert self.proc.stdin is not None
-        head = frame_head(message, payload_size(payload) if payload is not None else 0)
+        head = frame_head(message, 0)
         async with self._write_lock:
             try:
                 self.proc.stdin.write(head)
                 await self.proc.stdin.drain()
-                while payload is not None and (chunk := payload.read(CHUNK_BYTES)):
+            except (BrokenPipeError, ConnectionResetError):
+                raise CandidateAgentError(await self._died()) from None
+
+    async def _send_streamed(self, message: Reply, chunks: Iterator[bytes]) -> None:
+        """Write one frame whose payload follows as `chunks` (`streaming.wire_chunks`), each drained
+        before the next is made. If making one fails, the payload ends with the abort mark: the
+        candidate's transfer fails and the pipe stays in step."""
+        assert self.proc.stdin is not None
+        head = stream_head(message)
+        ended = False
+        async with self._write_lock:
+            try:
+                self.proc.stdin.write(head)
+                while not ended:
+                    try:
+                        chunk = next(chunks)
+                    except Exception as exc:   # a file that changed while it was packed, say
+                        self.logger.warning("a download for the candidate's agent was cut off: %s: %s",
+                                            type(exc).__name__, str(exc)[:4000])
+                        chunk = ABORT_MARK
+                    ended = chunk is END_MARK or chunk is ABORT_MARK
                     self.proc.stdin.write(chunk)
                     await self.proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 raise CandidateAgentError(await self._died()) from None
+            except asyncio.CancelledError:
+                # Only `drain` waits, so whole chunks are out: end the payload, keep the pipe in step.
+                if not ended:
+                    with contextlib.suppress(Exception):
+                        self.proc.stdin.write(ABORT_MARK)
+                raise
 
     async def _died(self) -> str:
         try:
@@ -204,7 +233,7 @@ class CandidateProcess:
                 message, payload = await self._next()
                 if isinstance(message, Request):
                     if len(tasks) >= self.spec.max_parallel_requests:
-                        payload.close()
+                        await self._release(payload)
                         await self._send(Reply(id=message.id, ok=False,
                                                error=f"more than {self.spec.max_parallel_requests} "
                                                      "requests in flight"))
@@ -212,6 +241,9 @@ class CandidateProcess:
                     task = asyncio.create_task(self._serve(message, payload, environment))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    if payload.stream is not None:
+                        # The upload's chunks come first: the next frame follows its end.
+                        await self._release(payload, payload.stream.finished())
                 elif isinstance(message, Done) and message.phase == phase:
                     done, logs = message, payload
                 else:
@@ -227,38 +259,68 @@ class CandidateProcess:
         if not done.ok:
             raise CandidateAgentError(_describe(done.error))
 
-    async def _serve(self, request: Request, payload: Frame, environment: Any) -> None:
-        reply_payload: IO[bytes] | None = None
+    @staticmethod
+    async def _release(frame: Frame, waiting: Awaitable[None] | None = None) -> None:
+        """Wait for `waiting` (the end of a streamed payload), or release the frame; a malformed
+        stream ends the phase."""
         try:
-            reply, reply_payload = await self._perform(request, payload, environment)
-        except RelayRefused as exc:
-            self.logger.warning("refused a request of the candidate's agent: %s", exc)
-            reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
-        except IsolationError as exc:   # a bad archive or message: the candidate may read why
-            reply = Reply(id=request.id, ok=False, error=str(exc))
-        except Exception as exc:
-            # What harbor or docker said may name host paths or other trials: the log keeps it.
-            error_id = new_error_id()
-            self.logger.warning("a %s request of the candidate's agent failed (%s): %s: %s",
-                                request.call.op, error_id, type(exc).__name__, str(exc)[:4000])
-            reply = Reply(id=request.id, ok=False,
-                          error=f"the {request.call.op} failed in the task environment (error id {error_id})")
-        finally:
-            payload.close()
-        try:
-            await self._send(reply, reply_payload)
-        except CandidateAgentError:
-            pass   # the candidate's process is gone: nobody waits for the reply
-        except Exception as exc:
-            # A reply that cannot be framed must still be answered, or the candidate waits forever.
-            with contextlib.suppress(CandidateAgentError):
-                await self._send(Reply(id=request.id, ok=False, error=f"the reply could not be sent: {exc}"[:4000]))
-        finally:
-            if reply_payload is not None:
-                reply_payload.close()
+            await (frame.release() if waiting is None else waiting)
+        except ProtocolError as exc:
+            raise CandidateAgentError(f"the candidate's process broke the protocol: {exc}") from None
 
-    async def _perform(self, request: Request, payload: Frame, environment: Any) -> tuple[Reply, IO[bytes] | None]:
-        """Carry out one request; the reply and its payload (a download's tar, spooled)."""
+    async def _serve(self, request: Request, payload: Frame, environment: Any) -> None:
+        reply_payload: Iterator[bytes] | None = None
+        # Holds the request's private dir until the reply is sent (a download is packed from it
+        # while it is sent).
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                reply, reply_payload = await self._perform(request, payload, environment, cleanup)
+            except RelayRefused as exc:
+                self.logger.warning("refused a request of the candidate's agent: %s", exc)
+                reply = Reply(id=request.id, ok=False, error=f"refused: {exc}")
+            except IsolationError as exc:   # a bad archive or message: the candidate may read why
+                reply = Reply(id=request.id, ok=False, error=str(exc))
+            except Exception as exc:
+                # What harbor or docker said may name host paths or other trials: the log keeps it.
+                error_id = new_error_id()
+                self.logger.warning("a %s request of the candidate's agent failed (%s): %s: %s",
+                                    request.call.op, error_id, type(exc).__name__, str(exc)[:4000])
+                reply = Reply(id=request.id, ok=False,
+                              error=f"the {request.call.op} failed in the task environment (error id {error_id})")
+            finally:
+                payload.close()
+            # Not when cancelled (above): then the phase ends and nobody reads the pipe any more.
+            with contextlib.suppress(IsolationError):   # a malformed stream: the phase ends on it
+                await payload.release()
+            try:
+                if reply_payload is None:
+                    await self._send(reply)
+                else:
+                    await self._send_streamed(reply, reply_payload)
+            except CandidateAgentError:
+                pass   # the candidate's process is gone: nobody waits for the reply
+            except Exception as exc:
+                # A reply that cannot be framed must still be answered, or the candidate waits forever.
+                with contextlib.suppress(CandidateAgentError):
+                    await self._send(Reply(id=request.id, ok=False,
+                                           error=f"the reply could not be sent: {exc}"[:4000]))
+
+    @staticmethod
+    def _private_dir(cleanup: contextlib.AsyncExitStack) -> Path:
+        """A private dir for one transfer, removed by `cleanup` in a thread, so the candidate
+        never waits for the removal."""
+        private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
+
+        async def remove() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, private, True)
+
+        cleanup.push_async_callback(remove)
+        return private
+
+    async def _perform(self, request: Request, payload: Frame, environment: Any,
+                       cleanup: contextlib.AsyncExitStack) -> tuple[Reply, Iterator[bytes] | None]:
+        """Carry out one request; the reply and its payload (a download's tar, as wire chunks
+        packed while they are sent from a private dir that `cleanup` removes)."""
         call = request.call
         if isinstance(call, ExecCall):
             default = getattr(environment, "default_user", None)
@@ -271,18 +333,25 @@ class CandidateProcess:
                 stdout=None if result.stdout is None else tail_within(str(result.stdout), half),
                 stderr=None if result.stderr is None else tail_within(str(result.stderr), half),
                 return_code=int(result.return_code))), None
-        with tempfile.TemporaryDirectory(prefix="vero-relay-") as private:
-            if isinstance(call, UploadCall):
-                await self._upload(call, payload, environment, Path(private))
-                return Reply(id=request.id, ok=True), None
-            assert isinstance(call, DownloadCall)
-            name, data = await self._download(call, environment, Path(private))
-            return Reply(id=request.id, ok=True, name=name), data
+        private = self._private_dir(cleanup)
+        if isinstance(call, UploadCall):
+            await self._upload(call, payload, environment, private)
+            return Reply(id=request.id, ok=True), None
+        assert isinstance(call, DownloadCall)
+        name, data = await self._download(call, environment, private)
+        return Reply(id=request.id, ok=True, name=name), data
 
     async def _upload(self, call: UploadCall, data: Frame, environment: Any, private: Path) -> None:
         staged = private / "upload"
         staged.mkdir()
-        report = extract(data.payload_file(), staged, limit=self.spec.max_transfer_bytes)
+        limit = self.spec.max_transfer_bytes
+        if (stream := data.stream) is not None:
+            # Unpacked as it arrives, in a thread: writing files overlaps reading the pipe.
+            loop = asyncio.get_running_loop()
+            report = await loop.run_in_executor(None, lambda: extract_stream(
+                BlockingPayload(stream, loop), staged, limit=limit))
+        else:
+            report = extract(data.payload_file(), staged, limit=limit)
         if call.kind == "dir":
             await environment.upload_dir(staged, call.target)
             return
@@ -293,7 +362,7 @@ class CandidateProcess:
             raise RelayRefused("a file upload must be a regular file")
         await environment.upload_file(source, call.target)
 
-    async def _download(self, call: DownloadCall, environment: Any, private: Path) -> tuple[str, IO[bytes]]:
+    async def _download(self, call: DownloadCall, environment: Any, private: Path) -> tuple[str, Iterator[bytes]]:
         if call.kind == "dir":
             target = private / "download"
             target.mkdir()
@@ -309,15 +378,11 @@ class CandidateProcess:
         await environment.download_file(call.source, target)
         return name, self._packed(target, as_name=name)
 
-    def _packed(self, path: Path, as_name: str | None = None) -> IO[bytes]:
-        """The tar of `path` in a spool (a temporary file once it is large)."""
-        out = spool()
-        try:
-            pack_into(out, path, limit=self.spec.max_transfer_bytes, as_name=as_name)
-        except BaseException:
-            out.close()
-            raise
-        return out
+    def _packed(self, path: Path, as_name: str | None = None) -> Iterator[bytes]:
+        """The tar of `path` as wire chunks, read while they are sent. The first chunk is made
+        here, so what fails early (a tree over the limit, a special file) is the reply's error."""
+        chunks = wire_chunks(tar_pieces(path, limit=self.spec.max_transfer_bytes, as_name=as_name))
+        return itertools.chain([next(chunks)], chunks)
 
     def _apply(self, done: Done, logs: Frame, context: Any, logs_dir: Path) -> None:
         """Copy the AgentContext fields and the candidate's logs back; a bad part is logged, not fatal."""
