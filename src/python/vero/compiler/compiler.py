@@ -3,8 +3,8 @@
 Order: load and validate the config, check the output path and every input (nothing written
 yet), write the whole task into a temporary sibling of the output (each input read once: the
 dataset's content is checked on its baked copy, or found in the validation cache), run the checks
-that need the written task (`vero.compiler.checks`: entrypoint, scorer, dry run), seal it (with
-build.yaml's digest), rename it into place.
+that need the written task (`vero.compiler.checks`: entrypoint, scorer, dry run; skipped when they
+passed before on the same content), seal it (with build.yaml's digest), rename it into place.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from vero.compiler.render import render
 from vero.compiler.seal import sha256_file, write_seal
 from vero.compiler.sidecar_data import write_sidecar_data
 from vero.compiler.tree import EXEC_MODE, TreeWriter
-from vero.compiler.validation_cache import ValidationCache, default_cache_dir
+from vero.compiler.validation_cache import PASSED_DIR, ValidationCache, default_cache_dir
 from vero.container import CONTAINER
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
@@ -74,11 +74,13 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
 
     `env` holds the declared secrets (default: this process's environment); `dry_run=False`
     skips running the baseline on a few rows, not the other checks. `cache_dir` holds what
-    checking datasets found (default: `default_cache_dir` of this process's environment).
+    checking datasets found and which build checks passed, by content (default:
+    `default_cache_dir` of this process's environment).
     `base_images` (main, sidecar) are used where build.yaml names no base image.
     """
     env = os.environ if env is None else env
-    cache = ValidationCache(cache_dir if cache_dir is not None else default_cache_dir(os.environ))
+    cache_root = cache_dir if cache_dir is not None else default_cache_dir(os.environ)
+    cache, passed = ValidationCache(cache_root), ValidationCache(cache_root, PASSED_DIR)
     loaded = load_build_config(config_path).with_base_images(*base_images)
     out = Path(out).absolute()
     check_output(out)
@@ -89,7 +91,8 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
             writer = TreeWriter(stage)
             written = write_task(writer, inputs, cache)
             baseline = written.baseline
-            checks = check_task(stage, inputs, written.dataset, dry_run=dry_run)
+            checks = check_task(stage, inputs, written.dataset, dry_run=dry_run, entries=writer.entries,
+                                commit=baseline.commit, cache=passed)
             seal = write_seal(writer, config_sha256)
             publish(stage, out)
     except OSError as exc:
