@@ -27,7 +27,7 @@ from vero.compiler.loader import load_build_config
 from vero.compiler.publish import MARKER, check_output, publish, staging_dir
 from vero.compiler.render import render
 from vero.compiler.seal import sha256_file, write_seal
-from vero.compiler.sidecar_data import write_sidecar_data
+from vero.compiler.sidecar_data import large_sidecar_copies, write_sidecar_data
 from vero.compiler.tree import EXEC_MODE, TreeWriter
 from vero.compiler.validation_cache import PASSED_DIR, ValidationCache, default_cache_dir
 from vero.container import CONTAINER
@@ -118,9 +118,10 @@ def write_task(writer: TreeWriter, inputs: Inputs, cache: ValidationCache) -> Wr
     """Write every file of the task into `writer`'s (fresh) directory."""
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
-    baseline = export_agent_repo(inputs.agent_repo, writer, where=f"{where}: agent_repo")
-    _check_baseline_files(writer, config, where)
-    writer.copy_file(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE)
+    # The big inputs copy on a second thread while this one exports the agent repo file by file.
+    with writer.copying_alongside([(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE), *large_sidecar_copies(inputs)]):
+        baseline = export_agent_repo(inputs.agent_repo, writer, where=f"{where}: agent_repo")
+        _check_baseline_files(writer, config, where)
     sidecar = write_sidecar_data(writer, inputs, baseline.commit, cache)
     writer.write_text(layout.SERVE_JSON_OUT, canonical_json(sidecar.serve.model_dump(mode="json")))
     # The identity file is written last (it digests every other file), copied like the items.
