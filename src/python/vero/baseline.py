@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from vero.core.benchmark import CommitSha
 from vero.errors import VeroError
@@ -170,7 +170,7 @@ def baseline_commit_of_blobs(files_dir: Path, blobs: Sequence[BaselineBlob]) -> 
         for sub in ("objects", "refs"):
             os.mkdir(os.path.join(scratch, sub))
         Path(scratch, "HEAD").write_text(f"ref: refs/heads/{BRANCH}\n", encoding="utf-8")
-        if any(PurePosixPath(item.path).name == ATTRIBUTES_FILE for item in blobs):
+        if any(item.path.rpartition("/")[2] == ATTRIBUTES_FILE for item in blobs):
             regular = [item for item in blobs if item.mode != 0o120000]
             listing = "".join(f"{_c_quoted(item.path)}\n" for item in regular)
             ids = git("hash-object", "--stdin-paths", stdin=listing.encode("utf-8"))

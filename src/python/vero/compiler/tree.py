@@ -49,8 +49,10 @@ def normalised_mode(mode: int) -> int:
     return EXEC_MODE if mode & 0o111 else FILE_MODE
 
 
-def check_relpath(rel: str, where: str) -> PurePosixPath:
-    """A clean relative POSIX path, or a VeroError naming it."""
+def check_relpath(rel: str, where: str) -> None:
+    """Accept a clean relative POSIX path, or raise a VeroError naming it."""
+    if _is_plain(rel):  # the common case, decided without pathlib (it runs once per file)
+        return
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or str(pure) != rel.rstrip("/"):
         raise VeroError(f"unsafe path {rel!r}", where=where, fix="use plain relative paths inside the tree")
@@ -59,7 +61,6 @@ def check_relpath(rel: str, where: str) -> PurePosixPath:
     except UnicodeEncodeError:
         raise VeroError(f"file name {rel.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8",
                         where=where, fix="rename the file") from None
-    return pure
 
 
 def check_symlink(rel: str, target: str, where: str) -> None:
@@ -74,8 +75,7 @@ _UNPLAIN_PARTS = frozenset({"", ".", ".."})
 
 
 def _is_plain(rel: str) -> bool:
-    """True for a path `check_relpath` accepts as it is (no part to normalise), decided without
-    building a PurePosixPath; anything else goes through `check_relpath`."""
+    """True for a path `check_relpath` accepts as it is: ASCII, relative, no part to normalise."""
     return (bool(rel) and rel[0] != "/" and rel.isascii()
             and not any(part in _UNPLAIN_PARTS for part in rel.split("/")))
 
@@ -92,8 +92,7 @@ class TreeWriter:
     def _target(self, rel: str) -> str:
         """The absolute path of the new file `rel`, its directory made. Plain strings, not
         pathlib: this runs once per file of the task (thousands for a big agent repo)."""
-        if not _is_plain(rel):
-            check_relpath(rel, str(self.root))
+        check_relpath(rel, str(self.root))
         if rel in self.entries:
             raise VeroError(f"{rel!r} would be written twice", where=str(self.root),
                             fix="report this as a vero bug")
