@@ -12,4 +12,5 @@ import pytest
 def _private_validation_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache_home = tmp_path_factory.mktemp("xdg-cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    monkeypatch.delenv("VERO_CACHE_DIR", raising=False)  # it would win over XDG_CACHE_HOME
     return cache_home

@@ -118,3 +118,15 @@ def test_commit_from_blob_ids_refuses_what_git_add_refuses(tmp_path: Path) -> No
         baseline_commit_of_blobs(root, _blobs(root))
     with pytest.raises(VeroError):
         make_baseline_commit(root)
+
+
+def test_commit_from_blob_ids_of_a_deep_tree_is_the_commit_git_add_makes(tmp_path: Path) -> None:
+    def tree(root: Path) -> Path:
+        _files(root)
+        deep = root.joinpath(*["d"] * 100)
+        deep.mkdir(parents=True)
+        (deep / "leaf.txt").write_text("leaf\n")
+        (root / "d" / "d.txt").write_text("beside\n")
+        return root
+    files = tree(tmp_path / "files")
+    assert baseline_commit_of_blobs(files, _blobs(files)) == make_baseline_commit(tree(tmp_path / "git"))

@@ -31,6 +31,10 @@ from vero_pants.subsystems.harbor_task import HarborTaskSubsystem
 from vero_pants.target_types import HarborTaskCompilerField
 
 PEX_ROOT_CACHE = "vero_pex_root"
+# What the compiler found checking build inputs, keyed by their content (vero's validation cache):
+# an entry only lets a build skip work that would give the same result, so the process stays a
+# pure function of its inputs.
+VALIDATION_CACHE = "vero_validation"
 
 
 class HarborTaskError(Exception):
@@ -80,10 +84,14 @@ class HarborCompiler:
                 "PEX_ROOT": f".cache/{PEX_ROOT_CACHE}",
                 # The PEX hides PEX_ROOT from the compiler; its scorer check reuses the cache through this.
                 "VERO_PEX_ROOT": f".cache/{PEX_ROOT_CACHE}",
+                "VERO_CACHE_DIR": f".cache/{VALIDATION_CACHE}",
                 "LANG": "C.UTF-8",
                 **env,
             },
-            append_only_caches={PEX_ROOT_CACHE: f".cache/{PEX_ROOT_CACHE}"},
+            append_only_caches={
+                PEX_ROOT_CACHE: f".cache/{PEX_ROOT_CACHE}",
+                VALIDATION_CACHE: f".cache/{VALIDATION_CACHE}",
+            },
             description=description,
             level=level,
         )

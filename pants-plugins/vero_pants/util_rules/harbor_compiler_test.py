@@ -21,7 +21,7 @@ from pants.testutil.rule_runner import QueryRule, RuleRunner
 from vero_pants.target_types import HarborTaskCompilerField, HarborTaskTarget
 from vero_pants.testutil import FAKE_COMPILER, FAKE_COMPILER_BUILD, require_pex_cli, set_options
 from vero_pants.util_rules import harbor_compiler
-from vero_pants.util_rules.harbor_compiler import HarborCompiler, HarborCompilerRequest
+from vero_pants.util_rules.harbor_compiler import VALIDATION_CACHE, HarborCompiler, HarborCompilerRequest
 
 
 @pytest.fixture
@@ -70,7 +70,9 @@ def test_the_compiler_runs_in_a_sandbox_with_its_inputs(rule_runner: RuleRunner)
     process = compiler.process(("harbor", "describe", "--config", "t/build.yaml"), input_digest=input_digest,
                                description="describe")
     # Nothing from the host but tool locations: the process is a function of its inputs.
-    assert set(process.env) == {"PATH", "PEX_ROOT", "VERO_PEX_ROOT", "LANG"}
+    assert set(process.env) == {"PATH", "PEX_ROOT", "VERO_PEX_ROOT", "VERO_CACHE_DIR", "LANG"}
+    # vero's validation cache lives in a named cache Pants keeps between runs, not in the sandbox.
+    assert process.append_only_caches[VALIDATION_CACHE] == process.env["VERO_CACHE_DIR"]
     result = rule_runner.request(ProcessResult, [process])
     assert json.loads(result.stdout) == {"inputs": [{"field": "agent_repo", "path": "agent"}], "secrets": ["K"]}
 

@@ -7,13 +7,16 @@ this fixed identity, dates and message, so both sides get the same SHA on any ma
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from datetime import datetime
+from pathlib import Path
 
 from vero.core.benchmark import CommitSha
 from vero.errors import VeroError
@@ -101,16 +104,56 @@ def _c_quoted(path: str) -> str:
     return f'"{escaped}"'
 
 
+def _fixed_ident() -> str:
+    """`name <email> epoch tz` as git writes FIXED_DATE into a commit."""
+    when = datetime.strptime(FIXED_DATE, "%Y-%m-%dT%H:%M:%S%z")
+    return f"{IDENTITY_NAME} <{IDENTITY_EMAIL}> {int(when.timestamp())} {FIXED_DATE[-5:]}"
+
+
+def _object_id(kind: str, body: bytes) -> str:
+    return hashlib.sha1(b"%s %d\0" % (kind.encode(), len(body)) + body, usedforsecurity=False).hexdigest()
+
+
+def _tree_id(blobs: Sequence[BaselineBlob]) -> str:
+    """The id of the root tree git writes for these files (`git write-tree`), computed without
+    writing a tree object: entries by name, a directory sorting as its name plus "/"."""
+    entries: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)  # directory -> name -> (mode, id)
+    children: dict[str, set[str]] = defaultdict(set)                      # directory -> its subdirectories
+    for item in blobs:
+        parent, _, name = item.path.rpartition("/")
+        entries[parent][name] = (f"{item.mode:o}", item.blob)
+        while parent:
+            above, _, base = parent.rpartition("/")
+            if base in children[above]:
+                break
+            children[above].add(base)
+            parent = above
+    ids: dict[str, str] = {}
+    # Deepest first, so each subdirectory's id is known when its parent is hashed (no recursion:
+    # a path may be thousands of directories deep).
+    for directory in sorted({*entries, *children}, key=lambda path: -1 if not path else path.count("/"),
+                            reverse=True):
+        listing = dict(entries[directory])
+        prefix = f"{directory}/" if directory else ""
+        for base in children[directory]:
+            listing[base] = ("40000", ids[prefix + base])
+        order = sorted(listing, key=lambda name: (f"{name}/" if listing[name][0] == "40000" else name).encode())
+        body = b"".join(f"{listing[name][0]} {name}\0".encode() + bytes.fromhex(listing[name][1]) for name in order)
+        ids[directory] = _object_id("tree", body)
+    return ids[""]
+
+
 def baseline_commit_of_blobs(files_dir: Path, blobs: Sequence[BaselineBlob]) -> str:
     """The SHA `make_baseline_commit` gives the files under `files_dir`, without copying or reading
-    them: git builds the index from the blob ids (refusing a path as `git add` would), then the
-    trees and the commit, with the same identity, dates and message.
+    them: git builds an index from the blob ids, refusing a path as `git add` would, and the trees
+    and the commit (same identity, dates and message) are hashed here, writing no objects.
 
     `git add` applies `.gitattributes` conversions (line endings, encodings); when the baseline
     holds such a file, git hashes the regular files itself, as `git add` would.
     """
     with tempfile.TemporaryDirectory(prefix="vero-baseline-") as scratch:
-        env = {**_git_env(), "GIT_DIR": scratch}
+        env = {**_git_env(), "GIT_DIR": scratch, "GIT_INDEX_FILE": os.path.join(scratch, "index"),
+               "GIT_WORK_TREE": str(files_dir)}
 
         def git(*args: str, stdin: bytes | None = None) -> str:
             argv = ["git", *GIT_OPTIONS, *args]
@@ -122,9 +165,12 @@ def baseline_commit_of_blobs(files_dir: Path, blobs: Sequence[BaselineBlob]) -> 
                                 fix="rename the files git refuses (git add would refuse them too)")
             return result.stdout.decode("utf-8").strip()
 
-        git("init", "--quiet", "--bare", scratch)
-        env.update({"GIT_INDEX_FILE": os.path.join(scratch, "index"), "GIT_WORK_TREE": str(files_dir)})
-        if any(PurePosixPath(item.path).name == ATTRIBUTES_FILE for item in blobs):
+        # All git asks of a repository: HEAD, objects/ and refs/ (`git init` would also copy its
+        # hook templates, a process and a dozen files for nothing).
+        for sub in ("objects", "refs"):
+            os.mkdir(os.path.join(scratch, sub))
+        Path(scratch, "HEAD").write_text(f"ref: refs/heads/{BRANCH}\n", encoding="utf-8")
+        if any(item.path.rpartition("/")[2] == ATTRIBUTES_FILE for item in blobs):
             regular = [item for item in blobs if item.mode != 0o120000]
             listing = "".join(f"{_c_quoted(item.path)}\n" for item in regular)
             ids = git("hash-object", "--stdin-paths", stdin=listing.encode("utf-8"))
@@ -132,8 +178,9 @@ def baseline_commit_of_blobs(files_dir: Path, blobs: Sequence[BaselineBlob]) -> 
             blobs = [BaselineBlob(item.path, item.mode, hashed.get(item.path, item.blob)) for item in blobs]
         git("update-index", "--add", "-z", "--index-info",
             stdin="".join(f"{item.mode:o} {item.blob}\t{item.path}\0" for item in blobs).encode("utf-8"))
-        tree = git("write-tree", "--missing-ok")
-        return git("commit-tree", "-m", MESSAGE, tree)
+    ident = _fixed_ident()
+    commit = f"tree {_tree_id(blobs)}\nauthor {ident}\ncommitter {ident}\n\n{MESSAGE}\n"
+    return _object_id("commit", commit.encode("utf-8"))
 
 
 class BaselineInfo(StrictModel):

@@ -121,31 +121,47 @@ def _ignored(src: Path, paths: list[str], location: tuple[Path, str] | None) -> 
     return {name for name in result.stdout.split("\0") if name}
 
 
+def _listing(src: Path, where: str) -> dict[str, str]:
+    """Every entry under `src` that is not a directory, as relative path -> "link", "file" or
+    "other", skipping `.git` and `__pycache__` at any depth. One `scandir` per directory: the kinds
+    come with the names, no stat per file."""
+    found: dict[str, str] = {}
+    pending = [""]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(os.path.join(src, directory)) as entries:
+                for entry in entries:
+                    if entry.name in SKIPPED_NAMES:
+                        continue
+                    rel = f"{directory}/{entry.name}" if directory else entry.name
+                    if entry.is_symlink():  # a link to a directory too: it is a file of the baseline
+                        found[rel] = "link"
+                    elif entry.is_dir():
+                        pending.append(rel)
+                    else:
+                        found[rel] = "file" if entry.is_file() else "other"
+        except OSError as exc:
+            raise VeroError(f"cannot read {exc.filename}: {exc.strerror}", where=where,
+                            fix="check that the agent repo is readable") from None
+    return found
+
+
 def baseline_files(src: Path, location: tuple[Path, str] | None, where: str) -> list[tuple[str, Path, str | None]]:
     """The baseline's files under `src` as (relative path, path, symlink target or None), sorted."""
-    def unreadable(exc: OSError) -> None:
-        raise VeroError(f"cannot read {exc.filename}: {exc.strerror}", where=where,
-                        fix="check that the agent repo is readable")
-
-    listed: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):
-        base = Path(dirpath)
-        dirnames[:] = [name for name in dirnames if name not in SKIPPED_NAMES]
-        # os.walk lists a symlink to a directory among the directories without entering it.
-        names = filenames + [name for name in dirnames if (base / name).is_symlink()]
-        listed += [(base / name).relative_to(src).as_posix() for name in names if name not in SKIPPED_NAMES]
+    listed = _listing(src, where)
     # git reports a file inside an ignored directory as ignored. Special files and outward links
     # are refused only when they are part of the baseline (a git-ignored .venv may hold both).
-    ignored = _ignored(src, listed, location)
+    ignored = _ignored(src, list(listed), location)
     files: list[tuple[str, Path, str | None]] = []
-    for rel in sorted(set(listed) - ignored):
-        path = src / rel
+    for rel in sorted(listed.keys() - ignored):
         check_relpath(rel, where)
-        if path.is_symlink():
+        path = src / rel
+        if listed[rel] == "link":
             target = os.readlink(path)
             check_symlink(rel, target, where)
             files.append((rel, path, target))
-        elif path.is_file():
+        elif listed[rel] == "file":
             files.append((rel, path, None))
         else:
             raise VeroError(f"{rel!r} is not a regular file, directory or symlink", where=where,

@@ -11,6 +11,8 @@ Mode B: the `harbor.agent` class is bound at the top level of its module (read, 
 agent modules import harbor, which the build host need not have).
 
 Every check works on scratch copies, so nothing it runs can touch the task being written.
+A clean Mode A pass is cached by the content of everything the checks ran on (`check_cache`):
+a rebuild of unchanged inputs does not run them again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ast
 import difflib
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +29,14 @@ from pydantic import JsonValue
 
 from vero.baseline import BASELINE_FILES
 from vero.compiler import layout
+from vero.compiler.check_cache import PassedChecks, checks_key
 from vero.compiler.config import ModeABuild, ModeBBuild
 from vero.compiler.dataset import HEAD_ROWS, CheckedDataset
 from vero.compiler.dry_run import run_mode_a_samples
 from vero.compiler.inputs import Inputs
 from vero.compiler.probes import Interpreter, ProbeReply, probe_entrypoint, probe_scorer, runtime_interpreter
+from vero.compiler.tree import Entry
+from vero.compiler.validation_cache import ValidationCache
 from vero.container import CONTAINER
 from vero.core.datasets import ModeADataset, Row
 from vero.core.records import SampleResult, aggregate
@@ -51,9 +57,11 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_task(stage: Path, inputs: Inputs, dataset: CheckedDataset | None, *, dry_run: bool) -> CheckReport:
-    """Run the checks of the module docstring on the task written under `stage` (Mode A: on the
-    first rows of the `dataset` baked there)."""
+def check_task(stage: Path, inputs: Inputs, dataset: CheckedDataset | None, *, dry_run: bool,
+               entries: Mapping[str, Entry], commit: str, cache: ValidationCache) -> CheckReport:
+    """Run the checks of the module docstring on the task written under `stage` (its files are
+    `entries`, its baseline `commit`; Mode A: on the first rows of the `dataset` baked there),
+    unless `cache` (a `PASSED_DIR` section) knows that they passed on the same content."""
     config = inputs.loaded.config
     report = CheckReport()
     if isinstance(config, ModeBBuild):
@@ -61,8 +69,25 @@ def check_task(stage: Path, inputs: Inputs, dataset: CheckedDataset | None, *, d
         report.notes.append(f"harbor.agent {config.harbor.agent} is defined in the baseline")
         return report
     assert isinstance(config, ModeABuild) and inputs.mode_a is not None and dataset is not None
-    rows = dataset.head_dataset()
     python = runtime_interpreter()
+    key = checks_key(config=config, entries=entries, commit=commit, dataset_content_key=dataset.content_key,
+                     python=python, dry_run_split=_dry_run_split(config) if dry_run else None)
+    passed = cache.get(key, PassedChecks)
+    if passed is not None and passed.key == key:
+        report.notes = list(passed.notes)
+    else:
+        _run_mode_a_checks(stage, inputs, config, dataset.head_dataset(), python, dry_run, report)
+        if not report.warnings:
+            cache.put(key, PassedChecks(key=key, notes=report.notes))
+    if not dry_run:
+        report.warnings.append("dry run skipped (--no-dry-run): the baseline was not run on any row; the "
+                               "entrypoint and scorer checks still ran")
+    return report
+
+
+def _run_mode_a_checks(stage: Path, inputs: Inputs, config: ModeABuild, rows: ModeADataset, python: Interpreter,
+                       dry_run: bool, report: CheckReport) -> None:
+    assert inputs.mode_a is not None
     with tempfile.TemporaryDirectory(prefix="vero-checks-") as scratch_dir:
         scratch = Path(scratch_dir)
         baseline = scratch / "baseline"
@@ -76,13 +101,9 @@ def check_task(stage: Path, inputs: Inputs, dataset: CheckedDataset | None, *, d
         _check_entrypoint(python, baseline, config, inputs)
         report.notes.append(f"entrypoint {config.entrypoint} imports from the baseline under {python.name}")
         _check_scorer(python, stage / layout.PEX_OUT, scorer, config, inputs, rows, report)
-        if not dry_run:
-            report.warnings.append("dry run skipped (--no-dry-run): the baseline was not run on any row; the "
-                                   "entrypoint and scorer checks still ran")
-            return report
-        (scratch / "dry-run").mkdir()
-        _dry_run(python, baseline, scorer, scratch / "dry-run", config, inputs, rows, report)
-    return report
+        if dry_run:
+            (scratch / "dry-run").mkdir()
+            _dry_run(python, baseline, scorer, scratch / "dry-run", config, inputs, rows, report)
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -3,8 +3,8 @@
 Order: load and validate the config, check the output path and every input (nothing written
 yet), write the whole task into a temporary sibling of the output (each input read once: the
 dataset's content is checked on its baked copy, or found in the validation cache), run the checks
-that need the written task (`vero.compiler.checks`: entrypoint, scorer, dry run), seal it (with
-build.yaml's digest), rename it into place.
+that need the written task (`vero.compiler.checks`: entrypoint, scorer, dry run; skipped when they
+passed before on the same content), seal it (with build.yaml's digest), rename it into place.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from vero.compiler.loader import load_build_config
 from vero.compiler.publish import MARKER, check_output, publish, staging_dir
 from vero.compiler.render import render
 from vero.compiler.seal import sha256_file, write_seal
-from vero.compiler.sidecar_data import write_sidecar_data
+from vero.compiler.sidecar_data import large_sidecar_copies, write_sidecar_data
 from vero.compiler.tree import EXEC_MODE, TreeWriter
-from vero.compiler.validation_cache import ValidationCache, default_cache_dir
+from vero.compiler.validation_cache import PASSED_DIR, ValidationCache, default_cache_dir
 from vero.container import CONTAINER
 from vero.errors import VeroError
 from vero.fsutil import canonical_json
@@ -74,11 +74,13 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
 
     `env` holds the declared secrets (default: this process's environment); `dry_run=False`
     skips running the baseline on a few rows, not the other checks. `cache_dir` holds what
-    checking datasets found (default: `default_cache_dir` of this process's environment).
+    checking datasets found and which build checks passed, by content (default:
+    `default_cache_dir` of this process's environment).
     `base_images` (main, sidecar) are used where build.yaml names no base image.
     """
     env = os.environ if env is None else env
-    cache = ValidationCache(cache_dir if cache_dir is not None else default_cache_dir(os.environ))
+    cache_root = cache_dir if cache_dir is not None else default_cache_dir(os.environ)
+    cache, passed = ValidationCache(cache_root), ValidationCache(cache_root, PASSED_DIR)
     loaded = load_build_config(config_path).with_base_images(*base_images)
     out = Path(out).absolute()
     check_output(out)
@@ -89,7 +91,8 @@ def build_task(config_path: Path, out: Path, runtime_pex: Path | None = None,
             writer = TreeWriter(stage)
             written = write_task(writer, inputs, cache)
             baseline = written.baseline
-            checks = check_task(stage, inputs, written.dataset, dry_run=dry_run)
+            checks = check_task(stage, inputs, written.dataset, dry_run=dry_run, entries=writer.entries,
+                                commit=baseline.commit, cache=passed)
             seal = write_seal(writer, config_sha256)
             publish(stage, out)
     except OSError as exc:
@@ -115,9 +118,10 @@ def write_task(writer: TreeWriter, inputs: Inputs, cache: ValidationCache) -> Wr
     """Write every file of the task into `writer`'s (fresh) directory."""
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
-    baseline = export_agent_repo(inputs.agent_repo, writer, where=f"{where}: agent_repo")
-    _check_baseline_files(writer, config, where)
-    writer.copy_file(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE)
+    # The big inputs copy on a second thread while this one exports the agent repo file by file.
+    with writer.copying_alongside([(layout.PEX_OUT, inputs.runtime_pex, EXEC_MODE), *large_sidecar_copies(inputs)]):
+        baseline = export_agent_repo(inputs.agent_repo, writer, where=f"{where}: agent_repo")
+        _check_baseline_files(writer, config, where)
     sidecar = write_sidecar_data(writer, inputs, baseline.commit, cache)
     writer.write_text(layout.SERVE_JSON_OUT, canonical_json(sidecar.serve.model_dump(mode="json")))
     # The identity file is written last (it digests every other file), copied like the items.

@@ -1,7 +1,8 @@
 """The Mode A dataset of a build: which split files to bake, baking them, and checking them.
 
 A dataset is a directory with one `<split>.jsonl` per split. Only the splits the config names
-are baked. Each file is read once: copied into the task and hashed on the way. The copies are
+are baked. Each file is read once: copied into the task and hashed on the way (`split_copies`:
+the compiler copies them while it exports the agent repo). The copies are
 then checked with the sidecar's own rules (`vero.core.datasets`: same row parser, same ids), so
 a task that builds is a task whose sidecar can load its data, and what was checked is exactly
 what was baked. What the check found does not depend on build.yaml, so it is cached by the
@@ -128,12 +129,15 @@ def check_against_config(dataset: CheckedDataset, config: ModeABuild, where: str
                         where=where, fix="fix the field names in label_fields")
 
 
-def bake_dataset(writer: TreeWriter, root: Path, files: list[str], dest: str, config: ModeABuild,
-                 cache: ValidationCache, where: str) -> CheckedDataset:
-    """Copy the split files to `dest` (one read each, hashed on the way), check them unless the
-    cache knows their content, then check the config against them."""
-    for name in files:
-        writer.copy_file(f"{dest}/{name}", root / name, 0o644)
+def split_copies(root: Path, files: list[str], dest: str) -> list[tuple[str, Path, int]]:
+    """The split files' copies into the task: (path in the task under `dest`, source, mode)."""
+    return [(f"{dest}/{name}", root / name, 0o644) for name in files]
+
+
+def check_baked_dataset(writer: TreeWriter, root: Path, files: list[str], dest: str, config: ModeABuild,
+                        cache: ValidationCache, where: str) -> CheckedDataset:
+    """Check the split files `split_copies` copied to `dest` (hashed as they were copied) unless
+    the cache knows their content, then check the config against them."""
     key = content_key({name: writer.entries[f"{dest}/{name}"].sha256 for name in files})
     checked = cache.get(key, CheckedDataset)
     if checked is None or checked.content_key != key:

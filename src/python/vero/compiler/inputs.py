@@ -2,7 +2,7 @@
 
 Missing files, missing secrets, unknown dataset splits, unknown partition names and inputs that
 would leak into the optimizer's repo all fail here, before the output directory is touched. The
-content of the dataset's split files is checked as they are baked (`dataset.bake_dataset`): they
+content of the dataset's split files is checked as they are baked (`dataset.check_baked_dataset`): they
 are read once.
 """
 

@@ -5,11 +5,12 @@ and serve.json, the ServeConfig that tells `vero harbor serve` where they are.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from vero.compiler import layout
 from vero.compiler.agent_repo import extract_git_tree
 from vero.compiler.config import BuildConfig, ModeABuild
-from vero.compiler.dataset import CheckedDataset, bake_dataset
+from vero.compiler.dataset import CheckedDataset, check_baked_dataset, split_copies
 from vero.compiler.inputs import Inputs, RegistryInputs
 from vero.compiler.tree import TreeWriter
 from vero.compiler.validation_cache import ValidationCache
@@ -18,6 +19,8 @@ from vero.core.policy import policy_fields
 from vero.fsutil import canonical_json
 from vero.modeb.config import HarborConfig
 from vero.serve.config import ModeAServe, ModeBServe, ServeConfig, ServePaths
+
+DATASET_OUT = layout.sidecar_out(CONTAINER.dataset_dir)
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,17 @@ class SidecarData:
     dataset: CheckedDataset | None
 
 
+def large_sidecar_copies(inputs: Inputs) -> list[tuple[str, Path, int]]:
+    """The sidecar's big inputs, for `TreeWriter.copying_alongside` (path in the task, source,
+    mode): the Mode A split files; `write_sidecar_data` expects them copied."""
+    if inputs.mode_a is None:
+        return []
+    return split_copies(inputs.mode_a.dataset, inputs.mode_a.files, DATASET_OUT)
+
+
 def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str, cache: ValidationCache) -> SidecarData:
-    """Bake the sidecar-only data (the dataset checked as it is baked, see `dataset`)."""
+    """Bake the sidecar-only data besides `large_sidecar_copies` (the dataset is checked on those
+    copies, see `dataset`)."""
     config = inputs.loaded.config
     where = str(inputs.loaded.path)
     items: list[str] = []
@@ -39,8 +51,7 @@ def write_sidecar_data(writer: TreeWriter, inputs: Inputs, commit: str, cache: V
     if isinstance(config, ModeABuild):
         assert inputs.mode_a is not None
         data = inputs.mode_a
-        dataset = bake_dataset(writer, data.dataset, data.files, layout.sidecar_out(CONTAINER.dataset_dir),
-                               config, cache, where)
+        dataset = check_baked_dataset(writer, data.dataset, data.files, DATASET_OUT, config, cache, where)
         scorer_name = data.scorer.name
         scorer_out = f"{layout.sidecar_out(CONTAINER.scorer_dir)}/{scorer_name}"
         if data.scorer.is_dir():

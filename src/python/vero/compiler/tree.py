@@ -7,15 +7,18 @@ not read the files again either.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from vero.compiler.copying import copy_hashed, git_blob_hash
 from vero.errors import VeroError
 
 CHUNK = 1 << 20
@@ -38,13 +41,7 @@ class Entry:
 
 def git_blob_id(data: bytes) -> str:
     """The id git gives a blob of these bytes (a symlink's blob is its target)."""
-    return _git_blob_hash(len(data), data).hexdigest()
-
-
-def _git_blob_hash(size: int, data: bytes = b"") -> hashlib._Hash:
-    digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
-    digest.update(data)
-    return digest
+    return git_blob_hash(len(data), data).hexdigest()
 
 
 def normalised_mode(mode: int) -> int:
@@ -52,8 +49,10 @@ def normalised_mode(mode: int) -> int:
     return EXEC_MODE if mode & 0o111 else FILE_MODE
 
 
-def check_relpath(rel: str, where: str) -> PurePosixPath:
-    """A clean relative POSIX path, or a VeroError naming it."""
+def check_relpath(rel: str, where: str) -> None:
+    """Accept a clean relative POSIX path, or raise a VeroError naming it."""
+    if _is_plain(rel):  # the common case, decided without pathlib (it runs once per file)
+        return
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or str(pure) != rel.rstrip("/"):
         raise VeroError(f"unsafe path {rel!r}", where=where, fix="use plain relative paths inside the tree")
@@ -62,7 +61,6 @@ def check_relpath(rel: str, where: str) -> PurePosixPath:
     except UnicodeEncodeError:
         raise VeroError(f"file name {rel.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8",
                         where=where, fix="rename the file") from None
-    return pure
 
 
 def check_symlink(rel: str, target: str, where: str) -> None:
@@ -73,24 +71,38 @@ def check_symlink(rel: str, target: str, where: str) -> None:
                         fix="replace it by a relative link inside the directory, or by a copy")
 
 
+_UNPLAIN_PARTS = frozenset({"", ".", ".."})
+
+
+def _is_plain(rel: str) -> bool:
+    """True for a path `check_relpath` accepts as it is: ASCII, relative, no part to normalise."""
+    return (bool(rel) and rel[0] != "/" and rel.isascii()
+            and not any(part in _UNPLAIN_PARTS for part in rel.split("/")))
+
+
 class TreeWriter:
     """Creates files under `root` (a directory vero owns) and records what it wrote."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.entries: dict[str, Entry] = {}
-        self._made_dirs: set[Path] = {self.root}
+        self._made_dirs: set[str] = {""}  # relative to root
+        self._prefix = os.path.join(self.root, "")
 
-    def _target(self, rel: str) -> Path:
+    def _target(self, rel: str) -> str:
+        """The absolute path of the new file `rel`, its directory made. Plain strings, not
+        pathlib: this runs once per file of the task (thousands for a big agent repo)."""
         check_relpath(rel, str(self.root))
         if rel in self.entries:
             raise VeroError(f"{rel!r} would be written twice", where=str(self.root),
                             fix="report this as a vero bug")
-        path = self.root / rel
-        if path.parent not in self._made_dirs:  # thousands of files share a few directories
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.update(path.parents)
-        return path
+        parent = rel.rstrip("/").rpartition("/")[0]
+        if parent not in self._made_dirs:  # thousands of files share a few directories
+            os.makedirs(self._prefix + parent, exist_ok=True)
+            while parent:
+                self._made_dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+        return self._prefix + rel
 
     def write_bytes(self, rel: str, data: bytes, mode: int = FILE_MODE) -> None:
         """Create `rel` with `data`."""
@@ -107,25 +119,27 @@ class TreeWriter:
     def copy_file(self, rel: str, src: Path, mode: int | None = None, *, git_blob: bool = False) -> None:
         """Copy `src` to `rel`, reading it once and hashing on the way (sha256, and with `git_blob`
         its git blob id too); the mode is normalised from `src` unless given."""
-        path = self._target(rel)
-        digest = hashlib.sha256()
-        size = 0
-        with open(src, "rb") as source, open(path, "xb") as dest:
-            info = os.fstat(source.fileno())
-            # git's blob header holds the size, so it must be known before the first byte.
-            blob = _git_blob_hash(info.st_size) if git_blob else None
-            while chunk := source.read(CHUNK):
-                digest.update(chunk)
-                if blob is not None:
-                    blob.update(chunk)
-                dest.write(chunk)
-                size += len(chunk)
-        if blob is not None and size != info.st_size:
-            raise VeroError(f"{src} changed while it was read ({info.st_size} bytes, then {size})",
-                            where=str(src), fix="build again once nothing writes to the inputs")
-        final = normalised_mode(info.st_mode if mode is None else mode)
-        os.chmod(path, final)
-        self.entries[rel] = Entry(final, size, digest.hexdigest(), git_blob=blob.hexdigest() if blob else None)
+        def mode_for(source_mode: int) -> int:
+            return normalised_mode(source_mode if mode is None else mode)
+        copied = copy_hashed(src, self._target(rel), mode_for, git_blob=git_blob)
+        self.entries[rel] = Entry(copied.mode, copied.size, copied.sha256, git_blob=copied.git_blob)
+
+    @contextlib.contextmanager
+    def copying_alongside(self, copies: Sequence[tuple[str, Path, int]]) -> Iterator[None]:
+        """Copy `copies` (path in the tree, source, mode) on a second thread while the body writes
+        other files: a big file's reads, writes and hashing release the GIL, so its copy overlaps a
+        body busy with many small files. Returns once every copy is done; the body's error wins."""
+        def copy_all() -> None:
+            for rel, src, mode in copies:
+                self.copy_file(rel, src, mode)
+        with ThreadPoolExecutor(1, thread_name_prefix="vero-copy") as pool:
+            done = pool.submit(copy_all)
+            try:
+                yield
+            finally:
+                error = done.exception()  # waits: nothing may still write once the body's error unwinds
+            if error is not None:
+                raise error
 
     def link(self, rel: str, existing: str) -> None:
         """Make `rel` a hard link of the file `existing` written earlier (same bytes, same mode)."""
@@ -133,7 +147,7 @@ class TreeWriter:
         if entry.symlink is not None:
             self.symlink(rel, entry.symlink)
             return
-        os.link(self.root / existing, self._target(rel))
+        os.link(self._prefix + existing, self._target(rel))
         self.entries[rel] = entry
 
     def symlink(self, rel: str, target: str) -> None:
