@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from vero.baseline import restore_baseline
 from vero.core.benchmark import Budget, SplitAccess
 from vero.core.confine import unconfined
 from vero.core.datasets import load_mode_a_dataset
-from vero.core.engine import Engine, EvalRequest
+from vero.core.engine import IMPORT_SLOTS, Engine, EvalRequest
 from vero.core.experiments import ExperimentDB
 from vero.core.gitops import TrustedRepo
 from vero.core.ledger import Ledger
@@ -214,3 +217,34 @@ def test_read_only_paths_are_enforced_on_commits(setup: Setup) -> None:
     assert outcome.record.status == "done"
     # Admin evaluations (finalize's re-scores) are not refused by the check.
     assert engine.evaluate(EvalRequest(split="train", commit=changed), origin="admin").record.status == "done"
+
+
+def test_at_most_import_slots_evaluations_import_at_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of evaluations imports and admits IMPORT_SLOTS at a time, so they do not all take
+    turns at the GIL with the server's event loop. Each import is held 0.2 s (the only injected
+    delay) so that, without the bound, all of them would overlap."""
+    engine = setup.engine
+    real_import = engine.repo.import_commit
+    lock = threading.Lock()
+    inside = 0
+    most = 0
+
+    def slow_import(source: Path, ref: str) -> str:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        try:
+            time.sleep(0.2)
+            return real_import(source, ref)
+        finally:
+            with lock:
+                inside -= 1
+
+    monkeypatch.setattr(engine.repo, "import_commit", slow_import)
+    commit_agent(setup.bench.agent_repo, IMPROVED_AGENT)
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda _: engine.evaluate(EvalRequest(split="train", num_samples=1), origin="admin"),
+                                 range(6)))
+    assert [o.record.aggregate.mean_score for o in outcomes if o.record.aggregate] == [1.0] * 6
+    assert most == IMPORT_SLOTS
