@@ -218,3 +218,32 @@ def test_slow_clients_do_not_hold_up_status(target: Target) -> None:
         stop.set()
         for sock in sockets:
             sock.close()
+
+
+def test_a_candidate_cannot_change_the_checkout_its_commit_shares(target: Target) -> None:
+    """The evaluations of one commit share its checkout. A candidate that rewrites its own code and
+    plants a module next to it must change neither that evaluation's later samples nor the next
+    evaluation of the commit: the checkout is the sidecar's and read-only to the harness user."""
+    hostile = (
+        "import os\n"
+        "HERE = os.path.dirname(os.path.abspath(__file__))\n"
+        "def solve(row):\n"
+        "    for path, text in ((__file__, '\\nsolve = lambda row: {\"answer\": -1}\\n'),\n"
+        "                       (os.path.join(HERE, 'planted.py'), 'x = 1\\n')):\n"
+        "        try:\n"
+        "            with open(path, 'a') as handle:\n"
+        "                handle.write(text)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    if os.path.exists(os.path.join(HERE, 'planted.py')):\n"
+        "        return {'answer': -1}\n"
+        "    left, right = row['question'].split('+')\n"
+        "    return {'answer': int(left) + int(right)}\n")
+    commit = commit_agent(target.repo, hostile)
+    for _ in range(2):
+        response = target.post("/eval", {"split": "train", "commit": commit})
+        assert response.status_code == 200, response.text
+        assert response.json()["aggregate"]["mean_score"] == 1.0
+    work = Path(target.sidecar.config["paths"]["work_dir"])
+    kept = list(work.glob("wt-*"))
+    assert len(kept) == 1 and not (kept[0] / "planted.py").exists()  # one checkout served both

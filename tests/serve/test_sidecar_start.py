@@ -84,3 +84,19 @@ def test_a_sidecar_that_starts_clears_an_earlier_failure(bench: ModeABench, root
         assert not (log_dir / FAILURE_FILE).exists()
     finally:
         sidecar.stop()
+
+
+def test_checkouts_are_shared_only_when_candidates_run_as_another_user(bench: ModeABench, root: Path) -> None:
+    """A candidate running as the sidecar's own user could write its checkout: each evaluation
+    then gets a fresh one."""
+    alone = _start(root, bench, harness_user=None, fetch_uid=None)
+    try:
+        assert alone.engine.checkouts is None
+    finally:
+        alone.close()
+    if os.geteuid() == 0:
+        confined = _start(root, bench, harness_user="nobody")
+        try:
+            assert confined.engine.checkouts is not None
+        finally:
+            confined.close()

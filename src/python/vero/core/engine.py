@@ -33,6 +33,7 @@ from typing import Literal
 from pydantic import Field
 
 from vero.core.benchmark import AccessTier
+from vero.core.checkouts import SharedCheckouts
 from vero.core.datasets import SplitCatalog
 from vero.core.experiments import ExperimentDB, ExperimentRecord, Origin
 from vero.core.gitops import TrustedRepo
@@ -98,7 +99,8 @@ class Engine:
 
     def __init__(self, *, catalog: SplitCatalog, policy: TierPolicy, ledger: Ledger, db: ExperimentDB,
                  strategy: EvaluationStrategy, repo: TrustedRepo, agent_repo: Path, work_dir: Path,
-                 baseline_commit: str, read_only_paths: Sequence[str] = ()) -> None:
+                 baseline_commit: str, read_only_paths: Sequence[str] = (),
+                 checkouts: SharedCheckouts | None = None) -> None:
         self.catalog = catalog
         self.policy = policy
         self.ledger = ledger
@@ -109,6 +111,8 @@ class Engine:
         self.work_dir = Path(work_dir)
         self.baseline_commit = baseline_commit
         self.read_only_paths = tuple(read_only_paths)
+        # None: every evaluation writes its own checkout (candidates may be able to write it).
+        self.checkouts = checkouts
         # The catalog never changes while the sidecar runs.
         self._split_sizes = {split: len(catalog.sample_ids(split)) for split in catalog.split_names()}
         self._read_only_passed: set[str] = set()
@@ -222,7 +226,9 @@ class Engine:
     def _run(self, record: ExperimentRecord, progress: ProgressCallback | None,
              ) -> tuple[ExperimentRecord, list[SampleResult]]:
         try:
-            with self.repo.worktree(record.commit, self.work_dir) as worktree:
+            checkout = (self.checkouts.checkout(record.commit) if self.checkouts is not None
+                        else self.repo.worktree(record.commit, self.work_dir))
+            with checkout as worktree:
                 results = self.strategy.evaluate(EvaluationContext(
                     commit=record.commit, split=record.split, worktree=worktree,
                     sample_ids=record.sample_ids, store=self.db.store(record.experiment_id),

@@ -240,6 +240,15 @@ class TrustedRepo:
     @contextmanager
     def worktree(self, commit: str, parent: Path) -> Iterator[Path]:
         """A checkout of `commit` under `parent` (the stored bytes, world-readable), removed afterwards."""
+        path = self.check_out(commit, parent)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def check_out(self, commit: str, parent: Path) -> Path:
+        """A new checkout of `commit` in a `wt-*` directory under `parent`: directories 0755 and
+        files 0644 (0755 when executable), owned by this process's user. The caller removes it."""
         if not FULL_SHA.fullmatch(commit) or not (self.imported(commit) or self.commit_of(commit) == commit):
             raise VeroError(f"commit {commit} is not in the trusted repo", where=str(self.path),
                             fix="import the commit before checking it out")
@@ -265,6 +274,7 @@ class TrustedRepo:
                     cat_file.stdin.close()
                 cat_file.kill()
                 cat_file.wait()
-            yield path
-        finally:
+        except BaseException:
             shutil.rmtree(path, ignore_errors=True)
+            raise
+        return path

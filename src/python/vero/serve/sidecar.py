@@ -21,6 +21,7 @@ from pathlib import Path
 from vero.baseline import restore_baseline
 from vero.core import mode_a
 from vero.core.benchmark import AccessTier
+from vero.core.checkouts import SharedCheckouts
 from vero.core.confine import Confinement, numeric_user, require_namespaces, resolve_user
 from vero.core.datasets import ModeADataset, Partition, load_mode_a_dataset, make_partition
 from vero.core.engine import Engine, EvalRequest
@@ -174,10 +175,14 @@ class Sidecar:
             admin_dir=Path(paths.admin_dir), max_concurrency=config.max_concurrency,
             evaluation_timeout=config.timeout))
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
+        # Mode A candidates run as the harness user and cannot write a checkout, so the
+        # evaluations of one commit can share it; Mode B hands the checkout to harbor instead.
+        shared = config.mode == "A" and confinement.user is not None and confinement.user.uid != os.geteuid()
         self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
                              strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
                              work_dir=Path(paths.work_dir), baseline_commit=config.baseline_commit,
-                             read_only_paths=config.read_only_paths)
+                             read_only_paths=config.read_only_paths,
+                             checkouts=SharedCheckouts(self.repo, Path(paths.work_dir)) if shared else None)
         self.submission_path = Path(paths.admin_dir) / SUBMISSION
         self._submit_lock = threading.Lock()
         self._submission_cache: tuple[tuple[int, int, int], Submission] | None = None
