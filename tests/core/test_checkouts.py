@@ -32,6 +32,8 @@ def test_evaluations_of_one_commit_share_its_checkout(tmp_path: Path) -> None:
     with checkouts.checkout(commit) as third:
         assert third == first   # kept after its last user left
     assert [p.name for p in (tmp_path / "work").iterdir()] == [first.name]
+    checkouts.clear()
+    assert list((tmp_path / "work").iterdir()) == []
 
 
 def test_only_the_last_commits_are_kept_and_none_in_use_is_removed(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ A checkout (`TrustedRepo.check_out`) is written from the stored blobs and owned 
 user, directories 0755 and files 0644: when candidate code runs as another user, nothing it does
 can change it. Then a second evaluation of a commit (another split, more samples) uses the
 checkout the first one made instead of writing the tree again. The checkouts of the last `keep`
-commits stay; one in use is never removed. Leftovers of a killed sidecar are `wt-*` directories
-of its work dir, which the next start removes.
+commits stay; one in use is never removed. `clear` removes them when the sidecar stops; a killed
+sidecar leaves `wt-*` directories in its work dir, which the next start removes.
 """
 
 from __future__ import annotations
@@ -71,4 +71,12 @@ class SharedCheckouts:
             idle = [c for c, checkout in self._checkouts.items() if checkout.users == 0]
             evicted = [self._checkouts.pop(c).path for c in idle[:max(0, len(self._checkouts) - self.keep)]]
         for path in evicted:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove every checkout not in use (the sidecar is stopping)."""
+        with self._lock:
+            idle = [commit for commit, checkout in self._checkouts.items() if checkout.users == 0]
+            paths = [self._checkouts.pop(commit).path for commit in idle]
+        for path in paths:
             shutil.rmtree(path, ignore_errors=True)

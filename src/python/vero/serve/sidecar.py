@@ -193,8 +193,10 @@ class Sidecar:
         self.strategy.stop()
 
     def close(self) -> None:
-        """Stop and release the strategy's resources."""
+        """Stop and release the strategy's resources and the kept checkouts."""
         self.strategy.close()
+        if self.engine.checkouts is not None:
+            self.engine.checkouts.clear()
 
     def evaluate(self, request: EvalRequest) -> EvalResponse:
         """An optimizer evaluation: rules, run, then the agent's view of the results."""
