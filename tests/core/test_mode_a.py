@@ -415,3 +415,28 @@ def test_processes_a_candidate_detaches_do_not_outlive_the_evaluation(tmp_path: 
     assert all(r.error is None for r in results), [r.error for r in results]
     assert len(list(pids_dir.iterdir())) == 3
     assert _processes_naming(str(pids_dir)) == [], "a detached candidate process survived its sample"
+
+
+def test_a_sample_is_reported_only_once_its_result_is_stored(tmp_path: Path, worktree_parent: Path) -> None:
+    """Results are written while the next sample runs; progress still follows the durable file."""
+    bench = make_mode_a_bench(tmp_path / "sized", {"train": 6})
+    dataset = load_mode_a_dataset(bench.dataset_dir)
+    repo, commit, parent = _checkout(tmp_path, worktree_parent, IMPROVED_AGENT)
+    strategy = _strategy(dataset, bench.scorer, None, parent, max_concurrency=1)
+    store = SampleStore(tmp_path / "store")
+    reported: list[tuple[int, set[str]]] = []
+
+    def progress(snapshot: Progress) -> None:
+        stored = {result.sample_id for result in store.all()}
+        reported.append((snapshot.done, stored))
+
+    ids = dataset.sample_ids("train")
+    try:
+        with repo.worktree(commit, parent) as worktree:
+            strategy.evaluate(EvaluationContext(commit=commit, split="train", worktree=worktree, sample_ids=ids,
+                                                store=store, progress=progress))
+    finally:
+        strategy.close()
+    assert [done for done, _ in reported] == list(range(1, len(ids) + 1))
+    for done, stored in reported:
+        assert set(ids[:done]) <= stored  # every reported sample (run in order here) was on disk

@@ -23,10 +23,9 @@ import shutil
 import signal
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -160,32 +159,38 @@ class ModeAStrategy:
         done = context.store.done_ids(ids)
         pending = [sid for sid in ids if sid not in done]
         deadline = time.monotonic() + self.evaluation_timeout if self.evaluation_timeout else None
-        counter_lock = threading.Lock()
         finished = len(done)
         passing = sum(1 for sid in done if (r := context.store.get(sid)) is not None and (r.score or 0.0) > 0)
+        # One writer per evaluation: the next sample starts while a result is being made durable,
+        # and a sample is counted and reported only once its result file is durable.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vero-store")
 
-        def one(sample_id: str) -> None:
+        def store(result: SampleResult) -> None:
             nonlocal finished, passing
-            result = self._run_sample(context, sample_id, deadline)
             context.store.put(result)
-            with counter_lock:
-                finished += 1
-                passing += 1 if result.ok and (result.score or 0.0) > 0 else 0
-                snapshot = Progress(total=len(ids), done=finished, passing=passing)
+            finished += 1
+            passing += 1 if result.ok and (result.score or 0.0) > 0 else 0
             if context.progress is not None:
-                context.progress(snapshot)
+                context.progress(Progress(total=len(ids), done=finished, passing=passing))
+
+        def one(sample_id: str) -> Future[None]:
+            return writer.submit(store, self._run_sample(context, sample_id, deadline))
 
         if self._groups.closed:
+            writer.shutdown()
             raise _cancelled()
         futures = [self._pool.submit(one, sid) for sid in pending]
         first_error: BaseException | None = None
-        for future in futures:
-            try:
-                future.result()
-            except CancelledError:
-                first_error = first_error or _cancelled()  # close() dropped it before it started
-            except BaseException as exc:
-                first_error = first_error or exc
+        try:
+            for future in futures:
+                try:
+                    future.result().result()
+                except CancelledError:
+                    first_error = first_error or _cancelled()  # close() dropped it before it started
+                except BaseException as exc:
+                    first_error = first_error or exc
+        finally:
+            writer.shutdown(wait=True)
         if first_error is not None:
             if isinstance(first_error, VeroError):
                 raise first_error
