@@ -413,10 +413,11 @@ def test_a_streamed_upload_the_trusted_side_cannot_stage_fails_without_a_hang(
     the next frame is never read."""
     mkdtemp = tempfile.mkdtemp
 
-    def no_space_for_the_relay(*args: Any, prefix: str | None = None, **kwargs: Any) -> str:
+    def no_space_for_the_relay(suffix: str | None = None, prefix: str | None = None,
+                               dir: str | None = None) -> str:
         if prefix == trusted_side.PRIVATE_PREFIX:
             raise OSError(28, "No space left on device")
-        return mkdtemp(*args, prefix=prefix, **kwargs)
+        return mkdtemp(suffix, prefix, dir)
 
     monkeypatch.setattr(tempfile, "mkdtemp", no_space_for_the_relay)
     with pytest.raises(CandidateAgentError, match="RelayError: the upload failed in the task environment"):
