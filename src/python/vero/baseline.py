@@ -110,8 +110,16 @@ def _fixed_ident() -> str:
     return f"{IDENTITY_NAME} <{IDENTITY_EMAIL}> {int(when.timestamp())} {FIXED_DATE[-5:]}"
 
 
+def git_object_hash(kind: str, size: int, data: bytes | memoryview = b"") -> hashlib._Hash:
+    """The sha1 git names an object of `kind` ("blob", "tree", "commit") and `size` bytes by, fed
+    with `data` so far (git's header holds the size, so it must be known before the first byte)."""
+    digest = hashlib.sha1(b"%s %d\0" % (kind.encode(), size), usedforsecurity=False)
+    digest.update(data)
+    return digest
+
+
 def _object_id(kind: str, body: bytes) -> str:
-    return hashlib.sha1(b"%s %d\0" % (kind.encode(), len(body)) + body, usedforsecurity=False).hexdigest()
+    return git_object_hash(kind, len(body), body).hexdigest()
 
 
 def _tree_id(blobs: Sequence[BaselineBlob]) -> str:

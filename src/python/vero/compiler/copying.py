@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vero.baseline import git_object_hash
 from vero.errors import VeroError
 
 SMALL_FILE = 1 << 20   # read whole up to this size
@@ -28,14 +29,6 @@ class Copied:
     size: int
     sha256: str
     git_blob: str | None
-
-
-def git_blob_hash(size: int, data: bytes | memoryview = b"") -> hashlib._Hash:
-    """The sha1 git names a blob of `size` bytes by, fed with `data` so far (git's header holds the
-    size, so it must be known before the first byte)."""
-    digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
-    digest.update(data)
-    return digest
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -72,13 +65,13 @@ def _copy_whole(source: int, out: int, mode: int, size: int, git_blob: bool) -> 
         data = b"".join(rest)
     _write_all(out, data)
     # The blob id is of the bytes read (and written), whatever the size said.
-    blob = git_blob_hash(len(data), data).hexdigest() if git_blob else None
+    blob = git_object_hash("blob", len(data), data).hexdigest() if git_blob else None
     return Copied(mode, len(data), hashlib.sha256(data).hexdigest(), blob)
 
 
 def _copy_streaming(source: int, out: int, mode: int, size: int, git_blob: bool, src: Path | str) -> Copied:
     digest = hashlib.sha256()
-    blob = git_blob_hash(size) if git_blob else None
+    blob = git_object_hash("blob", size) if git_blob else None
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     copied = 0

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from vero.compiler.copying import copy_hashed, git_blob_hash
+from vero.baseline import git_object_hash
+from vero.compiler.copying import copy_hashed
 from vero.errors import VeroError
 
 CHUNK = 1 << 20
@@ -41,7 +42,7 @@ class Entry:
 
 def git_blob_id(data: bytes) -> str:
     """The id git gives a blob of these bytes (a symlink's blob is its target)."""
-    return git_blob_hash(len(data), data).hexdigest()
+    return git_object_hash("blob", len(data), data).hexdigest()
 
 
 def normalised_mode(mode: int) -> int:
