@@ -340,22 +340,23 @@ def tail_within(text: str, limit: int) -> str:
 # --- framing ----------------------------------------------------------------------------------
 
 
-def frame_head(message: StrictModel, payload_size: int) -> bytes:
-    """The header and message of a frame whose `payload_size` bytes of payload follow."""
+def _head(message: StrictModel, payload_length: int) -> bytes:
     body = message.model_dump_json(exclude_none=True).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
+    return _HEADER.pack(len(body), payload_length) + body
+
+
+def frame_head(message: StrictModel, payload_size: int) -> bytes:
+    """The header and message of a frame whose `payload_size` bytes of payload follow."""
     if payload_size > MAX_TRANSFER_BYTES:
         raise ProtocolError(f"transfer larger than {MAX_TRANSFER_BYTES} bytes")
-    return _HEADER.pack(len(body), payload_size) + body
+    return _head(message, payload_size)
 
 
 def stream_head(message: StrictModel) -> bytes:
     """The header and message of a frame whose payload follows in chunks (`streaming.wire_chunks`)."""
-    body = message.model_dump_json(exclude_none=True).encode("utf-8")
-    if len(body) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
-    return _HEADER.pack(len(body), STREAMED) + body
+    return _head(message, STREAMED)
 
 
 def encode_frame(message: StrictModel, payload: bytes = b"") -> bytes:
