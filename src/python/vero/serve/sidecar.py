@@ -177,7 +177,7 @@ class Sidecar:
         self.policy = TierPolicy(config.splits, config.k_anonymity_floor)
         # Mode A candidates run as the harness user and cannot write a checkout, so the
         # evaluations of one commit can share it; Mode B hands the checkout to harbor instead.
-        shared = config.mode == "A" and confinement.user is not None and confinement.user.uid != os.geteuid()
+        shared = config.mode == "A" and confinement.user is not None
         self.engine = Engine(catalog=self.catalog, policy=self.policy, ledger=self.ledger, db=self.db,
                              strategy=self.strategy, repo=self.repo, agent_repo=Path(paths.agent_repo),
                              work_dir=Path(paths.work_dir), baseline_commit=config.baseline_commit,
