@@ -16,7 +16,6 @@ import yaml
 from click.testing import CliRunner
 
 from tests.support.benchmarks import (
-    fake_runtime_pex,
     mode_a_config,
     mode_b_config,
     snapshot,
@@ -37,10 +36,6 @@ from vero.serve.config import ServePaths, load_serve_config
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgSign=false"]
 
-
-@pytest.fixture()
-def pex(tmp_path: Path) -> Path:
-    return fake_runtime_pex(tmp_path / "pex" / "vero.pex")
 
 
 def _build(config: Path, out: Path, pex: Path, env: dict[str, str] | None = None) -> Any:

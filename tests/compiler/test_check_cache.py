@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.benchmarks import fake_runtime_pex, mode_a_config, write_mode_a, write_yaml
+from tests.support.benchmarks import mode_a_config, write_mode_a, write_yaml
 from vero.compiler import checks as checks_module
 from vero.compiler import layout
 from vero.compiler.check_cache import checks_key
@@ -21,11 +21,6 @@ from vero.compiler.probes import Interpreter
 from vero.compiler.seal import load_seal
 from vero.compiler.tree import Entry
 from vero.errors import VeroError
-
-
-@pytest.fixture()
-def pex(tmp_path: Path) -> Path:
-    return fake_runtime_pex(tmp_path / "pex" / "vero.pex")
 
 
 @pytest.fixture()

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.benchmarks import fake_runtime_pex, mode_a_config, write_mode_a, write_yaml
+from tests.support.benchmarks import mode_a_config, write_mode_a, write_yaml
 from vero.compiler import dataset as dataset_module
 from vero.compiler.compiler import build_task
 from vero.compiler.seal import load_seal
 from vero.errors import VeroError
-
-
-@pytest.fixture()
-def pex(tmp_path: Path) -> Path:
-    return fake_runtime_pex(tmp_path / "pex" / "vero.pex")
 
 
 @pytest.fixture()
