@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from tests.support.mode_a import is_root, shared_tmp
 from vero.core.confine import Confinement, resolve_user, unconfined
 from vero.core.limits import CandidateLimits
-from vero.core.sandbox import ProcessGroups, run_sandboxed
+from vero.core.sandbox import run_sandboxed
 from vero.errors import VeroError
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -78,27 +77,6 @@ def test_output_is_bounded_and_large_stdin_does_not_block(tmp_path: Path) -> Non
     assert result.returncode == 0
     assert len(result.stdout_tail) == 4096 and result.stdout_tail.endswith("END")
     assert len(result.stderr_tail) == 4096
-
-
-def test_kill_all_ends_running_groups(tmp_path: Path) -> None:
-    groups = ProcessGroups()
-    outcome: list[float] = []
-
-    def run() -> None:
-        started = time.monotonic()
-        run_sandboxed([PY, "-c", "import time; time.sleep(60)"], cwd=tmp_path, env=ENV, timeout=120,
-                      confinement=unconfined(), groups=groups)
-        outcome.append(time.monotonic() - started)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    time.sleep(0.5)
-    groups.kill_all()
-    thread.join(timeout=10)
-    assert outcome and outcome[0] < 10
-    result = run_sandboxed([PY, "-c", "import time; time.sleep(60)"], cwd=tmp_path, env=ENV, timeout=120,
-                           confinement=unconfined(), groups=groups)
-    assert result.returncode == -9  # started after kill_all: killed at once
 
 
 def test_unknown_or_root_harness_user() -> None:
@@ -208,6 +186,32 @@ def test_nothing_a_process_starts_outlives_it_in_its_namespace(escape: str) -> N
         assert pidfile.exists()
         time.sleep(0.3)
         assert _host_pid(pidfile) is None, f"{escape}: a process outlived its sample"
+
+
+LEAVER = ("import ctypes, os, sys, time\n"
+          "os.setsid()\n"
+          "ctypes.CDLL(None).prctl(1, 0)  # PR_SET_PDEATHSIG: none\n"
+          "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+          "time.sleep(300)\n")
+
+
+@pytest.mark.skipif(not is_root(), reason="a pid namespace needs root (CI runs as root)")
+def test_a_first_process_that_leaves_its_group_still_dies_at_the_timeout() -> None:
+    """The namespace's first process leaves `unshare`'s process group and clears its parent-death
+    signal: killing the group and `unshare` would leave it, and its namespace, running."""
+    with shared_tmp() as cwd:
+        pidfile = cwd / "left.pid"
+        (cwd / "leave.py").write_text(LEAVER)
+        os.chmod(cwd, 0o777)
+        result = run_sandboxed([PY, str(cwd / "leave.py"), str(pidfile)], cwd=cwd, env=ENV, timeout=2,
+                               confinement=Confinement(user=resolve_user("nobody"), limits=CandidateLimits(),
+                                                       namespaces=True))
+        assert result.timed_out and pidfile.exists(), result.stderr_tail
+        time.sleep(0.3)
+        survivor = _host_pid(pidfile)
+        if survivor is not None:
+            os.kill(survivor, 9)
+        assert survivor is None, "the first process outlived its timeout"
 
 
 @pytest.mark.skipif(not is_root(), reason="a pid namespace needs root (CI runs as root)")

@@ -144,6 +144,28 @@ def test_nothing_a_candidate_detaches_survives_its_sample(stack: TaskStack) -> N
     assert _harness_processes(stack) == []
 
 
+LEAVING = """
+import ctypes, os, subprocess, sys, time
+def solve(row):
+    os.setsid()
+    ctypes.CDLL(None).prctl(1, 0)  # PR_SET_PDEATHSIG: none
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    time.sleep(300)
+"""
+
+
+def test_a_candidate_that_leaves_its_session_ends_at_the_sample_timeout(stack: TaskStack) -> None:
+    """The sample's first process leaves its session and clears its parent-death signal, so
+    neither a process-group kill nor its parent's death ends it: its trusted parent must."""
+    _commit(stack, LEAVING)
+    started = time.monotonic()
+    sample = _evaluate(stack, timeout=120)
+    assert "timed out" in sample["error"]
+    assert time.monotonic() - started < 60
+    time.sleep(0.5)
+    assert _harness_processes(stack) == []
+
+
 MEMORY_HOG = """
 import os, time
 def solve(row):

@@ -7,6 +7,7 @@ the task environment is the tests' stand-in with `docker cp` semantics."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import textwrap
@@ -28,6 +29,7 @@ from vero.modeb.isolation.spec import Isolation
 pytestmark = NEEDS_ROOT
 
 SENTINEL = "vero-redteam-relay-sentinel"
+LEFT_MARKER = "vero-redteam-left-its-group"
 
 
 class DockerCpEnvironment(LocalEnvironment):
@@ -81,6 +83,15 @@ class Agent(Base):
             os._exit(0)
         self.report = {"marker": marker}
         self.save()
+''',
+    "leave": f'''
+import ctypes, subprocess, sys
+class Agent(Base):
+    async def run(self, instruction, environment, context):
+        os.setsid()
+        ctypes.CDLL(None).prctl(1, 0)  # PR_SET_PDEATHSIG: none
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{LEFT_MARKER}"])
+        await asyncio.sleep(300)
 ''',
 }
 
@@ -147,3 +158,16 @@ def test_what_a_candidate_agent_detaches_dies_with_it(world: SimpleNamespace) ->
     marker = report(world)["marker"]
     time.sleep(0.3)
     assert _processes_naming(marker) == []
+
+
+def test_a_candidate_agent_that_leaves_its_group_dies_when_it_is_closed(world: SimpleNamespace) -> None:
+    """The candidate's process (its namespace's first) leaves the process group and clears its
+    parent-death signal, then outstays its phase: closing it must still end it and its children."""
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            asyncio.run(drive(world, "leave", LocalEnvironment(world.container), run_timeout=5))
+        time.sleep(0.3)
+        assert _processes_naming(LEFT_MARKER) == []
+    finally:
+        for pid in _processes_naming(LEFT_MARKER):
+            os.kill(pid, 9)

@@ -17,11 +17,14 @@ The command line is wrapped, outermost first, in:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from vero.core.limits import CandidateLimits
 from vero.errors import VeroError
@@ -29,6 +32,8 @@ from vero.errors import VeroError
 MIB = 1024 * 1024
 OOM_FIRST = "1000"
 NICENESS = "10"
+# The PATH of every process run on the optimizer's behalf.
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -124,3 +129,19 @@ def require_namespaces() -> None:
                         where="sidecar container",
                         fix="give the eval-sidecar service CAP_SYS_ADMIN (the compiled docker-compose.yaml "
                             "does: cap_add: [SYS_ADMIN]) and keep Docker's default seccomp profile")
+
+
+def kill_confined(pid: int) -> None:
+    """SIGKILL a command started with `Confinement.argv` (`pid`, its outermost program) and all it started.
+
+    Killing its process group is not enough: the first process of the pid namespace, forked by
+    `unshare`, can leave the group (`setsid`) and clear its parent-death signal, and would then
+    outlive `unshare` with everything it started. So that process is killed by pid first: it is
+    an unreaped child of the live `unshare`, so its pid cannot have been reused.
+    """
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(child), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

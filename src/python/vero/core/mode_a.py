@@ -1,10 +1,11 @@
 """Mode A: run the candidate's entrypoint on each label-stripped row, score with the trusted scorer.
 
-Each sample runs in a fresh `python3 -c <harness>` process in the candidate's checkout,
-confined (`vero.core.confine`: its own pid namespace, rlimits, the harness user) with a
-minimal environment. The harness reads the row (JSON) from stdin, imports `module:function`
-from the checkout, calls it, and writes `{"ok": ..., "output": ...}` to a reply file in a
-private scratch directory, so the candidate's own prints never mix with its output. The
+Each sample runs in its own process in the candidate's checkout, forked by the candidate
+spawner (`vero.core.spawner`) and confined before any candidate code runs (its own pid
+namespace, rlimits, the harness user) with a minimal environment. The harness reads the row
+(JSON) from stdin, imports `module:function` from the checkout, calls it, and writes
+`{"ok": ..., "output": ...}` to a reply file in a private scratch directory, so the candidate's
+own prints never mix with its output. The
 trusted scorer (loaded from the sidecar's own path) scores in worker processes with a timeout
 (`vero.core.scorer_pool`). Every result is put into the sample store as soon as it is known.
 
@@ -31,49 +32,20 @@ from typing import Protocol
 
 from pydantic import JsonValue, ValidationError
 
-from vero.core.confine import Confinement
+from vero.core.confine import SAFE_PATH, Confinement
 from vero.core.datasets import ModeADataset, strip_labels
 from vero.core.incidents import new_error_id
 from vero.core.records import SampleResult
-from vero.core.sandbox import ProcessGroups, run_sandboxed
 from vero.core.scorer_pool import ScorerFailed, ScorerPool
+from vero.core.spawner import CandidateSpawner, SpawnerStopped
 from vero.core.strategy import Evaluation, EvaluationCancelled, EvaluationContext, Progress, StrategyEnv
 from vero.errors import VeroError
 from vero.models import StrictModel
 
 MAX_REPLY_BYTES = 8 * 1024 * 1024
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPLY_FILE = "reply.json"
 # An exception's class name is shown to the optimizer only when it looks like one.
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
-
-# Runs inside the candidate's process. Reads stdin before any candidate code can, and reports
-# exceptions (SystemExit included) as a reply instead of a traceback on stderr only.
-HARNESS = r"""
-import importlib, json, os, sys
-entrypoint, reply_path = sys.argv[1], sys.argv[2]
-def reply(obj):
-    fd = os.open(reply_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(obj)
-try:
-    row = json.loads(sys.stdin.buffer.read())
-    module_name, function_name = entrypoint.split(":")
-    function = getattr(importlib.import_module(module_name), function_name)
-    output = function(row)
-except BaseException as exc:
-    import traceback  # only on failure: the import costs milliseconds per sample
-    reply(json.dumps({"ok": False, "raised": type(exc).__name__[:200],
-                      "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()[-4000:]}))
-    sys.exit(0)
-try:
-    text = json.dumps({"ok": True, "output": output}, allow_nan=False)
-except (TypeError, ValueError) as exc:
-    reply(json.dumps({"ok": False, "error": f"output is not JSON-serialisable: {exc}"[:2000]}))
-else:
-    reply(text)
-"""
-
 
 def _cancelled() -> EvaluationCancelled:
     return EvaluationCancelled("the sidecar is shutting down; the evaluation was interrupted",
@@ -129,21 +101,21 @@ class ModeAStrategy:
         self.scorer = scorer
         self.sample_timeout = sample_timeout
         self.confinement = confinement
-        self.python = python
         self.scratch_dir = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
         self.secret_env = dict(secret_env or {})
         self.evaluation_timeout = evaluation_timeout
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vero-sample")
-        self._groups = ProcessGroups()
+        self._spawner = CandidateSpawner(confinement, python)
 
     def stop(self) -> None:
         """Kill running candidates and start no new sample (safe in a signal handler)."""
-        self._groups.kill_all()
+        self._spawner.stop()
 
     def close(self) -> None:
         """Stop, then release the pool once its threads have returned, and the scorer's workers."""
         self.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._spawner.close()
         self.scorer.close()
 
     def agent_inputs(self, split: str, sample_ids: Sequence[str]) -> dict[str, JsonValue]:
@@ -176,7 +148,7 @@ class ModeAStrategy:
         def one(sample_id: str) -> Future[None]:
             return writer.submit(store, self._run_sample(context, sample_id, deadline))
 
-        if self._groups.closed:
+        if self._spawner.stopped:
             writer.shutdown()
             raise _cancelled()
         futures = [self._pool.submit(one, sid) for sid in pending]
@@ -210,7 +182,7 @@ class ModeAStrategy:
                 "PYTHONPATH": str(worktree), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(home)}
 
     def _run_sample(self, context: EvaluationContext, sample_id: str, deadline: float | None) -> SampleResult:
-        if self._groups.closed:
+        if self._spawner.stopped:
             raise _cancelled()
         started_at = time.time()
         started = time.monotonic()
@@ -247,11 +219,13 @@ class ModeAStrategy:
             user = self.confinement.user
             if user is not None:
                 os.chown(home, user.uid, user.gid)
-            run = run_sandboxed([self.python, "-B", "-c", HARNESS, self.entrypoint, str(home / REPLY_FILE)],
-                                cwd=context.worktree, env=self._env(context.worktree, home),
-                                timeout=self.sample_timeout, confinement=self.confinement, stdin_data=stdin,
-                                groups=self._groups)
-            if self._groups.closed:
+            try:
+                run = self._spawner.run(cwd=context.worktree, env=self._env(context.worktree, home),
+                                        path=[str(context.worktree)], entrypoint=self.entrypoint,
+                                        reply=home / REPLY_FILE, stdin_data=stdin, timeout=self.sample_timeout)
+            except SpawnerStopped:
+                raise _cancelled() from None
+            if self._spawner.stopped:
                 raise _cancelled()
             if run.timed_out:
                 raise SampleFailure(f"timed out after {self.sample_timeout:g} s", run.stderr_tail)

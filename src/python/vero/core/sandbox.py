@@ -1,8 +1,9 @@
 """Run a command on the optimizer's behalf: confined, in its own session, with a timeout.
 
 The command is wrapped by a `Confinement` (`vero.core.confine`: pid namespace, rlimits,
-unprivileged user). A timeout kills the whole process group, and so does a normal exit; with
-namespaces, the end of the first process also ends every process it started, wherever it went.
+unprivileged user). A timeout kills the namespace's first process and the whole process group,
+and so does a normal exit; with namespaces, the end of the first process also ends every
+process it started, wherever it went.
 stdout and stderr are read through pipes of which only the tail is kept, so a chatty candidate
 costs neither memory nor disk. The calling thread feeds stdin, reads both pipes and sees the
 exit (a pidfd) through one selector: a sample costs no helper threads.
@@ -14,15 +15,15 @@ import collections
 import contextlib
 import os
 import selectors
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from vero.core.confine import Confinement
+from vero.core.confine import Confinement, kill_confined
 from vero.errors import VeroError
 
 READ_CHUNK = 65536
@@ -37,47 +38,6 @@ class RunResult:
     stdout_tail: str
     stderr_tail: str
     duration_s: float
-
-
-def _kill_group(pgid: int) -> None:
-    # ProcessLookupError: the group is already gone.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-class ProcessGroups:
-    """The process groups running right now, so a shutting-down sidecar can kill them all."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._groups: set[int] = set()
-        self._closed = False
-
-    def add(self, pgid: int) -> None:
-        """Track a new group; once closed, a new group is killed at once."""
-        with self._lock:
-            if not self._closed:
-                self._groups.add(pgid)
-                return
-        _kill_group(pgid)
-
-    def discard(self, pgid: int) -> None:
-        """Stop tracking a group that has been reaped."""
-        with self._lock:
-            self._groups.discard(pgid)
-
-    @property
-    def closed(self) -> bool:
-        """True after `kill_all`."""
-        return self._closed
-
-    def kill_all(self) -> None:
-        """Kill every tracked group and every group started from now on."""
-        with self._lock:
-            self._closed = True
-            groups = list(self._groups)
-        for pgid in groups:
-            _kill_group(pgid)
 
 
 class _Tail:
@@ -117,24 +77,24 @@ def _exit_fd(pid: int) -> tuple[int, threading.Thread | None]:
         return read_end, waiter
 
 
-class _Pipes:
-    """The child's stdin, stdout and stderr, served by the calling thread: stdin fed without
+class Pipes:
+    """A child's stdin, stdout and stderr, served by the calling thread: stdin fed without
     blocking, the output tails kept, and the child's exit seen, all through one selector."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], stdin_data: bytes, keep: int, exit_fd: int) -> None:
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    def __init__(self, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[bytes], stdin_data: bytes, keep: int,
+                 exit_fd: int) -> None:
         self.selector = selectors.DefaultSelector()
-        self.tails = {proc.stdout.fileno(): _Tail(keep), proc.stderr.fileno(): _Tail(keep)}
-        self.files = [proc.stdin, proc.stdout, proc.stderr]
+        self.tails = {stdout.fileno(): _Tail(keep), stderr.fileno(): _Tail(keep)}
+        self.files = [stdin, stdout, stderr]
         for fd in self.tails:
             self.selector.register(fd, selectors.EVENT_READ)
-        self.stdin = proc.stdin.fileno()
+        self.stdin = stdin.fileno()
         self.pending = memoryview(stdin_data)
         if self.pending:
             os.set_blocking(self.stdin, False)
             self.selector.register(self.stdin, selectors.EVENT_WRITE)
         else:
-            proc.stdin.close()
+            stdin.close()
         self.exit_fd = exit_fd
         self.selector.register(exit_fd, selectors.EVENT_READ)
         self.exited = False
@@ -184,11 +144,10 @@ class _Pipes:
 
 def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
                   confinement: Confinement, stdin_data: bytes = b"", network: bool = True,
-                  file_size_mb: int | None = None, groups: ProcessGroups | None = None) -> RunResult:
+                  file_size_mb: int | None = None) -> RunResult:
     """Run `argv` under `confinement` in a new session; kill its process group at `timeout` seconds.
 
-    `groups`, when given, tracks the running group so `ProcessGroups.kill_all` can end it. The
-    calling thread does all the waiting and the pipe work: no helper thread per process.
+    The calling thread does all the waiting and the pipe work: no helper thread per process.
     """
     started = time.monotonic()
     try:
@@ -199,20 +158,17 @@ def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], tim
         raise VeroError(f"cannot start {argv[0]!r}: {exc.strerror}", where=str(cwd),
                         fix="check that the interpreter and util-linux (unshare, prlimit, setpriv) "
                             "are installed") from None
-    if groups is not None:
-        groups.add(proc.pid)
     exit_fd, waiter = _exit_fd(proc.pid)
-    pipes = _Pipes(proc, stdin_data, confinement.limits.output_kb * 1024, exit_fd)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    pipes = Pipes(proc.stdin, proc.stdout, proc.stderr, stdin_data, confinement.limits.output_kb * 1024, exit_fd)
     try:
         # Serve until the leader exits, without reaping it: while it is a zombie its group id
         # cannot be reused, so killing the group afterwards cannot hit an unrelated process.
         pipes.serve(until=started + timeout)
         timed_out = not pipes.exited
     finally:
-        _kill_group(proc.pid)
+        kill_confined(proc.pid)
         returncode = proc.wait()
-        if groups is not None:
-            groups.discard(proc.pid)
         if not pipes.exited:
             pipes.selector.unregister(exit_fd)
         if waiter is not None:

@@ -31,7 +31,6 @@ import logging
 import os
 import posixpath
 import shutil
-import signal
 import stat
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vero.core.confine import kill_confined
 from vero.core.incidents import new_error_id
 from vero.modeb.isolation.errors import CandidateAgentError, IsolationError, ProtocolError, RelayRefused
 from vero.modeb.isolation.protocol import (
@@ -404,10 +404,10 @@ class CandidateProcess:
                     self.logger.warning("did not copy the candidate's log %s", skipped)
 
     async def close(self, logs_dir: Path | None = None) -> None:
-        """Kill the process group, keep its stderr tail in `logs_dir`, remove its scratch dir.
+        """Kill the candidate (`kill_confined`), keep its stderr tail in `logs_dir`, remove its scratch dir.
 
-        With namespaces the candidate's first process is the only one of its pid namespace's
-        init chain: killing it ends every process the candidate started, detached or not.
+        With namespaces the candidate's first process is its pid namespace's init: killing it
+        ends every process the candidate started, detached or not.
         Without (development), a detached process may survive and hold the pipes open, so every
         wait is bounded.
         """
@@ -415,8 +415,7 @@ class CandidateProcess:
             return
         self._closed = True
         try:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            kill_confined(self.proc.pid)
             try:
                 await asyncio.wait_for(self.proc.wait(), EXIT_WAIT_SEC)
             except asyncio.TimeoutError:

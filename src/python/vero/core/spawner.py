@@ -1,0 +1,198 @@
+"""Start Mode A samples through a fork server instead of a fresh, wrapped interpreter each.
+
+A sample used to run `choom nice unshare prlimit setpriv python3 -c <harness>`: five programs and
+an interpreter start-up, about 20 ms of CPU before the candidate's first line. The spawner
+keeps one server process (`vero.core.spawner_server`, run by the sidecar's `python3` as root
+with an empty environment) that has the interpreter and the standard library loaded; per
+sample it forks, and the fork confines itself with system calls (its own pid namespace, the
+rlimits, the harness user, no capabilities, no_new_privs) before the harness runs in place.
+
+The sidecar creates the sample's pipes and passes their far ends over the control socket, so
+the row, the output and the stderr never pass through the server. A status pipe, written by
+the candidate's trusted parent (the keeper), says when and how the candidate ended; a pidfd of
+the keeper is how the sidecar ends a sample at its timeout or on stop: SIGTERM makes the keeper
+kill the candidate, whose end (it is its namespace's first process) ends everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from vero.core.confine import MIB, NICENESS, OOM_FIRST, SAFE_PATH, Confinement
+from vero.core.sandbox import Pipes, RunResult
+from vero.errors import VeroError
+
+# How long a keeper has to report after SIGTERM before it is killed itself.
+TERMINATE_GRACE_S = 5.0
+
+
+class SpawnerStopped(VeroError):
+    """The spawner was stopped (the sidecar is shutting down): no new sample starts."""
+
+
+def _settings(confinement: Confinement) -> dict[str, object]:
+    limits = confinement.limits
+    user = confinement.user
+    return {"uid": user.uid if user else None, "gid": user.gid if user else None,
+            "namespaces": confinement.namespaces, "network": True, "nice": int(NICENESS),
+            "oom_score_adj": int(OOM_FIRST),
+            "rlimits": {"NPROC": limits.processes, "AS": limits.memory_mb * MIB, "FSIZE": limits.file_size_mb * MIB,
+                        "NOFILE": limits.open_files, "CPU": limits.cpu_seconds}}
+
+
+class CandidateSpawner:
+    """Runs the harness for one sample at a time per calling thread, through one fork server."""
+
+    def __init__(self, confinement: Confinement, python: str = "python3") -> None:
+        self.confinement = confinement
+        self.python = python
+        self._lock = threading.Lock()
+        self._server: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self._keepers: set[int] = set()  # pidfds of running keepers
+        self._stopped = False
+
+    @property
+    def stopped(self) -> bool:
+        """True after `stop`."""
+        return self._stopped
+
+    def _start(self) -> socket.socket:
+        """The control socket of a running server, started on first use (caller holds the lock)."""
+        if self._control is not None and self._server is not None and self._server.poll() is None:
+            return self._control
+        self._shut_server()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        source = importlib.resources.files("vero.core").joinpath("spawner_server.py").read_text(encoding="utf-8")
+        try:
+            self._server = subprocess.Popen([self.python, "-B", "-s", "-c", source,
+                                             json.dumps(_settings(self.confinement))],
+                                            stdin=theirs, stdout=subprocess.DEVNULL, cwd="/",
+                                            env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, close_fds=True)
+        except OSError as exc:
+            ours.close()
+            raise VeroError(f"cannot start the candidate spawner with {self.python!r}: {exc.strerror}",
+                            fix="install python3 in the sidecar image") from None
+        finally:
+            theirs.close()
+        self._control = ours
+        return ours
+
+    def _request(self, request: dict[str, object], fds: list[int]) -> int:
+        """Send one request; the keeper's pidfd."""
+        with self._lock:
+            if self._stopped:
+                raise SpawnerStopped("the sidecar is shutting down; the sample was not started",
+                                     fix="evaluate again after the restart (finished samples are kept)")
+            control = self._start()
+            try:
+                socket.send_fds(control, [json.dumps(request).encode()], fds)
+                message, received, _, _ = socket.recv_fds(control, 65536, 1)
+            except OSError as exc:
+                self._shut_server()
+                raise VeroError("the candidate spawner stopped answering", fix="see the sidecar log",
+                                detail=str(exc)) from None
+            reply = json.loads(message) if message else {"error": "the spawner exited"}
+            if "error" in reply or len(received) != 1:
+                for fd in received:
+                    os.close(fd)
+                self._shut_server()
+                raise VeroError("the candidate spawner refused a sample", fix="see the sidecar log",
+                                detail=str(reply.get("error")))
+            self._keepers.add(received[0])
+            return received[0]
+
+    def run(self, *, cwd: Path, env: Mapping[str, str], path: Sequence[str], entrypoint: str, reply: Path,
+            stdin_data: bytes, timeout: float) -> RunResult:
+        """Run the harness on `stdin_data` in `cwd`; the keeper is told to end it at `timeout` seconds."""
+        started = time.monotonic()
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        status_r, status_w = os.pipe()
+        far = [stdin_r, stdout_w, stderr_w, status_w]
+        try:
+            keeper = self._request({"cwd": str(cwd), "env": dict(env), "path": list(path),
+                                    "entrypoint": entrypoint, "reply": str(reply)}, far)
+        except BaseException:
+            for fd in (stdin_w, stdout_r, stderr_r, status_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in far:
+                os.close(fd)
+        pipes = Pipes(os.fdopen(stdin_w, "wb", buffering=0), os.fdopen(stdout_r, "rb", buffering=0),
+                      os.fdopen(stderr_r, "rb", buffering=0), stdin_data,
+                      self.confinement.limits.output_kb * 1024, status_r)
+        try:
+            pipes.serve(until=started + timeout)
+            timed_out = not pipes.exited
+            if timed_out:
+                self._signal(keeper, signal.SIGTERM)
+                if not select.select([status_r], [], [], TERMINATE_GRACE_S)[0]:
+                    self._signal(keeper, signal.SIGKILL)
+            returncode = _read_status(status_r)
+        finally:
+            with self._lock:
+                self._keepers.discard(keeper)
+                os.close(keeper)
+            if not pipes.exited:
+                pipes.selector.unregister(status_r)
+            os.close(status_r)
+            pipes.serve(until=time.monotonic() + 1.0)
+            pipes.close()
+        stdout, stderr = pipes.tails.values()
+        return RunResult(returncode=None if timed_out else returncode, timed_out=timed_out,
+                         stdout_tail=stdout.text(), stderr_tail=stderr.text(), duration_s=time.monotonic() - started)
+
+    def _signal(self, keeper: int, number: int) -> None:
+        with self._lock, contextlib.suppress(ProcessLookupError):
+            if keeper in self._keepers:
+                signal.pidfd_send_signal(keeper, number)
+
+    def stop(self) -> None:
+        """End every running sample and start no new one (safe in a signal handler)."""
+        self._stopped = True
+        for keeper in list(self._keepers):
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(keeper, signal.SIGTERM)
+
+    def close(self) -> None:
+        """Stop, then end the server (its keepers end their candidates when it goes)."""
+        self.stop()
+        with self._lock:
+            self._shut_server()
+
+    def _shut_server(self) -> None:
+        if self._control is not None:
+            self._control.close()  # the server sees the end of its input and exits
+            self._control = None
+        if self._server is not None:
+            try:
+                self._server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
+            self._server = None
+
+
+def _read_status(status_fd: int) -> int | None:
+    """The candidate's exit code as the keeper wrote it; None if the keeper died without a word."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        os.set_blocking(status_fd, False)
+        data = os.read(status_fd, 64)
+    with contextlib.suppress(ValueError):
+        return int(data.decode("ascii").strip())
+    return None
