@@ -18,7 +18,7 @@ from tests.support.mode_a import is_root, shared_tmp
 from vero.core.confine import SAFE_PATH, Confinement, resolve_user, unconfined
 from vero.core.limits import CandidateLimits
 from vero.core.sandbox import RunResult
-from vero.core.spawner import CandidateSpawner, SpawnerStopped
+from vero.core.spawner import Spawner, SpawnerStopped, harness_job
 
 needs_root = pytest.mark.skipif(not is_root(), reason="namespaces and a user change need root (CI runs as root)")
 MARKER = "vero-test-spawner-left-behind"
@@ -62,12 +62,12 @@ def work() -> Iterator[Path]:
         yield root
 
 
-def _run(spawner: CandidateSpawner, work: Path, entrypoint: str, row: object = None,
+def _run(spawner: Spawner, work: Path, entrypoint: str, row: object = None,
          timeout: float = 30) -> tuple[RunResult, dict[str, object] | None]:
     reply = work / "home" / "reply.json"
     reply.unlink(missing_ok=True)
-    result = spawner.run(cwd=work, env={"PATH": "/usr/bin:/bin", "ONLY": "this"}, path=[str(work)],
-                         entrypoint=f"agent:{entrypoint}", reply=reply,
+    result = spawner.run(harness_job(f"agent:{entrypoint}", [str(work)], reply), cwd=work,
+                         env={"PATH": "/usr/bin:/bin", "ONLY": "this"},
                          stdin_data=json.dumps(row if row is not None else {"id": "r1"}).encode(), timeout=timeout)
     return result, json.loads(reply.read_text()) if reply.exists() else None
 
@@ -87,7 +87,7 @@ def _pids_naming(text: str) -> list[int]:
 def test_a_sample_gets_its_row_its_environment_and_its_stdio_only(work: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VERO_SIDECAR_SECRET", "sidecar-only-value")
-    spawner = CandidateSpawner(unconfined())
+    spawner = Spawner(unconfined())
     try:
         result, reply = _run(spawner, work, "report")
         # What every candidate inherits as memory: the server's start, with nothing of the sidecar's.
@@ -112,7 +112,7 @@ def test_the_candidate_is_confined_before_its_first_line(work: Path) -> None:
     python.write_text('#!/bin/sh\nexec setpriv --inh-caps=+net_raw python3 "$@"\n')
     python.chmod(0o755)
     limits = CandidateLimits(processes=77, open_files=99, cpu_seconds=55, file_size_mb=3, memory_mb=900)
-    spawner = CandidateSpawner(Confinement(user=resolve_user("nobody"), limits=limits, namespaces=True),
+    spawner = Spawner(Confinement(user=resolve_user("nobody"), limits=limits, namespaces=True),
                                python=str(python))
     try:
         result, reply = _run(spawner, work, "report")
@@ -132,7 +132,7 @@ def test_the_candidate_is_confined_before_its_first_line(work: Path) -> None:
 @needs_root
 def test_a_candidate_that_leaves_its_session_still_ends_at_the_timeout(work: Path) -> None:
     """setsid and no parent-death signal: only its keeper, which it cannot stop, can end it."""
-    spawner = CandidateSpawner(Confinement(user=resolve_user("nobody"), limits=CandidateLimits(), namespaces=True))
+    spawner = Spawner(Confinement(user=resolve_user("nobody"), limits=CandidateLimits(), namespaces=True))
     try:
         started = time.monotonic()
         result, _ = _run(spawner, work, "leave", timeout=2)
@@ -146,7 +146,7 @@ def test_a_candidate_that_leaves_its_session_still_ends_at_the_timeout(work: Pat
 
 
 def test_stop_ends_running_samples_and_refuses_new_ones(work: Path) -> None:
-    spawner = CandidateSpawner(unconfined())
+    spawner = Spawner(unconfined())
     outcome: list[RunResult] = []
     thread = threading.Thread(target=lambda: outcome.append(_run(spawner, work, "sleep", timeout=120)[0]))
     thread.start()
@@ -162,7 +162,7 @@ def test_stop_ends_running_samples_and_refuses_new_ones(work: Path) -> None:
 
 
 def test_a_server_that_died_is_started_again(work: Path) -> None:
-    spawner = CandidateSpawner(unconfined())
+    spawner = Spawner(unconfined())
     try:
         assert _run(spawner, work, "report")[0].returncode == 0
         assert spawner._server is not None
@@ -177,7 +177,7 @@ def test_a_server_that_died_is_started_again(work: Path) -> None:
 
 
 def test_output_is_bounded_and_a_large_row_does_not_block(work: Path) -> None:
-    spawner = CandidateSpawner(Confinement(user=None, limits=CandidateLimits(output_kb=4), namespaces=False))
+    spawner = Spawner(Confinement(user=None, limits=CandidateLimits(output_kb=4), namespaces=False))
     try:
         result, reply = _run(spawner, work, "chatty", row={"blob": "y" * 5_000_000})
     finally:

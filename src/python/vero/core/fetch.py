@@ -9,33 +9,38 @@ of the objects the trusted repository lacks. Root then reads that one regular fi
 followed, size-limited) into `git index-pack --strict` in its own repository. What the
 unprivileged git said goes to the admin log only.
 
-Before that, a branch name (or `HEAD`) is resolved by the same fetcher with `git ls-remote`,
-which copies no object (`resolve_ref`): when it names a commit the trusted repo imported before,
-the fetch is skipped. Only a SHA equal to one the trusted side already verified is taken from
-that answer; anything else (a new commit, a tag object, no answer) goes through the fetch.
+Before that, a branch name (or `HEAD`) is resolved by the same unprivileged user, equally
+confined, forked by the spawner (`vero.core.spawner`): it reads the loose and packed refs of
+`.git` as plain files the way `git ls-remote` lists them, and copies no object (`resolve_ref`).
+When the name points to a commit the trusted repo imported before, the fetch is skipped. Only a
+SHA equal to one the trusted side already verified is taken from that answer; anything else (a
+new commit, a tag object, a repository not laid out the plain way, no answer) goes through the
+fetch, where git decides.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from vero.container import CONTAINER
-from vero.core.confine import Confinement
+from vero.core.benchmark import FullSha
+from vero.core.confine import SAFE_PATH, Confinement
 from vero.core.incidents import withheld
 from vero.core.limits import RepoLimits
 from vero.core.rejections import BadInput
 from vero.core.sandbox import run_sandboxed
+from vero.core.spawner import Spawner, refs_job
 from vero.models import StrictModel
 
 PACK = "incoming.pack"
@@ -90,7 +95,6 @@ done(commit=sha, pack=True)
 # What a short ref name means, in git's order (its `ref_rev_parse_rules`): `git fetch` takes the
 # first rule that names an existing ref, and so does `resolve_ref`.
 REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD")
-_LS_REMOTE_LINE = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})\t(\S+)$")
 
 GITCONFIG = """\
 [safe]
@@ -116,6 +120,13 @@ class FetchReport(StrictModel):
     code: int | None = None
 
 
+class RefAnswer(StrictModel):
+    """The resolver's one line of output: each name's object id (None: no such ref), or None
+    for a repository git must read itself."""
+
+    refs: dict[str, FullSha | None] | None
+
+
 @dataclass(frozen=True)
 class FetchSettings:
     """Who fetches, where its scratch directories go, and the limits on what it may bring."""
@@ -123,6 +134,16 @@ class FetchSettings:
     confinement: Confinement
     scratch_parent: Path
     limits: RepoLimits
+
+    @cached_property
+    def spawner(self) -> Spawner:
+        """Forks the ref resolver, confined as the fetch and without network."""
+        return Spawner(self.confinement, network=False)
+
+    def close(self) -> None:
+        """End the resolver's fork server, if it was started."""
+        if "spawner" in self.__dict__:
+            self.spawner.close()
 
 
 @dataclass(frozen=True)
@@ -181,32 +202,28 @@ def _said(returncode: int | None, stdout: str, stderr: str) -> str:
 
 
 def resolve_ref(source: Path, ref: str, settings: FetchSettings) -> str | None:
-    """The object `ref` (a validated name, not a SHA) names in the optimizer's repo `source`, as
-    the unprivileged fetcher reads it with `git ls-remote` (no object copied); None when git gives
-    no clear answer, so the caller fetches (and reports what went wrong). A repository that wedges
-    git raises the fetch's own timeout error, without a second wait in the fetch.
+    """The object `ref` (a validated name, not a SHA) names in the optimizer's repo `source`, read
+    by the unprivileged resolver (module docstring) with git's order of rules, no object copied;
+    None when there is no clear answer, so the caller fetches (and reports what went wrong). A
+    repository that wedges the resolver raises the fetch's own timeout error.
     """
     limits = settings.limits
-    scratch = _scratch(settings)
-    try:
-        run = run_sandboxed(["git", "ls-remote", "--", str(source), *(rule.format(ref) for rule in REF_RULES)],
-                            cwd=scratch, env=_env(scratch), timeout=limits.fetch_timeout,
-                            confinement=settings.confinement, network=False)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    names = [rule.format(ref) for rule in REF_RULES]
+    run = settings.spawner.run(refs_job(source, names), cwd=Path("/"), env={"PATH": SAFE_PATH, "LC_ALL": "C"},
+                               stdin_data=b"", timeout=limits.fetch_timeout)
     if run.timed_out:
         raise _timed_out(ref, limits, _said(run.returncode, run.stdout_tail, run.stderr_tail))
     if run.returncode != 0:
         return None
-    refs: dict[str, str] = {}
-    for line in run.stdout_tail.splitlines():
-        match = _LS_REMOTE_LINE.fullmatch(line)
-        if match is None:
-            return None  # not git's plain answer (or cut short): let the fetch decide
-        refs[match.group(2)] = match.group(1)
-    for rule in REF_RULES:
-        if rule.format(ref) in refs:
-            return refs[rule.format(ref)]
+    try:
+        answer = RefAnswer.model_validate_json(run.stdout_tail.strip().splitlines()[-1])
+    except (IndexError, ValidationError):
+        return None
+    if answer.refs is None:
+        return None
+    for name in names:
+        if answer.refs.get(name):
+            return answer.refs[name]
     return None
 
 

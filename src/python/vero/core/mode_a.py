@@ -37,7 +37,7 @@ from vero.core.datasets import ModeADataset, strip_labels
 from vero.core.incidents import new_error_id
 from vero.core.records import SampleResult
 from vero.core.scorer_pool import ScorerFailed, ScorerPool
-from vero.core.spawner import CandidateSpawner, SpawnerStopped
+from vero.core.spawner import Spawner, SpawnerStopped, harness_job
 from vero.core.strategy import Evaluation, EvaluationCancelled, EvaluationContext, Progress, StrategyEnv
 from vero.errors import VeroError
 from vero.models import StrictModel
@@ -105,7 +105,7 @@ class ModeAStrategy:
         self.secret_env = dict(secret_env or {})
         self.evaluation_timeout = evaluation_timeout
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vero-sample")
-        self._spawner = CandidateSpawner(confinement, python)
+        self._spawner = Spawner(confinement, python)
 
     def stop(self) -> None:
         """Kill running candidates and start no new sample (safe in a signal handler)."""
@@ -220,9 +220,9 @@ class ModeAStrategy:
             if user is not None:
                 os.chown(home, user.uid, user.gid)
             try:
-                run = self._spawner.run(cwd=context.worktree, env=self._env(context.worktree, home),
-                                        path=[str(context.worktree)], entrypoint=self.entrypoint,
-                                        reply=home / REPLY_FILE, stdin_data=stdin, timeout=self.sample_timeout)
+                run = self._spawner.run(harness_job(self.entrypoint, [str(context.worktree)], home / REPLY_FILE),
+                                        cwd=context.worktree, env=self._env(context.worktree, home),
+                                        stdin_data=stdin, timeout=self.sample_timeout)
             except SpawnerStopped:
                 raise _cancelled() from None
             if self._spawner.stopped:

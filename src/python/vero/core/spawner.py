@@ -1,17 +1,18 @@
-"""Start Mode A samples through a fork server instead of a fresh, wrapped interpreter each.
+"""Start processes on the optimizer's behalf through a fork server instead of a fresh, wrapped
+interpreter each: Mode A samples, and the fetcher's reading of ref names.
 
 A sample used to run `choom nice unshare prlimit setpriv python3 -c <harness>`: five programs and
 an interpreter start-up, about 20 ms of CPU before the candidate's first line. The spawner
 keeps one server process (`vero.core.spawner_server`, run by the sidecar's `python3` as root
-with an empty environment) that has the interpreter and the standard library loaded; per
-sample it forks, and the fork confines itself with system calls (its own pid namespace, the
-rlimits, the harness user, no capabilities, no_new_privs) before the harness runs in place.
+with an empty environment) that has the interpreter and the standard library loaded; per job
+it forks, and the fork confines itself with system calls (its own pid namespace, the rlimits,
+the unprivileged user, no capabilities, no_new_privs) before the job runs in place.
 
-The sidecar creates the sample's pipes and passes their far ends over the control socket, so
-the row, the output and the stderr never pass through the server. A status pipe, written by
-the candidate's trusted parent (the keeper), says when and how the candidate ended; a pidfd of
-the keeper is how the sidecar ends a sample at its timeout or on stop: SIGTERM makes the keeper
-kill the candidate, whose end (it is its namespace's first process) ends everything it started.
+The sidecar creates the job's pipes and passes their far ends over the control socket, so the
+row, the output and the stderr never pass through the server. A status pipe, written by the
+child's trusted parent (the keeper), says when and how the child ended; a pidfd of the keeper
+is how the sidecar ends a job at its timeout or on stop: SIGTERM makes the keeper kill the
+child, whose end (it is its namespace's first process) ends everything it started.
 """
 
 from __future__ import annotations
@@ -38,25 +39,38 @@ TERMINATE_GRACE_S = 5.0
 
 
 class SpawnerStopped(VeroError):
-    """The spawner was stopped (the sidecar is shutting down): no new sample starts."""
+    """The spawner was stopped (the sidecar is shutting down): no new job starts."""
 
 
-def _settings(confinement: Confinement) -> dict[str, object]:
+def harness_job(entrypoint: str, path: Sequence[str], reply: Path) -> dict[str, object]:
+    """A Mode A sample: `module:function` imported with `path` first on sys.path, reply written to `reply`."""
+    return {"job": "harness", "entrypoint": entrypoint, "path": list(path), "reply": str(reply)}
+
+
+def refs_job(repo: Path, names: Sequence[str]) -> dict[str, object]:
+    """What `names` point to in the repository at `repo`, printed as JSON (`vero.core.fetch`)."""
+    return {"job": "refs", "repo": str(repo), "names": list(names)}
+
+
+def _settings(confinement: Confinement, network: bool) -> dict[str, object]:
     limits = confinement.limits
     user = confinement.user
     return {"uid": user.uid if user else None, "gid": user.gid if user else None,
-            "namespaces": confinement.namespaces, "network": True, "nice": int(NICENESS),
+            "namespaces": confinement.namespaces, "network": network, "nice": int(NICENESS),
             "oom_score_adj": int(OOM_FIRST),
             "rlimits": {"NPROC": limits.processes, "AS": limits.memory_mb * MIB, "FSIZE": limits.file_size_mb * MIB,
                         "NOFILE": limits.open_files, "CPU": limits.cpu_seconds}}
 
 
-class CandidateSpawner:
-    """Runs the harness for one sample at a time per calling thread, through one fork server."""
+class Spawner:
+    """Runs jobs confined by `confinement` through one fork server; any number of threads at once.
 
-    def __init__(self, confinement: Confinement, python: str = "python3") -> None:
+    `network=False` cuts the network of every job (a network namespace of its own)."""
+
+    def __init__(self, confinement: Confinement, python: str = "python3", *, network: bool = True) -> None:
         self.confinement = confinement
         self.python = python
+        self.network = network
         self._lock = threading.Lock()
         self._server: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -77,12 +91,12 @@ class CandidateSpawner:
         source = importlib.resources.files("vero.core").joinpath("spawner_server.py").read_text(encoding="utf-8")
         try:
             self._server = subprocess.Popen([self.python, "-B", "-s", "-c", source,
-                                             json.dumps(_settings(self.confinement))],
+                                             json.dumps(_settings(self.confinement, self.network))],
                                             stdin=theirs, stdout=subprocess.DEVNULL, cwd="/",
                                             env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, close_fds=True)
         except OSError as exc:
             ours.close()
-            raise VeroError(f"cannot start the candidate spawner with {self.python!r}: {exc.strerror}",
+            raise VeroError(f"cannot start the spawner with {self.python!r}: {exc.strerror}",
                             fix="install python3 in the sidecar image") from None
         finally:
             theirs.close()
@@ -90,10 +104,10 @@ class CandidateSpawner:
         return ours
 
     def _request(self, request: dict[str, object], fds: list[int]) -> int:
-        """Send one request; the keeper's pidfd."""
+        """Send one request; the pidfd of its keeper."""
         with self._lock:
             if self._stopped:
-                raise SpawnerStopped("the sidecar is shutting down; the sample was not started",
+                raise SpawnerStopped("the sidecar is shutting down; the job was not started",
                                      fix="evaluate again after the restart (finished samples are kept)")
             control = self._start()
             try:
@@ -101,21 +115,22 @@ class CandidateSpawner:
                 message, received, _, _ = socket.recv_fds(control, 65536, 1)
             except OSError as exc:
                 self._shut_server()
-                raise VeroError("the candidate spawner stopped answering", fix="see the sidecar log",
+                raise VeroError("the spawner stopped answering", fix="see the sidecar log",
                                 detail=str(exc)) from None
             reply = json.loads(message) if message else {"error": "the spawner exited"}
             if "error" in reply or len(received) != 1:
                 for fd in received:
                     os.close(fd)
                 self._shut_server()
-                raise VeroError("the candidate spawner refused a sample", fix="see the sidecar log",
+                raise VeroError("the spawner refused a job", fix="see the sidecar log",
                                 detail=str(reply.get("error")))
             self._keepers.add(received[0])
             return received[0]
 
-    def run(self, *, cwd: Path, env: Mapping[str, str], path: Sequence[str], entrypoint: str, reply: Path,
-            stdin_data: bytes, timeout: float) -> RunResult:
-        """Run the harness on `stdin_data` in `cwd`; the keeper is told to end it at `timeout` seconds."""
+    def run(self, job: Mapping[str, object], *, cwd: Path, env: Mapping[str, str], stdin_data: bytes,
+            timeout: float) -> RunResult:
+        """Run `job` (`harness_job`, `refs_job`) in `cwd` with `stdin_data`; its keeper is told to end
+        it at `timeout` seconds."""
         started = time.monotonic()
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
@@ -123,8 +138,7 @@ class CandidateSpawner:
         status_r, status_w = os.pipe()
         far = [stdin_r, stdout_w, stderr_w, status_w]
         try:
-            keeper = self._request({"cwd": str(cwd), "env": dict(env), "path": list(path),
-                                    "entrypoint": entrypoint, "reply": str(reply)}, far)
+            keeper = self._request({**job, "cwd": str(cwd), "env": dict(env)}, far)
         except BaseException:
             for fd in (stdin_w, stdout_r, stderr_r, status_r):
                 os.close(fd)
@@ -162,14 +176,14 @@ class CandidateSpawner:
                 signal.pidfd_send_signal(keeper, number)
 
     def stop(self) -> None:
-        """End every running sample and start no new one (safe in a signal handler)."""
+        """End every running job and start no new one (safe in a signal handler)."""
         self._stopped = True
         for keeper in list(self._keepers):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(keeper, signal.SIGTERM)
 
     def close(self) -> None:
-        """Stop, then end the server (its keepers end their candidates when it goes)."""
+        """Stop, then end the server (its keepers end their children when it goes)."""
         self.stop()
         with self._lock:
             self._shut_server()
@@ -188,7 +202,7 @@ class CandidateSpawner:
 
 
 def _read_status(status_fd: int) -> int | None:
-    """The candidate's exit code as the keeper wrote it; None if the keeper died without a word."""
+    """The child's exit code as the keeper wrote it; None if the keeper died without a word."""
     data = b""
     with contextlib.suppress(BlockingIOError):
         os.set_blocking(status_fd, False)

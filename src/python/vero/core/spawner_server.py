@@ -1,35 +1,44 @@
-"""The candidate spawner's server: a fork server for Mode A samples (standard library only).
+"""The spawner's server: a fork server for processes run on the optimizer's behalf (standard
+library only).
 
 The sidecar runs this file's source as `python3 -B -s -c <source> <settings>`, as root, with an
-empty environment and its control socket (SOCK_SEQPACKET) as stdin. Per sample it receives a
-request (JSON) with four descriptors: the sample's stdin, stdout and stderr pipes and a status
+empty environment and its control socket (SOCK_SEQPACKET) as stdin. Per job it receives a
+request (JSON) with four descriptors: the job's stdin, stdout and stderr pipes and a status
 pipe. The sidecar serves those pipes itself: this process never sees a row, a secret beyond the
-candidate's own environment, or an output.
+candidate's own environment, or an output. Two jobs exist:
+
+- `harness` (a Mode A sample): read the row from stdin, import the candidate's entrypoint from
+  its checkout, call it, write the reply file;
+- `refs` (the fetcher): what some ref names of the optimizer's repo point to, read from its
+  `.git` as plain files, printed as JSON; anything unusual (a link, a special file, a `.git`
+  file, reftable, an odd value) answers "unclear", and the caller lets git decide.
 
 Per request it forks a *keeper* (root, trusted code only), which:
 - starts a new session, lowers its priority, and takes SIGTERM if this server dies;
 - creates a pid namespace (and a network namespace when the network is cut) and forks the
-  *candidate*, the namespace's first process: when it ends, the kernel kills every process it
+  *child*, the namespace's first process: when it ends, the kernel kills every process it
   started, wherever they went;
-- waits for the candidate, writes its exit code to the status pipe and kills its own group.
-  SIGTERM (the sidecar's timeout or stop) makes it kill the candidate first: a candidate can
-  leave the keeper's session and clear its parent-death signal, but not stop its parent.
+- waits for the child, writes its exit code to the status pipe and kills its own group.
+  SIGTERM (the sidecar's timeout or stop) makes it kill the child first: a child can leave the
+  keeper's session and clear its parent-death signal, but not stop its parent.
 
-The candidate confines itself before any candidate code runs: the sample's pipes become its
-stdio and every other descriptor is closed, `oom_score_adj` 1000 (the kernel kills candidates
-first), the rlimits, no capability left in any set, the harness user, no supplementary groups,
-no_new_privs, killed with its keeper. Then it runs the harness in place: the interpreter and
-the standard library are loaded already, which is what a sample no longer pays for. Anything
-failing on the way ends the process (exit 126) before candidate code runs.
+The child confines itself before it reads anything the optimizer controls: the job's pipes
+become its stdio and every other descriptor is closed, `oom_score_adj` 1000 (the kernel kills it
+first), the rlimits, no capability left in any set, the unprivileged user, no supplementary
+groups, no_new_privs, killed with its keeper. Then it runs the job in place: the interpreter and
+the standard library are loaded already, which is what a job no longer pays for. Anything
+failing on the way ends the process (exit 126) before the job starts.
 """
 
 import ctypes
 import importlib
 import json
 import os
+import re
 import resource
 import signal
 import socket
+import stat
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -40,6 +49,11 @@ CLONE_NEWNET = 0x40000000
 CAPABILITY_VERSION_3 = 0x20080522
 CONFINE_FAILED = 126
 MAX_MESSAGE = 1 << 20
+MAX_LOOSE_REF = 4096
+MAX_PACKED_REFS = 64 << 20
+MAX_SYMREF_DEPTH = 5
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+=,-]*")
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -77,7 +91,7 @@ def _clear_capability_sets() -> None:
 
 
 def _confine(settings: dict, request: dict, fds: list) -> None:
-    """Everything between the fork and the first line of candidate code (module docstring)."""
+    """Everything between the fork and the job (module docstring)."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
@@ -136,16 +150,93 @@ def _harness(request: dict) -> None:
         _reply(path, text)
 
 
-def _candidate(settings: dict, request: dict, fds: list) -> None:
-    """The candidate process: confine, run the harness, exit without returning to the server."""
+class Unclear(Exception):
+    """The repository is not laid out the plain way: let git decide."""
+
+
+def _read_plain(path: str, limit: int) -> bytes | None:
+    """The bytes of a regular file at `path` (not a link, at most `limit`), None if it is absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise Unclear(f"{path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return None  # refs/heads/a when refs/heads/a/b exists: no loose ref, as for git
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            raise Unclear(f"{path}: not a regular file within {limit} bytes")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def _packed_refs(git_dir: str) -> dict:
+    data = _read_plain(os.path.join(git_dir, "packed-refs"), MAX_PACKED_REFS)
+    refs = {}
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        if line.startswith(("#", "^")) or not line:
+            continue
+        object_id, _, name = line.partition(" ")
+        if not OBJECT_ID.fullmatch(object_id):
+            raise Unclear("packed-refs holds an unexpected line")
+        refs[name] = object_id
+    return refs
+
+
+def _lookup(git_dir: str, name: str, packed: list, depth: int = 0) -> str | None:
+    """What `name` points to, the way git reads it: the loose ref, else packed-refs; symbolic
+    refs followed. None: no such ref."""
+    if depth > MAX_SYMREF_DEPTH or not REF_NAME.fullmatch(name) or ".." in name or name.endswith((".lock", "/")):
+        raise Unclear(f"an unusual ref name: {name[:100]!r}")
+    loose = _read_plain(os.path.join(git_dir, name), MAX_LOOSE_REF)
+    if loose is None:
+        if name == "HEAD":
+            return None
+        if not packed:
+            packed.append(_packed_refs(git_dir))
+        return packed[0].get(name)
+    text = loose.decode("utf-8", "replace").strip()
+    if text.startswith("ref: "):
+        return _lookup(git_dir, text[5:].strip(), packed, depth + 1)
+    if OBJECT_ID.fullmatch(text):
+        return text
+    raise Unclear(f"{name}: an unexpected value")
+
+
+def _resolve_refs(request: dict) -> None:
+    """Print {"refs": {name: object id or null}}, or {"refs": null} when git must decide."""
+    git_dir = os.path.join(request["repo"], ".git")
+    try:
+        if not stat.S_ISDIR(os.lstat(git_dir).st_mode) or os.path.lexists(os.path.join(git_dir, "reftable")):
+            raise Unclear(".git is not a plain directory of loose and packed refs")
+        packed: list = []
+        # Like `git ls-remote`, which lists HEAD and what is under refs/ only.
+        refs = {name: _lookup(git_dir, name, packed) if name == "HEAD" or name.startswith("refs/") else None
+                for name in request["names"]}
+    except (Unclear, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        refs = None
+    sys.stdout.write(json.dumps({"refs": refs}) + "\n")
+
+
+JOBS = {"harness": _harness, "refs": _resolve_refs}
+
+
+def _child(settings: dict, request: dict, fds: list) -> None:
+    """The job's process: confine, run the job, exit without returning to the server."""
     try:
         _confine(settings, request, fds)
+        job = JOBS[request["job"]]
     except BaseException as exc:
-        os.write(2, f"vero: the candidate could not be confined: {exc}\n".encode())
+        os.write(2, f"vero: the process could not be confined: {exc}\n".encode())
         os._exit(CONFINE_FAILED)
     code = 0
     try:
-        _harness(request)
+        job(request)
         import atexit
         atexit._run_exitfuncs()
         sys.stdout.flush()
@@ -156,7 +247,7 @@ def _candidate(settings: dict, request: dict, fds: list) -> None:
 
 
 def _keeper(settings: dict, request: dict, fds: list, server: int) -> None:
-    """The candidate's trusted parent (module docstring); never returns."""
+    """The child's trusted parent (module docstring); never returns."""
     status_fd = fds[3]
     child = 0
 
@@ -177,7 +268,7 @@ def _keeper(settings: dict, request: dict, fds: list, server: int) -> None:
             _check(LIBC.unshare(CLONE_NEWPID | (0 if settings["network"] else CLONE_NEWNET)), "unshare")
         child = os.fork()
         if child == 0:
-            _candidate(settings, request, fds)
+            _child(settings, request, fds)
         for fd in fds[:3]:
             os.close(fd)
         # Blocked since before the fork: a SIGTERM that came meanwhile now finds `child` set.
@@ -185,7 +276,7 @@ def _keeper(settings: dict, request: dict, fds: list, server: int) -> None:
         _, status = os.waitpid(child, 0)
         os.write(status_fd, f"{os.waitstatus_to_exitcode(status)}\n".encode())
     except BaseException as exc:
-        os.write(2, f"vero: the candidate's keeper failed: {exc}\n".encode())
+        os.write(2, f"vero: the keeper failed: {exc}\n".encode())
     os.killpg(0, signal.SIGKILL)
     os._exit(CONFINE_FAILED)
 

@@ -193,8 +193,9 @@ class Sidecar:
         self.strategy.stop()
 
     def close(self) -> None:
-        """Stop and release the strategy's resources and the kept checkouts."""
+        """Stop and release the strategy's resources, the ref resolver and the kept checkouts."""
         self.strategy.close()
+        self.repo.fetch.close()
         if self.engine.checkouts is not None:
             self.engine.checkouts.clear()
 
