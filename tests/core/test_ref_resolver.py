@@ -25,7 +25,7 @@ def _ls_remote(repo: Path, ref: str) -> str | None:
     """What the fetcher used to answer: git's own listing, first rule that matches."""
     out = subprocess.run(["git", "ls-remote", "--", str(repo), *(rule.format(ref) for rule in REF_RULES)],
                          capture_output=True, text=True, check=True).stdout
-    refs = dict(reversed(line.split("\t")) for line in out.splitlines())
+    refs = {name: object_id for object_id, name in (line.split("\t") for line in out.splitlines())}
     return next((refs[rule.format(ref)] for rule in REF_RULES if rule.format(ref) in refs), None)
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def work() -> Iterator[Path]:
 
 
 def _run(spawner: Spawner, work: Path, entrypoint: str, row: object = None,
-         timeout: float = 30) -> tuple[RunResult, dict[str, object] | None]:
+         timeout: float = 30) -> tuple[RunResult, dict[str, Any] | None]:
     reply = work / "home" / "reply.json"
     reply.unlink(missing_ok=True)
     result = spawner.run(harness_job(f"agent:{entrypoint}", [str(work)], reply), cwd=work,

@@ -92,7 +92,7 @@ class Spawner:
         try:
             self._server = subprocess.Popen([self.python, "-B", "-s", "-c", source,
                                              json.dumps(_settings(self.confinement, self.network))],
-                                            stdin=theirs, stdout=subprocess.DEVNULL, cwd="/",
+                                            stdin=theirs.fileno(), stdout=subprocess.DEVNULL, cwd="/",
                                             env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, close_fds=True)
         except OSError as exc:
             ours.close()

@@ -30,6 +30,8 @@ the standard library are loaded already, which is what a job no longer pays for.
 failing on the way ends the process (exit 126) before the job starts.
 """
 
+from __future__ import annotations
+
 import ctypes
 import importlib
 import json
@@ -40,6 +42,7 @@ import signal
 import socket
 import stat
 import sys
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
@@ -55,6 +58,7 @@ MAX_SYMREF_DEPTH = 5
 OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+=,-]*")
 LIBC = ctypes.CDLL(None, use_errno=True)
+Json = dict[str, Any]
 
 
 def _check(result: int, what: str) -> None:
@@ -90,7 +94,7 @@ def _clear_capability_sets() -> None:
     _check(LIBC.capset(ctypes.byref(_CapHeader(CAPABILITY_VERSION_3, 0)), data), "capset")
 
 
-def _confine(settings: dict, request: dict, fds: list) -> None:
+def _confine(settings: Json, request: Json, fds: list[int]) -> None:
     """Everything between the fork and the job (module docstring)."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     for target, fd in enumerate(fds[:3]):
@@ -123,7 +127,7 @@ def _reply(path: str, text: str) -> None:
         handle.write(text)
 
 
-def _harness(request: dict) -> None:
+def _harness(request: Json) -> None:
     """Read the row before any candidate code can, call the entrypoint, write the reply file;
     an exception (SystemExit included) becomes a reply, not just a traceback on stderr."""
     os.environ.clear()
@@ -174,9 +178,9 @@ def _read_plain(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def _packed_refs(git_dir: str) -> dict:
+def _packed_refs(git_dir: str) -> dict[str, str]:
     data = _read_plain(os.path.join(git_dir, "packed-refs"), MAX_PACKED_REFS)
-    refs = {}
+    refs: dict[str, str] = {}
     for line in (data or b"").decode("utf-8", "replace").splitlines():
         if line.startswith(("#", "^")) or not line:
             continue
@@ -187,7 +191,7 @@ def _packed_refs(git_dir: str) -> dict:
     return refs
 
 
-def _lookup(git_dir: str, name: str, packed: list, depth: int = 0) -> str | None:
+def _lookup(git_dir: str, name: str, packed: list[dict[str, str]], depth: int = 0) -> str | None:
     """What `name` points to, the way git reads it: the loose ref, else packed-refs; symbolic
     refs followed. None: no such ref."""
     if depth > MAX_SYMREF_DEPTH or not REF_NAME.fullmatch(name) or ".." in name or name.endswith((".lock", "/")):
@@ -207,13 +211,13 @@ def _lookup(git_dir: str, name: str, packed: list, depth: int = 0) -> str | None
     raise Unclear(f"{name}: an unexpected value")
 
 
-def _resolve_refs(request: dict) -> None:
+def _resolve_refs(request: Json) -> None:
     """Print {"refs": {name: object id or null}}, or {"refs": null} when git must decide."""
     git_dir = os.path.join(request["repo"], ".git")
     try:
         if not stat.S_ISDIR(os.lstat(git_dir).st_mode) or os.path.lexists(os.path.join(git_dir, "reftable")):
             raise Unclear(".git is not a plain directory of loose and packed refs")
-        packed: list = []
+        packed: list[dict[str, str]] = []
         # Like `git ls-remote`, which lists HEAD and what is under refs/ only.
         refs = {name: _lookup(git_dir, name, packed) if name == "HEAD" or name.startswith("refs/") else None
                 for name in request["names"]}
@@ -226,7 +230,7 @@ def _resolve_refs(request: dict) -> None:
 JOBS = {"harness": _harness, "refs": _resolve_refs}
 
 
-def _child(settings: dict, request: dict, fds: list) -> None:
+def _child(settings: Json, request: Json, fds: list[int]) -> None:
     """The job's process: confine, run the job, exit without returning to the server."""
     try:
         _confine(settings, request, fds)
@@ -246,7 +250,7 @@ def _child(settings: dict, request: dict, fds: list) -> None:
     os._exit(code)
 
 
-def _keeper(settings: dict, request: dict, fds: list, server: int) -> None:
+def _keeper(settings: Json, request: Json, fds: list[int], server: int) -> None:
     """The child's trusted parent (module docstring); never returns."""
     status_fd = fds[3]
     child = 0
@@ -281,7 +285,7 @@ def _keeper(settings: dict, request: dict, fds: list, server: int) -> None:
     os._exit(CONFINE_FAILED)
 
 
-def _serve(settings: dict, control: socket.socket) -> None:
+def _serve(settings: Json, control: socket.socket) -> None:
     """Answer requests until the sidecar closes its end; reap finished keepers on the way."""
     server = os.getpid()
     control.settimeout(1.0)
@@ -305,7 +309,7 @@ def _serve(settings: dict, control: socket.socket) -> None:
             pass
 
 
-def _spawn(settings: dict, control: socket.socket, message: bytes, fds: list, flags: int, server: int) -> None:
+def _spawn(settings: Json, control: socket.socket, message: bytes, fds: list[int], flags: int, server: int) -> None:
     if len(fds) != 4 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         control.send(json.dumps({"error": "a request needs one message and four descriptors"}).encode())
         return

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_KIND = {"bad_input": 422, "unknown": 400, "forbidden": 403, "budget": 429, "conflict": 409}
 THREADS = {"eval": 64, "submit": 16, "admin": 8}
+POLLED_PATHS = frozenset({"/health", "/status"})
 T = TypeVar("T")
 
 
@@ -77,6 +78,42 @@ class _BodyLimit:
                     await refusal(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+class PolledReads:
+    """`GET /health` and `GET /status` answered from memory ahead of the framework's routing,
+    validation and exception layers: the two endpoints clients poll stay cheap for the event loop
+    while evaluations run. Anything unusual about such a request (another method, a body, an
+    error while building the answer) goes the normal way, which answers it as before."""
+
+    def __init__(self, app: ASGIApp, sidecar: Sidecar) -> None:
+        self.app = app
+        self.sidecar = sidecar
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in POLLED_PATHS:
+            try:
+                model = Health(status="ok") if scope["path"] == "/health" else self.sidecar.status()
+                body = model.model_dump_json().encode()
+            except Exception:
+                body = None
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+class QuietPolls(logging.Filter):
+    """Keep the polled endpoints out of the access log: a client polling /status every second
+    would bury every evaluation's line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        path = args[2] if isinstance(args, tuple) and len(args) > 2 and isinstance(args[2], str) else ""
+        return path.partition("?")[0] not in POLLED_PATHS
 
 
 class _Unauthorized(Exception):
@@ -214,8 +251,11 @@ def serve(config: ServeConfig, *, host: str | None = None, port: int | None = No
     """Start the sidecar (see `Sidecar`) and serve until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sidecar = Sidecar(config)
-    server = _Server(uvicorn.Config(create_app(sidecar), host=host or config.host, port=port or config.port,
-                                    log_level="info", timeout_graceful_shutdown=10, access_log=True),
+    logging.getLogger("uvicorn.access").addFilter(QuietPolls())
+    # Nothing sits in front of the sidecar: forwarded headers are not honoured (proxy_headers off).
+    server = _Server(uvicorn.Config(PolledReads(create_app(sidecar), sidecar), host=host or config.host,
+                                    port=port or config.port, log_level="info", timeout_graceful_shutdown=10,
+                                    access_log=True, proxy_headers=False),
                      on_signal=sidecar.stop)
     log.info("eval sidecar %s ready (mode %s, dataset %s)", config.name, config.mode,
              sidecar.catalog.dataset_id)
