@@ -238,8 +238,9 @@ def test_a_kill_at_any_write_of_an_evaluation_loses_nothing(bench: ModeABench, r
         finally:
             restarted.stop()
         shutil.rmtree(run)
-    # pending, ledger, running, 2 samples, done, summary, 2 view samples, 2 renames of the swap
-    assert target == 12
+    # pending, ledger, running, 2 samples, done, the renames of the view's swap (its summary and
+    # samples are written into a staging directory nobody sees, so they have no rename each)
+    assert target == 9
 
 
 def test_recover_views_touches_only_its_own_leftovers(tmp_path: Path) -> None:

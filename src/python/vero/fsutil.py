@@ -38,6 +38,24 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
+def write_new_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create `path` (it must not exist; a link is not followed) holding `data`, fsynced.
+
+    For files in a directory nobody else sees yet (a staging directory swapped in later): the
+    rename that publishes the directory makes them visible, so each needs no rename of its own.
+    The caller fsyncs the directory once before publishing it.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_unfinished_writes(directory: Path) -> None:
     """Delete the temp files that atomic writes into `directory` left when their process was
     killed before the rename. Only for a directory whose writers are all known to be gone."""
@@ -61,6 +79,11 @@ def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
     atomic_write_text(path, canonical_json(obj), mode)
 
 
+def model_json(model: BaseModel) -> str:
+    """A pydantic model as canonical JSON (the form every model file on disk has)."""
+    return canonical_json(model.model_dump(mode="json"))
+
+
 def atomic_write_model(path: Path, model: BaseModel, mode: int = 0o644) -> None:
     """Write a pydantic model as canonical JSON, atomically."""
-    atomic_write_json(path, model.model_dump(mode="json"), mode)
+    atomic_write_text(path, model_json(model), mode)

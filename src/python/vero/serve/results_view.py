@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vero.core.sample_store import SampleStore
 from vero.core.tiers import Disclosure
-from vero.fsutil import atomic_write_model, fsync_dir
+from vero.fsutil import fsync_dir, model_json, write_new_durably
 
 SUMMARY = "summary.json"
 SAMPLES = "samples"
@@ -39,13 +39,17 @@ def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{split}.{_STAGING}.", dir=results_dir))
     try:
         staging.chmod(0o755)
-        atomic_write_model(staging / SUMMARY, disclosure.summary)
+        # Nobody sees the staging directory before the swap: its files need no rename each, only
+        # their data and the directory entries made durable before the swap publishes them.
+        write_new_durably(staging / SUMMARY, model_json(disclosure.summary).encode())
         if disclosure.samples is not None:
             store_dir = staging / SAMPLES
             store_dir.mkdir(mode=0o755)
             store = SampleStore(store_dir)
             for sample in disclosure.samples:
-                atomic_write_model(store.path_for(sample.sample_id), sample)
+                write_new_durably(store.path_for(sample.sample_id), model_json(sample).encode())
+            fsync_dir(store_dir)
+        fsync_dir(staging)
         with _lock:
             old: Path | None = None
             if target.exists() or target.is_symlink():
