@@ -142,3 +142,45 @@ def test_a_resolver_past_the_fetch_timeout_is_the_fetch_s_timeout_error(repo: Pa
             resolve_ref(repo, "main", settings)
     finally:
         settings.close()
+
+
+def test_one_resolver_answers_every_question_and_sees_each_change(repo: Path) -> None:
+    settings = _settings(repo.parent)
+    try:
+        assert resolve_ref(repo, "HEAD", settings) == _ls_remote(repo, "HEAD")
+        resolver = settings.resolver._job
+        for n in range(3):
+            git(repo, "-c", "user.name=a", "-c", "user.email=a@a", "commit", "-q", "--allow-empty", "-m", f"e{n}")
+            assert resolve_ref(repo, "HEAD", settings) == _ls_remote(repo, "HEAD")  # nothing cached
+        assert settings.resolver._job is resolver  # the same process all along
+    finally:
+        settings.close()
+    assert resolver is not None and resolver.closed
+
+
+def test_a_resolver_that_timed_out_is_replaced_for_the_next_question(repo: Path) -> None:
+    settings = _settings(repo.parent)
+    try:
+        names = ["HEAD"]
+        assert settings.resolver.ask(repo, names, timeout=1e-6) is None  # fault: no time to answer
+        late = settings.resolver._job
+        assert late is not None and late.closed
+        answer = settings.resolver.ask(repo, names, timeout=30)
+        assert answer is not None and answer.refs == {"HEAD": _ls_remote(repo, "HEAD")}
+        assert settings.resolver._job is not late
+    finally:
+        settings.close()
+
+
+def test_a_resolver_that_ended_between_questions_is_started_again(repo: Path) -> None:
+    settings = _settings(repo.parent)
+    try:
+        assert resolve_ref(repo, "main", settings) == _ls_remote(repo, "main")
+        job = settings.resolver._job
+        assert job is not None
+        job._spawner._signal(job._keeper, 9)  # fault injection: the resolver dies (as at its CPU-time limit)
+        time.sleep(0.2)
+        assert resolve_ref(repo, "main", settings) == _ls_remote(repo, "main")
+        assert settings.resolver._job is not job
+    finally:
+        settings.close()

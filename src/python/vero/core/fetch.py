@@ -10,8 +10,9 @@ followed, size-limited) into `git index-pack --strict` in its own repository. Wh
 unprivileged git said goes to the admin log only.
 
 Before that, a branch name (or `HEAD`) is resolved by the same unprivileged user, equally
-confined, forked by the spawner (`vero.core.spawner`): it reads the loose and packed refs of
-`.git` as plain files the way `git ls-remote` lists them, and copies no object (`resolve_ref`).
+confined, in a resolver the spawner starts once and keeps (`vero.core.spawner`): it reads the
+loose and packed refs of `.git` as plain files the way `git ls-remote` lists them, and copies
+no object (`resolve_ref`).
 When the name points to a commit the trusted repo imported before, the fetch is skipped. Only a
 SHA equal to one the trusted side already verified is taken from that answer; anything else (a
 new commit, a tag object, a repository not laid out the plain way, no answer) goes through the
@@ -21,11 +22,14 @@ fetch, where git decides.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -40,7 +44,7 @@ from vero.core.incidents import withheld
 from vero.core.limits import RepoLimits
 from vero.core.rejections import BadInput
 from vero.core.sandbox import run_sandboxed
-from vero.core.spawner import Spawner, refs_job
+from vero.core.spawner import RunningJob, Spawner, refs_job
 from vero.models import StrictModel
 
 PACK = "incoming.pack"
@@ -121,10 +125,54 @@ class FetchReport(StrictModel):
 
 
 class RefAnswer(StrictModel):
-    """The resolver's one line of output: each name's object id (None: no such ref), or None
-    for a repository git must read itself."""
+    """One answer of the resolver: each name's object id (None: no such ref), or None for a
+    repository git must read itself (`unclear` says why)."""
 
     refs: dict[str, FullSha | None] | None
+    unclear: str | None = None
+
+
+class RefResolver:
+    """The fetcher's resolver job (`vero.core.spawner_server`), started on first use and kept:
+    a question costs a few reads by a process already running, not a process. One question at a
+    time; a resolver that times out or misbehaves is ended and started afresh for the next."""
+
+    def __init__(self, spawner: Spawner) -> None:
+        self._spawner = spawner
+        self._lock = threading.Lock()
+        self._job: RunningJob | None = None
+
+    def ask(self, source: Path, names: Sequence[str], timeout: float) -> RefAnswer | None:
+        """The answer for `names` in the repository `source`; None if it was not given in time."""
+        question = json.dumps({"repo": str(source), "names": list(names)}).encode()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            # A resolver that ended between questions (its CPU-time limit, say) is started again
+            # once; one that used up the time is not.
+            for _ in range(2):
+                if self._job is None or self._job.closed:
+                    self._job = self._spawner.start(refs_job(), cwd=Path("/"),
+                                                    env={"PATH": SAFE_PATH, "LC_ALL": "C"})
+                line = self._job.ask(question, deadline - time.monotonic())
+                if line is not None or time.monotonic() >= deadline:
+                    break
+        if line is None:
+            return None
+        try:
+            return RefAnswer.model_validate_json(line)
+        except ValidationError:
+            with self._lock:
+                if self._job is not None:
+                    self._job.close()  # not our resolver's answer: start afresh
+            return RefAnswer(refs=None, unclear="the resolver's answer was unreadable")
+
+    def close(self) -> None:
+        """End the resolver, if it runs, and its fork server."""
+        with self._lock:
+            if self._job is not None:
+                self._job.close()
+                self._job = None
+        self._spawner.close()
 
 
 @dataclass(frozen=True)
@@ -136,14 +184,14 @@ class FetchSettings:
     limits: RepoLimits
 
     @cached_property
-    def spawner(self) -> Spawner:
-        """Forks the ref resolver, confined as the fetch and without network."""
-        return Spawner(self.confinement, network=False)
+    def resolver(self) -> RefResolver:
+        """The ref resolver, confined as the fetch and without network."""
+        return RefResolver(Spawner(self.confinement, network=False))
 
     def close(self) -> None:
-        """End the resolver's fork server, if it was started."""
-        if "spawner" in self.__dict__:
-            self.spawner.close()
+        """End the ref resolver and its fork server, if they were started."""
+        if "resolver" in self.__dict__:
+            self.resolver.close()
 
 
 @dataclass(frozen=True)
@@ -209,16 +257,9 @@ def resolve_ref(source: Path, ref: str, settings: FetchSettings) -> str | None:
     """
     limits = settings.limits
     names = [rule.format(ref) for rule in REF_RULES]
-    run = settings.spawner.run(refs_job(source, names), cwd=Path("/"), env={"PATH": SAFE_PATH, "LC_ALL": "C"},
-                               stdin_data=b"", timeout=limits.fetch_timeout)
-    if run.timed_out:
-        raise _timed_out(ref, limits, _said(run.returncode, run.stdout_tail, run.stderr_tail))
-    if run.returncode != 0:
-        return None
-    try:
-        answer = RefAnswer.model_validate_json(run.stdout_tail.strip().splitlines()[-1])
-    except (IndexError, ValidationError):
-        return None
+    answer = settings.resolver.ask(source, names, limits.fetch_timeout)
+    if answer is None:
+        raise _timed_out(ref, limits, "the ref resolver gave no answer in time")
     if answer.refs is None:
         return None
     for name in names:

@@ -47,9 +47,9 @@ def harness_job(entrypoint: str, path: Sequence[str], reply: Path) -> dict[str, 
     return {"job": "harness", "entrypoint": entrypoint, "path": list(path), "reply": str(reply)}
 
 
-def refs_job(repo: Path, names: Sequence[str]) -> dict[str, object]:
-    """What `names` point to in the repository at `repo`, printed as JSON (`vero.core.fetch`)."""
-    return {"job": "refs", "repo": str(repo), "names": list(names)}
+def refs_job() -> dict[str, object]:
+    """The fetcher's ref resolver: one JSON question per line in, one answer per line out (`vero.core.fetch`)."""
+    return {"job": "refs"}
 
 
 def _settings(confinement: Confinement, network: bool) -> dict[str, object]:
@@ -158,9 +158,7 @@ class Spawner:
                     self._signal(keeper, signal.SIGKILL)
             returncode = _read_status(status_r)
         finally:
-            with self._lock:
-                self._keepers.discard(keeper)
-                os.close(keeper)
+            self._forget(keeper)
             if not pipes.exited:
                 pipes.selector.unregister(status_r)
             os.close(status_r)
@@ -169,6 +167,29 @@ class Spawner:
         stdout, stderr = pipes.tails.values()
         return RunResult(returncode=None if timed_out else returncode, timed_out=timed_out,
                          stdout_tail=stdout.text(), stderr_tail=stderr.text(), duration_s=time.monotonic() - started)
+
+    def start(self, job: Mapping[str, object], *, cwd: Path, env: Mapping[str, str]) -> RunningJob:
+        """Start a long-lived `job` that talks over its stdin and stdout (its stderr is discarded)."""
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        status_r, status_w = os.pipe()
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        far = [stdin_r, stdout_w, devnull, status_w]
+        try:
+            keeper = self._request({**job, "cwd": str(cwd), "env": dict(env)}, far)
+        except BaseException:
+            for fd in (stdin_w, stdout_r, status_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in far:
+                os.close(fd)
+        return RunningJob(self, keeper, stdin_w, stdout_r, status_r)
+
+    def _forget(self, keeper: int) -> None:
+        with self._lock:
+            self._keepers.discard(keeper)
+            os.close(keeper)
 
     def _signal(self, keeper: int, number: int) -> None:
         with self._lock, contextlib.suppress(ProcessLookupError):
@@ -210,3 +231,48 @@ def _read_status(status_fd: int) -> int | None:
     with contextlib.suppress(ValueError):
         return int(data.decode("ascii").strip())
     return None
+
+
+class RunningJob:
+    """A long-lived job: one line out, one line back, each answer awaited with a timeout."""
+
+    def __init__(self, spawner: Spawner, keeper: int, stdin: int, stdout: int, status: int) -> None:
+        self._spawner = spawner
+        self._keeper = keeper
+        self._stdin, self._stdout, self._status = stdin, stdout, status
+        self._buffer = b""
+        self.closed = False
+
+    def ask(self, line: bytes, timeout: float, limit: int = 1 << 20) -> bytes | None:
+        """Send `line` (no newline in it) and return the job's next line; None if the job ended,
+        said more than `limit` bytes, or took longer than `timeout` seconds (then it is ended)."""
+        try:
+            os.write(self._stdin, line + b"\n")  # a short line into an empty pipe: written whole
+        except OSError:
+            self.close()
+            return None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or len(self._buffer) > limit or not select.select([self._stdout], [], [], remaining)[0]:
+                self.close()
+                return None
+            chunk = os.read(self._stdout, 65536)
+            if not chunk:
+                self.close()
+                return None
+            self._buffer += chunk
+        answer, _, self._buffer = self._buffer.partition(b"\n")
+        return answer
+
+    def close(self) -> None:
+        """End the job (its keeper kills it) and release its pipes."""
+        if self.closed:
+            return
+        self.closed = True
+        self._spawner._signal(self._keeper, signal.SIGTERM)
+        if not select.select([self._status], [], [], TERMINATE_GRACE_S)[0]:
+            self._spawner._signal(self._keeper, signal.SIGKILL)
+        self._spawner._forget(self._keeper)
+        for fd in (self._stdin, self._stdout, self._status):
+            os.close(fd)

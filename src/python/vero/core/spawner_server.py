@@ -9,9 +9,10 @@ candidate's own environment, or an output. Two jobs exist:
 
 - `harness` (a Mode A sample): read the row from stdin, import the candidate's entrypoint from
   its checkout, call it, write the reply file;
-- `refs` (the fetcher): what some ref names of the optimizer's repo point to, read from its
-  `.git` as plain files, printed as JSON; anything unusual (a link, a special file, a `.git`
-  file, reftable, an odd value) answers "unclear", and the caller lets git decide.
+- `refs` (the fetcher's resolver, long-lived): per line of stdin, what some ref names of the
+  optimizer's repo point to, read from its `.git` as plain files, one line of JSON back;
+  anything unusual (a link, a special file, a `.git` file, reftable, an odd value) answers
+  "unclear", and the caller lets git decide.
 
 Per request it forks a *keeper* (root, trusted code only), which:
 - starts a new session, lowers its priority, and takes SIGTERM if this server dies;
@@ -211,23 +212,29 @@ def _lookup(git_dir: str, name: str, packed: list[dict[str, str]], depth: int = 
     raise Unclear(f"{name}: an unexpected value")
 
 
-def _resolve_refs(request: Json) -> None:
-    """Print {"refs": {name: object id or null}}, or {"refs": null} when git must decide."""
-    git_dir = os.path.join(request["repo"], ".git")
+def _refs_answer(question: Json) -> Json:
+    """{"refs": {name: object id or null}}, or {"refs": null, "unclear": why} when git must decide."""
+    git_dir = os.path.join(question["repo"], ".git")
     try:
         if not stat.S_ISDIR(os.lstat(git_dir).st_mode) or os.path.lexists(os.path.join(git_dir, "reftable")):
             raise Unclear(".git is not a plain directory of loose and packed refs")
         packed: list[dict[str, str]] = []
         # Like `git ls-remote`, which lists HEAD and what is under refs/ only.
-        refs = {name: _lookup(git_dir, name, packed) if name == "HEAD" or name.startswith("refs/") else None
-                for name in request["names"]}
+        return {"refs": {name: _lookup(git_dir, name, packed) if name == "HEAD" or name.startswith("refs/")
+                         else None for name in question["names"]}}
     except (Unclear, OSError) as exc:
-        sys.stderr.write(f"{exc}\n")
-        refs = None
-    sys.stdout.write(json.dumps({"refs": refs}) + "\n")
+        return {"refs": None, "unclear": str(exc)[:500]}
 
 
-JOBS = {"harness": _harness, "refs": _resolve_refs}
+def _refs_server(request: Json) -> None:
+    """Answer one question (JSON: repo, names) per line of stdin with one line of stdout, until
+    stdin ends: the resolver stays up, so a name costs a few reads, not a process."""
+    for line in sys.stdin.buffer:
+        sys.stdout.write(json.dumps(_refs_answer(json.loads(line))) + "\n")
+        sys.stdout.flush()
+
+
+JOBS = {"harness": _harness, "refs": _refs_server}
 
 
 def _child(settings: Json, request: Json, fds: list[int]) -> None:
