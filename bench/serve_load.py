@@ -129,34 +129,43 @@ def client_group(url: str, body: dict[str, object], indexes: list[int], requests
     outcomes.put(GroupOutcome(latencies, failures, min(released), time.monotonic()))
 
 
-def scoring_alone(root: Path, work: Path, samples: int, concurrency: int, user: str | None,
-                  repeats: int) -> float:
-    """Median seconds of the Mode A strategy alone on `samples` validation rows."""
-    bench = make_mode_a_bench(root / "alone", {"validation": samples})
-    commit = commit_agent(bench.agent_repo, IMPROVED_AGENT)
-    restore_baseline(bench.baseline_dir, root / "alone-repo")
-    repo = TrustedRepo(root / "alone-repo")
-    repo.import_commit(bench.agent_repo, commit)
-    dataset = load_mode_a_dataset(bench.dataset_dir)
-    strategy = ModeAStrategy(dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
-                             scorer=ScorerPool(bench.scorer, workers=concurrency, timeout=60), sample_timeout=60,
-                             max_concurrency=concurrency, scratch_dir=work,
-                             confinement=Confinement(user=resolve_user(user), limits=CandidateLimits(),
-                                                     namespaces=user is not None))
-    timings = []
-    try:
-        with repo.worktree(commit, work) as worktree:
-            for attempt in range(repeats):
-                started = time.perf_counter()
-                results = strategy.evaluate(EvaluationContext(
-                    commit=commit, split="validation", worktree=worktree,
-                    sample_ids=dataset.sample_ids("validation"),
-                    store=SampleStore(root / f"alone-store-{attempt}"))).samples
-                timings.append(time.perf_counter() - started)
-                assert all(r.score == 1.0 for r in results)
-    finally:
-        strategy.close()
-    return statistics.median(timings)
+class ScoringAlone:
+    """The Mode A strategy run in this process on `samples` validation rows: what /eval costs
+    without the server, the request, the rules and the records."""
+
+    def __init__(self, root: Path, work: Path, samples: int, concurrency: int, user: str | None) -> None:
+        bench = make_mode_a_bench(root / "alone", {"validation": samples})
+        self.commit = commit_agent(bench.agent_repo, IMPROVED_AGENT)
+        restore_baseline(bench.baseline_dir, root / "alone-repo")
+        repo = TrustedRepo(root / "alone-repo")
+        repo.import_commit(bench.agent_repo, self.commit)
+        self.dataset = load_mode_a_dataset(bench.dataset_dir)
+        self.strategy = ModeAStrategy(self.dataset, entrypoint=ENTRYPOINT, label_fields=LABEL_FIELDS,
+                                      scorer=ScorerPool(bench.scorer, workers=concurrency, timeout=60),
+                                      sample_timeout=60, max_concurrency=concurrency, scratch_dir=work,
+                                      confinement=Confinement(user=resolve_user(user), limits=CandidateLimits(),
+                                                              namespaces=user is not None))
+        self.checkout = repo.worktree(self.commit, work)
+        self.worktree = self.checkout.__enter__()
+        self.root = root
+        self.attempts = 0
+
+    def once(self) -> float:
+        """Seconds of one evaluation of every row."""
+        self.attempts += 1
+        started = time.perf_counter()
+        results = self.strategy.evaluate(EvaluationContext(
+            commit=self.commit, split="validation", worktree=self.worktree,
+            sample_ids=self.dataset.sample_ids("validation"),
+            store=SampleStore(self.root / f"alone-store-{self.attempts}"))).samples
+        elapsed = time.perf_counter() - started
+        assert all(r.score == 1.0 for r in results)
+        return elapsed
+
+    def close(self) -> None:
+        """Release the checkout and the strategy's processes."""
+        self.checkout.__exit__(None, None, None)
+        self.strategy.close()
 
 
 def main() -> None:
@@ -175,7 +184,7 @@ def main() -> None:
     user = "nobody" if os.geteuid() == 0 else None
     n = args.eval_samples
     with tempfile.TemporaryDirectory(prefix="vero-load-") as scratch, shared_tmp() as root:
-        alone = scoring_alone(Path(scratch), root / "alone-work", n, args.concurrency, user, args.repeats)
+        scoring = ScoringAlone(Path(scratch), root / "alone-work", n, args.concurrency, user)
         # The sidecar's unprivileged fetcher reads the agent repo: it lives in the shared `root`.
         bench = make_mode_a_bench(Path(scratch) / "bench", {"train": 4, "validation": n, "test": 4},
                                   agent_parent=root)
@@ -186,12 +195,20 @@ def main() -> None:
         sidecar = start_sidecar(root, config)
         try:
             body = {"split": "validation", "num_samples": n}
-            single = []
-            with httpx.Client(base_url=sidecar.url, timeout=600) as client:
-                for _ in range(args.repeats):
-                    started = time.perf_counter()
-                    assert client.post("/eval", json=body).json()["aggregate"]["mean_score"] == 1.0
-                    single.append(time.perf_counter() - started)
+            single, alone_times = [], []
+            try:
+                with httpx.Client(base_url=sidecar.url, timeout=600) as client:
+                    # Interleaved, after one warm-up of each: machine noise hits both sides alike.
+                    for attempt in range(args.repeats + 1):
+                        alone_s = scoring.once()
+                        started = time.perf_counter()
+                        assert client.post("/eval", json=body).json()["aggregate"]["mean_score"] == 1.0
+                        if attempt:
+                            single.append(time.perf_counter() - started)
+                            alone_times.append(alone_s)
+            finally:
+                scoring.close()
+            alone = statistics.median(alone_times)
             context = multiprocessing.get_context("fork")
             barrier = context.Barrier(args.clients)
             outcomes: multiprocessing.Queue[GroupOutcome] = context.Queue()

@@ -185,8 +185,9 @@ class FetchSettings:
 
     @cached_property
     def resolver(self) -> RefResolver:
-        """The ref resolver, confined as the fetch and without network."""
-        return RefResolver(Spawner(self.confinement, network=False))
+        """The ref resolver, confined as the fetch and without network. It runs no candidate code,
+        so any interpreter does: this one, which exists wherever vero runs."""
+        return RefResolver(Spawner(self.confinement, python=sys.executable, network=False))
 
     def close(self) -> None:
         """End the ref resolver and its fork server, if they were started."""

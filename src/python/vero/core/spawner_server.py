@@ -299,7 +299,7 @@ def _serve(settings: Json, control: socket.socket) -> None:
     while True:
         try:
             message, fds, flags, _ = socket.recv_fds(control, MAX_MESSAGE, 4)
-        except TimeoutError:
+        except socket.timeout:  # TimeoutError from 3.10 on; its own class in 3.9
             message, fds, flags = None, [], 0
         if message == b"":
             return
