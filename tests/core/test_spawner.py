@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,19 @@ from vero.core.spawner import Spawner, SpawnerStopped, harness_job
 
 needs_root = pytest.mark.skipif(not is_root(), reason="namespaces and a user change need root (CI runs as root)")
 MARKER = "vero-test-spawner-left-behind"
+HELD = "vero-test-spawner-held"
+# A sidecar in miniature: one sample that holds on, in a process the test kills with SIGKILL.
+SIDECAR = """
+import sys
+from pathlib import Path
+from vero.core.confine import Confinement, resolve_user
+from vero.core.limits import CandidateLimits
+from vero.core.spawner import Spawner, harness_job
+work = Path(sys.argv[1])
+spawner = Spawner(Confinement(user=resolve_user("nobody"), limits=CandidateLimits(), namespaces=True))
+spawner.run(harness_job("agent:hold", [str(work)], work / "home" / "reply.json"), cwd=work,
+            env={"PATH": "/usr/bin:/bin"}, stdin_data=b"{}", timeout=300)
+"""
 
 CANDIDATE = f'''
 import ctypes, json, os, subprocess, sys, time
@@ -45,6 +60,10 @@ def leave(row):
     time.sleep(300)
 
 def sleep(row):
+    time.sleep(300)
+
+def hold(row):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{HELD}"])
     time.sleep(300)
 
 def chatty(row):
@@ -185,3 +204,26 @@ def test_output_is_bounded_and_a_large_row_does_not_block(work: Path) -> None:
         spawner.close()
     assert result.returncode == 0 and reply == {"ok": True, "output": 5_000_000}
     assert len(result.stdout_tail) == 4096 and result.stdout_tail.endswith("END")
+
+
+@needs_root
+def test_a_killed_sidecar_leaves_no_candidate_behind(work: Path) -> None:
+    """SIGKILL gives the sidecar no chance to stop anything: the server sees its control socket
+    close and exits, its death sends SIGTERM to every keeper, and each keeper ends its sample."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    sidecar = subprocess.Popen([sys.executable, "-c", SIDECAR, str(work)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not _pids_naming(HELD) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _pids_naming(HELD), "the sample never started"
+        sidecar.kill()
+        sidecar.wait()
+        deadline = time.monotonic() + 10
+        while _pids_naming(HELD) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _pids_naming(HELD) == []
+    finally:
+        sidecar.kill()
+        for pid in _pids_naming(HELD):
+            os.kill(pid, 9)

@@ -415,7 +415,8 @@ class CandidateProcess:
             return
         self._closed = True
         try:
-            kill_confined(self.proc.pid)
+            if self.proc.returncode is None:  # once reaped, its pid may name another process
+                kill_confined(self.proc.pid)
             try:
                 await asyncio.wait_for(self.proc.wait(), EXIT_WAIT_SEC)
             except asyncio.TimeoutError:
