@@ -132,20 +132,8 @@ class Spawner:
         """Run `job` (`harness_job`, `refs_job`) in `cwd` with `stdin_data`; its keeper is told to end
         it at `timeout` seconds."""
         started = time.monotonic()
-        stdin_r, stdin_w = os.pipe()
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
-        status_r, status_w = os.pipe()
-        far = [stdin_r, stdout_w, stderr_w, status_w]
-        try:
-            keeper = self._request({**job, "cwd": str(cwd), "env": dict(env)}, far)
-        except BaseException:
-            for fd in (stdin_w, stdout_r, stderr_r, status_r):
-                os.close(fd)
-            raise
-        finally:
-            for fd in far:
-                os.close(fd)
+        keeper, stdin_w, stdout_r, stderr_r, status_r = self._launch(job, cwd, env, keep_stderr=True)
+        assert stderr_r is not None
         pipes = Pipes(os.fdopen(stdin_w, "wb", buffering=0), os.fdopen(stdout_r, "rb", buffering=0),
                       os.fdopen(stderr_r, "rb", buffering=0), stdin_data,
                       self.confinement.limits.output_kb * 1024, status_r)
@@ -170,21 +158,29 @@ class Spawner:
 
     def start(self, job: Mapping[str, object], *, cwd: Path, env: Mapping[str, str]) -> RunningJob:
         """Start a long-lived `job` that talks over its stdin and stdout (its stderr is discarded)."""
+        keeper, stdin_w, stdout_r, _, status_r = self._launch(job, cwd, env, keep_stderr=False)
+        return RunningJob(self, keeper, stdin_w, stdout_r, status_r)
+
+    def _launch(self, job: Mapping[str, object], cwd: Path, env: Mapping[str, str], *,
+                keep_stderr: bool) -> tuple[int, int, int, int | None, int]:
+        """Start `job` on fresh pipes: its keeper's pidfd and our ends of stdin, stdout, stderr
+        (None when discarded) and the status pipe."""
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         status_r, status_w = os.pipe()
-        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        far = [stdin_r, stdout_w, devnull, status_w]
+        stderr_r, stderr_w = os.pipe() if keep_stderr else (None, os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+        far = [stdin_r, stdout_w, stderr_w, status_w]
         try:
             keeper = self._request({**job, "cwd": str(cwd), "env": dict(env)}, far)
         except BaseException:
-            for fd in (stdin_w, stdout_r, status_r):
-                os.close(fd)
+            for fd in (stdin_w, stdout_r, stderr_r, status_r):
+                if fd is not None:
+                    os.close(fd)
             raise
         finally:
             for fd in far:
                 os.close(fd)
-        return RunningJob(self, keeper, stdin_w, stdout_r, status_r)
+        return keeper, stdin_w, stdout_r, stderr_r, status_r
 
     def _forget(self, keeper: int) -> None:
         with self._lock:
