@@ -24,6 +24,7 @@ from tests.support.mode_a import (
     make_mode_a_bench,
     shared_tmp,
 )
+from tests.support.processes import pids_naming
 from vero.baseline import restore_baseline
 from vero.core.confine import Confinement, SandboxUser, resolve_user
 from vero.core.datasets import ModeADataset, load_mode_a_dataset
@@ -383,16 +384,6 @@ def solve(row):
 """
 
 
-def _processes_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 @needs_root
@@ -414,7 +405,7 @@ def test_processes_a_candidate_detaches_do_not_outlive_the_evaluation(tmp_path: 
         strategy.close()
     assert all(r.error is None for r in results), [r.error for r in results]
     assert len(list(pids_dir.iterdir())) == 3
-    assert _processes_naming(str(pids_dir)) == [], "a detached candidate process survived its sample"
+    assert pids_naming(str(pids_dir)) == [], "a detached candidate process survived its sample"
 
 
 def test_a_sample_is_reported_only_once_its_result_is_stored(tmp_path: Path, worktree_parent: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.mode_a import is_root, shared_tmp
+from tests.support.processes import pids_naming
 from vero.core.confine import SAFE_PATH, Confinement, resolve_user, unconfined
 from vero.core.limits import CandidateLimits
 from vero.core.sandbox import RunResult
@@ -92,16 +93,6 @@ def _run(spawner: Spawner, work: Path, entrypoint: str, row: object = None,
     return result, json.loads(reply.read_text()) if reply.exists() else None
 
 
-def _pids_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_a_sample_gets_its_row_its_environment_and_its_stdio_only(work: Path,
@@ -158,10 +149,10 @@ def test_a_candidate_that_leaves_its_session_still_ends_at_the_timeout(work: Pat
         result, _ = _run(spawner, work, "leave", timeout=2)
         assert result.timed_out and time.monotonic() - started < 10
         time.sleep(0.3)
-        assert _pids_naming(MARKER) == [], "a process of the timed-out sample survived"
+        assert pids_naming(MARKER) == [], "a process of the timed-out sample survived"
     finally:
         spawner.close()
-        for pid in _pids_naming(MARKER):
+        for pid in pids_naming(MARKER):
             os.kill(pid, 9)
 
 
@@ -214,16 +205,16 @@ def test_a_killed_sidecar_leaves_no_candidate_behind(work: Path) -> None:
     sidecar = subprocess.Popen([sys.executable, "-c", SIDECAR, str(work)], env=env)
     try:
         deadline = time.monotonic() + 30
-        while not _pids_naming(HELD) and time.monotonic() < deadline:
+        while not pids_naming(HELD) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _pids_naming(HELD), "the sample never started"
+        assert pids_naming(HELD), "the sample never started"
         sidecar.kill()
         sidecar.wait()
         deadline = time.monotonic() + 10
-        while _pids_naming(HELD) and time.monotonic() < deadline:
+        while pids_naming(HELD) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _pids_naming(HELD) == []
+        assert pids_naming(HELD) == []
     finally:
         sidecar.kill()
-        for pid in _pids_naming(HELD):
+        for pid in pids_naming(HELD):
             os.kill(pid, 9)

@@ -21,6 +21,7 @@ import pytest
 import vero.modeb.isolation.candidate_host  # noqa: F401  (run as a module by the candidate process)
 from tests.redteam.conftest import NEEDS_ROOT
 from tests.support.mode_a import shared_tmp
+from tests.support.processes import pids_naming
 from tests.support.relay import HEADER, LocalEnvironment, drive, report
 from vero.core.confine import Confinement
 from vero.core.limits import CandidateLimits
@@ -141,23 +142,13 @@ def test_an_upload_named_dot_dot_ends_the_phase(world: SimpleNamespace) -> None:
     assert not (world.container / "x").with_name("..").resolve().joinpath("pwn").exists()
 
 
-def _processes_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_what_a_candidate_agent_detaches_dies_with_it(world: SimpleNamespace) -> None:
     asyncio.run(drive(world, "detach", LocalEnvironment(world.container)))
     marker = report(world)["marker"]
     time.sleep(0.3)
-    assert _processes_naming(marker) == []
+    assert pids_naming(marker) == []
 
 
 def test_a_candidate_agent_that_leaves_its_group_dies_when_it_is_closed(world: SimpleNamespace) -> None:
@@ -167,7 +158,7 @@ def test_a_candidate_agent_that_leaves_its_group_dies_when_it_is_closed(world: S
         with pytest.raises(asyncio.TimeoutError):
             asyncio.run(drive(world, "leave", LocalEnvironment(world.container), run_timeout=5))
         time.sleep(0.3)
-        assert _processes_naming(LEFT_MARKER) == []
+        assert pids_naming(LEFT_MARKER) == []
     finally:
-        for pid in _processes_naming(LEFT_MARKER):
+        for pid in pids_naming(LEFT_MARKER):
             os.kill(pid, 9)

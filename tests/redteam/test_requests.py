@@ -17,6 +17,7 @@ import pytest
 
 from tests.redteam.conftest import NEEDS_ROOT, Target, start_target
 from tests.support.mode_a import IMPROVED_AGENT, commit_agent
+from tests.support.processes import pids_naming
 from tests.support.sidecar import start_sidecar
 
 
@@ -102,24 +103,14 @@ def test_a_killed_sidecar_leaves_no_scorer_worker_behind(slow_scorer_target: Tar
     assert _busy(scorer), "no scorer worker got to work"
     target.sidecar.stop(signal.SIGKILL)
     time.sleep(1.0)
-    assert _workers(scorer) == []
+    assert pids_naming(scorer) == []
 
 
-def _workers(scorer: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if scorer.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def _busy(scorer: str) -> bool:
     """A worker of `scorer` is running on the CPU (the catastrophic regex)."""
-    for pid in _workers(scorer):
+    for pid in pids_naming(scorer):
         try:
             if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("R"):
                 return True
