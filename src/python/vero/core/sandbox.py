@@ -135,11 +135,23 @@ class Pipes:
             self.selector.unregister(self.stdin)
             self.files[0].close()
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Stop watching the exit, take what output is left for at most a second (a process that
+        escaped may keep the pipes open: do not wait for it) and close the pipes. The caller
+        still owns the exit descriptor."""
+        if not self.exited:
+            self.selector.unregister(self.exit_fd)
+        self.serve(until=time.monotonic() + 1.0)
         self.selector.close()
         for file in self.files:
             with contextlib.suppress(OSError):
                 file.close()
+
+    def result(self, returncode: int | None, timed_out: bool, started: float) -> RunResult:
+        """How the command ended, with the output tails kept."""
+        stdout, stderr = self.tails.values()
+        return RunResult(returncode=None if timed_out else returncode, timed_out=timed_out,
+                         stdout_tail=stdout.text(), stderr_tail=stderr.text(), duration_s=time.monotonic() - started)
 
 
 def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
@@ -169,14 +181,8 @@ def run_sandboxed(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], tim
     finally:
         kill_confined(proc.pid)
         returncode = proc.wait()
-        if not pipes.exited:
-            pipes.selector.unregister(exit_fd)
+        pipes.finish()
         if waiter is not None:
             waiter.join()
         os.close(exit_fd)
-        # Without a namespace a detached process may keep the pipes open: do not wait for it.
-        pipes.serve(until=time.monotonic() + 1.0)
-        pipes.close()
-    stdout, stderr = pipes.tails.values()
-    return RunResult(returncode=None if timed_out else returncode, timed_out=timed_out,
-                     stdout_tail=stdout.text(), stderr_tail=stderr.text(), duration_s=time.monotonic() - started)
+    return pipes.result(returncode, timed_out, started)

@@ -147,14 +147,9 @@ class Spawner:
             returncode = _read_status(status_r)
         finally:
             self._forget(keeper)
-            if not pipes.exited:
-                pipes.selector.unregister(status_r)
+            pipes.finish()
             os.close(status_r)
-            pipes.serve(until=time.monotonic() + 1.0)
-            pipes.close()
-        stdout, stderr = pipes.tails.values()
-        return RunResult(returncode=None if timed_out else returncode, timed_out=timed_out,
-                         stdout_tail=stdout.text(), stderr_tail=stderr.text(), duration_s=time.monotonic() - started)
+        return pipes.result(returncode, timed_out, started)
 
     def start(self, job: Mapping[str, object], *, cwd: Path, env: Mapping[str, str]) -> RunningJob:
         """Start a long-lived `job` that talks over its stdin and stdout (its stderr is discarded)."""
