@@ -4,6 +4,7 @@ and git decides) for anything else: links, special files, a `.git` file, reftabl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -51,10 +52,17 @@ def repo() -> Iterator[Path]:
         yield path
 
 
-def _settings(root: Path, limits: RepoLimits | None = None) -> FetchSettings:
+@contextlib.contextmanager
+def _resolving(root: Path, limits: RepoLimits | None = None) -> Iterator[FetchSettings]:
+    """Fetch settings as in the sidecar (the fetch user, its own namespaces, when root); the
+    resolver they start is ended on the way out."""
     confinement = (Confinement(user=numeric_user(1000), limits=CandidateLimits(), namespaces=True) if is_root()
                    else unconfined())
-    return FetchSettings(confinement=confinement, scratch_parent=root / "fetch", limits=limits or RepoLimits())
+    settings = FetchSettings(confinement=confinement, scratch_parent=root / "fetch", limits=limits or RepoLimits())
+    try:
+        yield settings
+    finally:
+        settings.close()
 
 
 def _answers(repo: Path, settings: FetchSettings) -> dict[str, str | None]:
@@ -67,12 +75,9 @@ def test_the_answer_is_git_ls_remote_s(repo: Path, layout: str) -> None:
         git(repo, "pack-refs", "--all")
     if layout == "detached":
         git(repo, "checkout", "-q", "--detach", "HEAD~1")
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         expected = {name: _ls_remote(repo, name) for name in NAMES}
         assert _answers(repo, settings) == expected
-    finally:
-        settings.close()
     assert expected["HEAD"] and expected["v2"] and expected["nope"] is None  # the layouts are what they say
 
 
@@ -103,24 +108,18 @@ def test_anything_but_plain_files_gets_no_answer(repo: Path, change: str, tmp_pa
         (git_dir / "refs" / "heads" / "main").write_text("HEAD~1\n")
     else:
         (git_dir / "reftable").mkdir()
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         _unclear(repo, settings, ("HEAD",) if change == "head link" else ("HEAD", "main"))
-    finally:
-        settings.close()
 
 
 def test_a_fifo_as_a_ref_neither_blocks_nor_answers(repo: Path) -> None:
     main = repo / ".git" / "refs" / "heads" / "main"
     main.unlink()
     os.mkfifo(main, 0o666)
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         started = time.monotonic()
         _unclear(repo, settings)
         assert time.monotonic() - started < 10
-    finally:
-        settings.close()
 
 
 @pytest.mark.skipif(not is_root(), reason="reading as another user needs root (CI runs as root)")
@@ -128,39 +127,29 @@ def test_a_ref_the_fetch_user_cannot_read_gets_no_answer(repo: Path) -> None:
     """The resolver runs as the fetch user: a ref readable by root only is unclear to it."""
     (repo / ".git" / "refs" / "heads" / "main").chmod(0o600)
     (repo / ".git" / "HEAD").chmod(0o600)
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         _unclear(repo, settings)
-    finally:
-        settings.close()
 
 
 def test_a_resolver_past_the_fetch_timeout_is_the_fetch_s_timeout_error(repo: Path) -> None:
-    settings = _settings(repo.parent, RepoLimits(fetch_timeout=0.001))
-    try:
-        with pytest.raises(BadInput, match=r"reading 'main' from the agent repository took longer than"):
-            resolve_ref(repo, "main", settings)
-    finally:
-        settings.close()
+    with (_resolving(repo.parent, RepoLimits(fetch_timeout=0.001)) as settings,
+          pytest.raises(BadInput, match=r"reading 'main' from the agent repository took longer than")):
+        resolve_ref(repo, "main", settings)
 
 
 def test_one_resolver_answers_every_question_and_sees_each_change(repo: Path) -> None:
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         assert resolve_ref(repo, "HEAD", settings) == _ls_remote(repo, "HEAD")
         resolver = settings.resolver._job
         for n in range(3):
             git(repo, "-c", "user.name=a", "-c", "user.email=a@a", "commit", "-q", "--allow-empty", "-m", f"e{n}")
             assert resolve_ref(repo, "HEAD", settings) == _ls_remote(repo, "HEAD")  # nothing cached
         assert settings.resolver._job is resolver  # the same process all along
-    finally:
-        settings.close()
     assert resolver is not None and resolver.closed
 
 
 def test_a_resolver_that_timed_out_is_replaced_for_the_next_question(repo: Path) -> None:
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         names = ["HEAD"]
         assert settings.resolver.ask(repo, names, timeout=1e-6) is None  # fault: no time to answer
         late = settings.resolver._job
@@ -168,13 +157,10 @@ def test_a_resolver_that_timed_out_is_replaced_for_the_next_question(repo: Path)
         answer = settings.resolver.ask(repo, names, timeout=30)
         assert answer is not None and answer.refs == {"HEAD": _ls_remote(repo, "HEAD")}
         assert settings.resolver._job is not late
-    finally:
-        settings.close()
 
 
 def test_a_resolver_that_ended_between_questions_is_started_again(repo: Path) -> None:
-    settings = _settings(repo.parent)
-    try:
+    with _resolving(repo.parent) as settings:
         assert resolve_ref(repo, "main", settings) == _ls_remote(repo, "main")
         job = settings.resolver._job
         assert job is not None
@@ -182,5 +168,3 @@ def test_a_resolver_that_ended_between_questions_is_started_again(repo: Path) ->
         time.sleep(0.2)
         assert resolve_ref(repo, "main", settings) == _ls_remote(repo, "main")
         assert settings.resolver._job is not job
-    finally:
-        settings.close()
