@@ -190,6 +190,31 @@ def test_records_survive_restart(setup: Setup) -> None:
     assert reopened.split_status("test").budget is None and not reopened.split_status("test").evaluable
 
 
+def _validation(*indexes: int) -> EvalRequest:
+    return EvalRequest(split="validation", sample_ids=[f"validation-{i}" for i in indexes])
+
+
+def test_differencing_counts_the_evaluations_of_an_earlier_process(setup: Setup) -> None:
+    commit_agent(setup.bench.agent_repo, IMPROVED_AGENT)
+    setup.engine.evaluate(_validation(0, 1, 2, 3, 4))
+    reopened = setup.reopen()
+    with pytest.raises(Forbidden, match="single out a group of 1"):
+        reopened.evaluate(_validation(0, 1, 2, 3, 4, 5))
+    assert reopened.evaluate(_validation(4, 3, 2, 1, 0)).record.status == "done"
+
+
+def test_a_request_the_budget_refused_is_no_earlier_evaluation(setup: Setup) -> None:
+    """Its pending record took part in the differencing check, then was removed: the sample set
+    it named was never shown, so it must not narrow what later requests may ask."""
+    engine = setup.engine
+    commit_agent(setup.bench.agent_repo, IMPROVED_AGENT)
+    engine.ledger.reserve("validation", engine.catalog.dataset_id, 10)  # 6 samples left
+    with pytest.raises(BudgetExceeded):
+        engine.evaluate(_validation(0, 1, 2, 3, 4, 5, 6))
+    assert engine.db.all() == []
+    assert engine.evaluate(_validation(1, 2, 3, 4, 5, 6)).record.status == "done"
+
+
 def test_split_status_reports_exhausted_budgets(setup: Setup) -> None:
     engine = setup.engine
     for _ in range(3):

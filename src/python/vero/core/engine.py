@@ -119,6 +119,10 @@ class Engine:
         # One sidecar process serves an admin volume, so a thread lock makes the differencing
         # check and the pending record it admits one step.
         self._admission = threading.Lock()
+        # The sample sets of the agent's disclosing evaluations, per (split, dataset): read from
+        # the records once, then kept by admission and settlement (both in this process), so an
+        # admission does not read every record of the session again. Guarded by `_admission`.
+        self._disclosed: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
         self._import_slots = threading.BoundedSemaphore(IMPORT_SLOTS)
         self._unsettled: dict[str, tuple[str, Literal["failed", "interrupted"]]] = {}
         self._unsettled_lock = threading.Lock()
@@ -183,7 +187,8 @@ class Engine:
                                         commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
                                         charged=False)
         record, results = self._run(record, progress)
-        remaining = self.ledger.remaining(split, dataset_id) if origin == "agent" else None
+        # The sidecar is the ledger's only writer: its last write is the file's state.
+        remaining = self.ledger.peek(split, dataset_id) if origin == "agent" else None
         return EvalOutcome(record=record, results=results, tier=self.policy.tier(split), remaining=remaining)
 
     def check_read_only_paths(self, commit: str) -> None:
@@ -206,13 +211,13 @@ class Engine:
                sample_ids: list[str], full: bool) -> ExperimentRecord:
         """Check differencing, then pay: pending record -> ledger spend naming it -> running."""
         with self._admission:
-            earlier = [r.sample_ids for r in self.db.all()
-                       if r.origin == "agent" and r.split == split and r.dataset_id == dataset_id
-                       and r.status in DISCLOSING]
-            self.policy.check_disclosure(split, sample_ids, earlier, self.catalog.sample_ids(split))
+            disclosed = self._disclosed_sets(split, dataset_id)
+            self.policy.check_disclosure(split, sample_ids, list(disclosed.values()),
+                                         self.catalog.sample_ids(split))
             record = self.db.create(origin="agent", purpose=purpose, split=split, dataset_id=dataset_id,
                                     commit=commit, requested_ref=ref, sample_ids=sample_ids, full_split=full,
                                     charged=False, status="pending")
+            disclosed[record.experiment_id] = frozenset(sample_ids)
         try:
             free = commit == self.baseline_commit and self.ledger.claim_free_baseline(
                 split, dataset_id, record.experiment_id)
@@ -222,6 +227,16 @@ class Engine:
         except BaseException as exc:
             self._settle(record, f"could not start: {exc}", "failed")
             raise
+
+    def _disclosed_sets(self, split: str, dataset_id: str) -> dict[str, frozenset[str]]:
+        """Experiment id -> sample set of the agent's disclosing evaluations of `(split, dataset_id)`
+        (call under `_admission`)."""
+        key = (split, dataset_id)
+        if key not in self._disclosed:
+            self._disclosed[key] = {r.experiment_id: frozenset(r.sample_ids) for r in self.db.all()
+                                    if r.origin == "agent" and r.split == split and r.dataset_id == dataset_id
+                                    and r.status in DISCLOSING}
+        return self._disclosed[key]
 
     def _run(self, record: ExperimentRecord, progress: ProgressCallback | None,
              ) -> tuple[ExperimentRecord, list[SampleResult]]:
@@ -273,7 +288,10 @@ class Engine:
         try:
             # The ledger knows what a pending record was paid, and whether a charge was released.
             charge = self.ledger.charges().get(record.experiment_id)
-            self.db.settle(record, error, status=status, charge=charge)
+            settled = self.db.settle(record, error, status=status, charge=charge)
+            if settled is None or settled.status not in DISCLOSING:
+                with self._admission:
+                    self._disclosed.get((record.split, record.dataset_id), {}).pop(record.experiment_id, None)
         except (OSError, VeroError) as exc:
             log.warning("cannot settle experiment %s yet (%s); retrying before the next evaluation",
                         record.experiment_id, exc)
