@@ -8,7 +8,7 @@ The clients are threads spread over `--client-processes` processes (all 50 in on
 mostly measure that process's GIL: 50 httpx clients firing at once). A probe in a process of its
 own also asks /status every 10 ms during the load: its p99 is the server's responsiveness alone.
 
-    ./pants run bench/serve_load.py -- --clients 50 --requests 4 --eval-samples 5
+    ./pants run bench/serve_load.py -- --clients 50 --requests 8 --eval-samples 5
 """
 
 from __future__ import annotations
@@ -173,13 +173,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=4,
+    parser.add_argument("--requests", type=int, default=8,
                         help="requests per client (half /status, half /eval)")
     parser.add_argument("--client-processes", type=int, default=10,
                         help="processes the clients are spread over (threads within each)")
     parser.add_argument("--eval-samples", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=4, help="the sidecar's max_concurrency")
-    parser.add_argument("--repeats", type=int, default=5, help="single-client repetitions")
+    parser.add_argument("--repeats", type=int, default=15, help="single-client repetitions")
     args = parser.parse_args()
     user = "nobody" if os.geteuid() == 0 else None
     n = args.eval_samples
