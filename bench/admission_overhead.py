@@ -5,7 +5,7 @@ earlier evaluations for differencing, write a pending record, spend (naming the 
 mark it running. It replaced a plain spend-then-record, which is measured in the same run as
 the baseline; a whole 1-sample Mode A evaluation through the engine gives the scale. Each
 figure is the median over `--repeats`, with `--records` earlier evaluations (100-sample
-subsets of a 1000-sample non_viewable split) already on disk.
+subsets of a 1000-sample non_viewable split) already on disk, each paid for in the ledger.
 
     ./pants run bench/admission_overhead.py -- --records 0 100 1000 --repeats 30
 """
@@ -81,8 +81,10 @@ def measure(root: Path, work: Path, n_records: int, repeats: int) -> tuple[float
                          commit=commit, requested_ref="HEAD", sample_ids=sample_ids, full_split=False,
                          charged=True)
 
-    for index in range(n_records):
-        db.finish(record(blocks[index % len(blocks)]), [])
+    for index in range(n_records):  # each earlier evaluation was paid: the ledger names it too
+        earlier = record(blocks[index % len(blocks)])
+        ledger.reserve(SPLIT, dataset.dataset_id, BLOCK, earlier.experiment_id)
+        db.finish(earlier, [])
 
     def plain() -> None:
         ledger.reserve(SPLIT, dataset.dataset_id, BLOCK)

@@ -217,3 +217,28 @@ def test_a_ledger_written_before_releases_existed_still_loads(tmp_path: Path) ->
          "charged_experiments": ["e1"], "free_baseline_experiment": None}]}))
     ledger = Ledger(tmp_path / "l.json", [Budget(split="train", total_run_budget=3)])
     assert ledger.charges() == {"e1": "run"} and ledger.remaining("train", DS).runs_remaining == 2
+
+
+def test_an_operation_that_fails_halfway_changes_nothing(tmp_path: Path) -> None:
+    """A release refused after it began changing its copy of the state: neither the file nor what
+    this ledger answers from (a re-read of the same bytes is not parsed again) may keep the change."""
+    ledger = Ledger(tmp_path / "l.json", [Budget(split="train", total_run_budget=3)])
+    ledger.reserve("train", DS, 1, "e1")
+    before = (tmp_path / "l.json").read_bytes()
+    with pytest.raises(ValueError, match="negative"):
+        ledger.release("train", DS, "e1", 5)
+    assert (tmp_path / "l.json").read_bytes() == before
+    assert ledger.charges() == {"e1": "run"}
+    assert ledger.remaining("train", DS).runs_used == ledger.peek("train", DS).runs_used == 1
+    assert ledger.reserve("train", DS, 1, "e2").runs_used == 2
+
+
+def test_a_change_by_another_ledger_object_is_read(tmp_path: Path) -> None:
+    budgets = [Budget(split="train", total_run_budget=3)]
+    first, second = Ledger(tmp_path / "l.json", budgets), Ledger(tmp_path / "l.json", budgets)
+    first.reserve("train", DS, 1, "e1")
+    second.reserve("train", DS, 1, "e2")
+    assert first.charges() == {"e1": "run", "e2": "run"}
+    assert first.reserve("train", DS, 1, "e3").runs_remaining == 0
+    with pytest.raises(BudgetExceeded):
+        second.reserve("train", DS, 1, "e4")

@@ -10,7 +10,9 @@ A split without a configured `Budget` cannot be spent on (fail closed).
 
 `peek` answers from the state this ledger last read or wrote, without the lock: a reader that
 only shows the budget (/status) never waits behind a spend. The sidecar is the only writer of
-its ledger, so that state is the file's.
+its ledger, so that state is the file's. A re-read that finds the very bytes this ledger last
+read or wrote is not parsed again: every spend appends an experiment id, and parsing and copying
+the whole history on every spend made a spend cost grow with the session.
 
 Each spend names the experiment it pays for, in the same atomic write, so a crash between the
 spend and the experiment's next record write can be reconciled at start: the ledger says which
@@ -38,7 +40,7 @@ from pydantic import Field
 from vero.core.benchmark import Budget
 from vero.core.rejections import BudgetExceeded
 from vero.errors import VeroError
-from vero.fsutil import atomic_write_model
+from vero.fsutil import atomic_write_bytes, model_json
 from vero.models import StrictModel, parse_model
 
 
@@ -85,6 +87,15 @@ class LedgerState(StrictModel):
         return entry
 
 
+def _copy(state: LedgerState) -> LedgerState:
+    """A copy of `state` that changes to either never reach the other: entries and their lists
+    are new, and the rest of an entry are immutable values."""
+    return state.model_copy(update={"entries": [
+        entry.model_copy(update={"charged_experiments": list(entry.charged_experiments),
+                                 "released_experiments": list(entry.released_experiments)})
+        for entry in state.entries]})
+
+
 class Remaining(StrictModel):
     """Budget state of one split: spent units, what is left (None = unlimited) and the cap."""
 
@@ -107,10 +118,12 @@ class Ledger:
         self._budgets = {budget.split: budget for budget in budgets}
         self._thread_lock = threading.Lock()
         self._published = LedgerState()
+        # The file's bytes as this ledger last read or wrote them: `_published` is their state.
+        self._known: bytes | None = None
         # Fail at start, not at the first evaluation, when the file is corrupt. Under the lock no
         # write is under way, so a temp file is what a killed writer left.
         with self._locked():
-            self._publish(self._read())
+            self._read()
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                 leftover.unlink()
 
@@ -133,17 +146,23 @@ class Ledger:
         except OSError as exc:
             raise VeroError(f"cannot read the budget ledger: {exc.strerror}", where=str(self.path),
                             fix="check the admin volume") from None
-        return parse_model(raw, LedgerState, what="budget ledger", where=str(self.path), problem="corrupt",
-                           fix="vero refuses to start with a refilled budget: restore the ledger from a "
-                               "backup; deleting it would refill every budget")
+        if raw == self._known:
+            return _copy(self._published)  # callers change what they get
+        state = parse_model(raw, LedgerState, what="budget ledger", where=str(self.path), problem="corrupt",
+                            fix="vero refuses to start with a refilled budget: restore the ledger from a "
+                                "backup; deleting it would refill every budget")
+        self._publish(state, raw)
+        return state
 
     def _write(self, state: LedgerState) -> None:
-        atomic_write_model(self.path, state, mode=0o600)
-        self._publish(state)
+        raw = model_json(state).encode()
+        atomic_write_bytes(self.path, raw, mode=0o600)
+        self._publish(state, raw)
 
-    def _publish(self, state: LedgerState) -> None:
+    def _publish(self, state: LedgerState, raw: bytes) -> None:
         # A copy: callers go on changing `state`, and `peek` must never see half an update.
-        self._published = state.model_copy(deep=True)
+        self._published = _copy(state)
+        self._known = raw
 
     def _remaining(self, entry: LedgerEntry) -> Remaining:
         budget = self._budgets.get(entry.split)
