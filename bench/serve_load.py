@@ -55,20 +55,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-# Runs in its own process: GET /status every 10 ms until stdin closes, then print the latencies.
+# Runs in its own process: GET /status every 10 ms until stdin closes, then print each request's
+# start (time.monotonic, the same clock in every process) and latency.
 PROBE = r"""
 import http.client, json, select, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
 latencies = []
 connection = http.client.HTTPConnection(host, port, timeout=60)
 while not select.select([sys.stdin], [], [], 0.01)[0]:
-    started = time.perf_counter()
+    at, started = time.monotonic(), time.perf_counter()
     connection.request("GET", "/status")
     response = connection.getresponse()
     response.read()
     if response.status != 200:
         raise SystemExit(f"/status answered {response.status}")
-    latencies.append(time.perf_counter() - started)
+    latencies.append((at, time.perf_counter() - started))
 print(json.dumps(latencies))
 """
 
@@ -80,12 +81,14 @@ def start_probe(url: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True)
 
 
-def stop_probe(probe: subprocess.Popen[str]) -> list[float]:
-    """Stop the probe and return its /status latencies in seconds."""
+def stop_probe(probe: subprocess.Popen[str], start: float, end: float) -> list[float]:
+    """Stop the probe and return the latencies in seconds of its /status requests started between
+    `start` and `end` (monotonic clock): before, the client processes were still being started
+    and were building their clients (a TLS context each), which is the benchmark's own load."""
     stdout, _ = probe.communicate("stop\n", timeout=60)
     if probe.returncode != 0:
         raise RuntimeError(f"the /status probe failed with exit code {probe.returncode}")
-    return [float(value) for value in json.loads(stdout)]
+    return [float(latency) for at, latency in json.loads(stdout) if start <= at <= end]
 
 
 @dataclass
@@ -222,7 +225,7 @@ def main() -> None:
             results = [outcomes.get(timeout=3600) for _ in groups]
             for group in groups:
                 group.join()
-            probed = stop_probe(probe)
+            probed = stop_probe(probe, min(r.started for r in results), max(r.finished for r in results))
             latencies: dict[str, list[float]] = {"/status": [], "/eval": []}
             # Each client's first request of each kind also opens its connection, all fifty at the
             # same instant: kept apart, the rest is what a client sees once the load is running.

@@ -14,6 +14,7 @@ never queue behind evaluations, a thread pool or the ledger lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,6 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
-import anyio  # pants: no-infer-dep (ships with fastapi)
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -48,6 +48,7 @@ from vero.serve.config import ServeConfig
 from vero.serve.finalize import finalize
 from vero.serve.sidecar import Sidecar
 from vero.serve.token import token_matches
+from vero.serve.workers import Workers
 from vero.session.admin import sidecar_archive
 
 log = logging.getLogger(__name__)
@@ -121,22 +122,26 @@ class _Unauthorized(Exception):
 
 def create_app(sidecar: Sidecar) -> FastAPI:
     """The FastAPI application serving `sidecar`."""
-    limiter: dict[str, anyio.CapacityLimiter] = {}
+    pools: dict[str, Workers] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Separate thread pools: slow submits or evaluations never hold up the admin's requests.
         for name, threads in THREADS.items():
-            limiter[name] = anyio.CapacityLimiter(threads)
-        yield
-        await anyio.to_thread.run_sync(sidecar.close)
+            pools[name] = Workers(threads, f"vero-{name}")
+        try:
+            yield
+            await asyncio.to_thread(sidecar.close)  # not behind whatever the admin pool still runs
+        finally:
+            for workers in pools.values():
+                workers.close()
 
     app = FastAPI(title="vero eval sidecar", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.add_middleware(_BodyLimit)
 
     async def in_thread(pool: str, func: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(func, *args, limiter=limiter[pool])
+        return await pools[pool].run(func, *args)
 
     def keep_detail(exc: VeroError) -> None:
         # What a trusted tool said stays in the admin log; the client sees the message and its id.
