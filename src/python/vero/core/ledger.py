@@ -88,8 +88,8 @@ class LedgerState(StrictModel):
 
 
 def _copy(state: LedgerState) -> LedgerState:
-    """A copy of `state` that changes to either never reach the other: entries and their lists
-    are new, and the rest of an entry are immutable values."""
+    """A copy of `state` such that a change to either never reaches the other: the entries and
+    their lists are new, and everything else in an entry is an immutable value."""
     return state.model_copy(update={"entries": [
         entry.model_copy(update={"charged_experiments": list(entry.charged_experiments),
                                  "released_experiments": list(entry.released_experiments)})
