@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vero.core.records import SampleResult, aggregate
 from vero.core.tiers import disclose
-from vero.serve.results_view import write_agent_view
+from vero.serve.results_view import recover_views, write_agent_view
 
 
 def _results(n: int) -> list[SampleResult]:
@@ -35,3 +35,30 @@ def test_view_replaces_the_previous_one(tmp_path: Path) -> None:
     summary = json.loads((target / "summary.json").read_text())
     assert summary["experiment_id"] == "e2" and summary["aggregate"]["n_samples"] == 1
     assert oct(target.stat().st_mode & 0o777) == "0o755"
+
+
+def test_a_summary_view_is_replaced_in_place(tmp_path: Path) -> None:
+    # A non_viewable split's view is one file: replacing it atomically is enough (no mix is
+    # possible), and cheaper than building and swapping a new directory.
+    runs = [_results(2), _results(4)]
+    views = [disclose("non_viewable", experiment_id=f"e{i}", split="train", commit="c" * 40,
+                      aggregate=aggregate(run), results=run) for i, run in enumerate(runs)]
+    assert views[0] is not None and views[1] is not None
+    target = write_agent_view(tmp_path, views[0])
+    directory = target.stat().st_ino
+    write_agent_view(tmp_path, views[1])
+    assert target.stat().st_ino == directory  # the directory stayed: only its summary was replaced
+    assert os.listdir(tmp_path) == ["train"] and os.listdir(target) == ["summary.json"]
+    assert json.loads((target / "summary.json").read_text())["experiment_id"] == "e1"
+
+
+def test_a_killed_summary_replacement_leaves_the_old_summary_and_no_temp_file(tmp_path: Path) -> None:
+    run = _results(2)
+    view = disclose("non_viewable", experiment_id="e1", split="train", commit="c" * 40,
+                    aggregate=aggregate(run), results=run)
+    assert view is not None
+    target = write_agent_view(tmp_path, view)
+    before = (target / "summary.json").read_bytes()
+    (target / ".summary.json.k1ll3d.tmp").write_text('{"half": ')  # what a kill before the rename leaves
+    assert recover_views(tmp_path) == []
+    assert os.listdir(target) == ["summary.json"] and (target / "summary.json").read_bytes() == before

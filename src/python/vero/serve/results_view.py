@@ -3,9 +3,11 @@
 After each optimizer evaluation the split's directory `<results_dir>/<split>/` is replaced
 by the new evaluation's view: `summary.json` always, `samples/<sample>.json` only for a
 viewable split. The new directory is built beside the old one and swapped in by renames, so
-the destination is cleared first and a reader never sees a mix of two evaluations.
-Admin evaluations and no_access splits write nothing. A process killed between the two
-renames leaves the old view aside; `recover_views` puts it back at the next start.
+the destination is cleared first and a reader never sees a mix of two evaluations. A view
+that is a summary alone, replacing another such view, only needs its one file replaced
+atomically: that costs a third of the swap's file-system operations on every non_viewable
+evaluation. Admin evaluations and no_access splits write nothing. A process killed between
+the two renames leaves the old view aside; `recover_views` puts it back at the next start.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from vero.core.sample_store import SampleStore
 from vero.core.tiers import Disclosure
-from vero.fsutil import fsync_dir, model_json, write_new_durably
+from vero.fsutil import atomic_write_bytes, fsync_dir, model_json, remove_unfinished_writes, write_new_durably
 
 SUMMARY = "summary.json"
 SAMPLES = "samples"
@@ -36,12 +38,16 @@ def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     split = disclosure.summary.split
     target = results_dir / split
+    summary = model_json(disclosure.summary).encode()
+    if disclosure.samples is None and _summary_only(target):
+        atomic_write_bytes(target / SUMMARY, summary)
+        return target
     staging = Path(tempfile.mkdtemp(prefix=f".{split}.{_STAGING}.", dir=results_dir))
     try:
         staging.chmod(0o755)
         # Nobody sees the staging directory before the swap: its files need no rename each, only
         # their data and the directory entries made durable before the swap publishes them.
-        write_new_durably(staging / SUMMARY, model_json(disclosure.summary).encode())
+        write_new_durably(staging / SUMMARY, summary)
         if disclosure.samples is not None:
             store_dir = staging / SAMPLES
             store_dir.mkdir(mode=0o755)
@@ -66,11 +72,23 @@ def write_agent_view(results_dir: Path, disclosure: Disclosure) -> Path:
     return target
 
 
+def _summary_only(view: Path) -> bool:
+    """Whether `view` is a directory (not a link to one) holding a summary and nothing else."""
+    if view.is_symlink() or not view.is_dir():
+        return False
+    with os.scandir(view) as entries:
+        return [entry.name for entry in entries if not entry.name.startswith(".")] == [SUMMARY]
+
+
 def recover_views(results_dir: Path) -> list[str]:
     """Clean up after a killed `write_agent_view` (call at start); return the splits whose view
-    was put back. Only the `.<split>.new.*` / `.<split>.old.*` directories it makes are touched."""
+    was put back. Only the `.<split>.new.*` / `.<split>.old.*` directories it makes, and the temp
+    files of a summary's replacement, are touched."""
     results_dir = Path(results_dir)
     restored = []
+    for view in results_dir.iterdir():
+        if not view.name.startswith(".") and view.is_dir() and not view.is_symlink():
+            remove_unfinished_writes(view)
     # Sorted, so a split's staging copy (".new.") goes before its old view (".old.") comes back.
     for path in sorted(results_dir.iterdir()):
         leftover = _LEFTOVER.fullmatch(path.name)
