@@ -5,9 +5,10 @@ by the new evaluation's view: `summary.json` always, `samples/<sample>.json` onl
 viewable split. The new directory is built beside the old one and swapped in by renames, so
 the destination is cleared first and a reader never sees a mix of two evaluations. A view
 that is a summary alone, replacing another such view, only needs its one file replaced
-atomically: that costs a third of the swap's file-system operations on every non_viewable
-evaluation. Admin evaluations and no_access splits write nothing. A process killed between
-the two renames leaves the old view aside; `recover_views` puts it back at the next start.
+atomically: two `fsync` calls and one rename on every non_viewable evaluation, where the swap
+takes three and two and makes and removes two directories. Admin evaluations and no_access
+splits write nothing. A process killed between the two renames of a swap leaves the old view
+aside; `recover_views` puts it back at the next start.
 """
 
 from __future__ import annotations
